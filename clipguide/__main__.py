@@ -1,0 +1,5 @@
+import sys
+
+from clipguide.cli import main
+
+sys.exit(main())
