@@ -120,12 +120,13 @@ def _check_range(tensor: torch.Tensor, name: str) -> None:
 
 def _tensor_items(tensor: torch.Tensor, name: str, check_range: bool) -> list[torch.Tensor]:
     """Split a CHW/NCHW tensor into float CHW tensors with 3 channels, keeping the graph."""
+    shape = tuple(tensor.shape)
     if tensor.ndim == 3:
         tensor = tensor.unsqueeze(0)
     if tensor.ndim != 4 or tensor.shape[1] not in (1, 3):
         raise ValueError(
             f"{name} tensor must be CHW or NCHW with 1 or 3 channels, got shape "
-            f"{tuple(tensor.shape)}; accepted: {_ACCEPTED}"
+            f"{shape}; accepted: {_ACCEPTED}"
         )
     if tensor.dtype == torch.uint8:
         tensor = tensor.float() / 255.0
@@ -142,6 +143,7 @@ def _tensor_items(tensor: torch.Tensor, name: str, check_range: bool) -> list[to
 
 def _array_items(array: np.ndarray, name: str, check_range: bool) -> list[Any]:
     """Split an HW/HWC/NHWC array into RGB PIL images (uint8) or CHW tensors (float)."""
+    shape = array.shape
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim == 3:
@@ -149,7 +151,7 @@ def _array_items(array: np.ndarray, name: str, check_range: bool) -> list[Any]:
     if array.ndim != 4 or array.shape[-1] not in (1, 3, 4):
         raise ValueError(
             f"{name} array must be HW, HWC or NHWC with 1, 3 or 4 channels last, got shape "
-            f"{array.shape}; accepted: {_ACCEPTED}"
+            f"{shape}; accepted: {_ACCEPTED}"
         )
     if array.dtype == np.uint8:
         modes = {1: "L", 3: "RGB", 4: "RGBA"}
@@ -164,9 +166,7 @@ def _array_items(array: np.ndarray, name: str, check_range: bool) -> list[Any]:
         ]
     if np.issubdtype(array.dtype, np.floating):
         if array.shape[-1] == 4:
-            raise ValueError(
-                f"{name} float array must have 1 or 3 channels, got shape {array.shape}"
-            )
+            raise ValueError(f"{name} float array must have 1 or 3 channels, got shape {shape}")
         tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).float()
         return _tensor_items(tensor, name, check_range)
     raise TypeError(
