@@ -1,0 +1,378 @@
+"""CLIP scoring: cosine per pair, N x M matrices, per-sample CLIPScore, reranking.
+
+The maths is a set of pure tensor functions; :class:`CLIPScorer` adds batching, a text
+embedding cache and input handling around any CLIP that :func:`clipguide.load_clip` returns.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from PIL import Image
+
+from clipguide.images import ImageInput, as_image_list
+
+__all__ = [
+    "CLIPSCORE_SCALE",
+    "HESSEL_SCALE",
+    "cosine",
+    "cosine_matrix",
+    "clip_score",
+    "rank",
+    "Ranking",
+    "RobustScores",
+    "ROBUST_VIEWS",
+    "robust_view",
+    "CLIPScorer",
+    "BestOfN",
+    "best_of_n",
+]
+
+CLIPSCORE_SCALE = 100.0
+"""torchmetrics' CLIPScore scale: 100 * max(cos, 0)."""
+HESSEL_SCALE = 2.5
+"""Hessel et al. 2021, "CLIPScore", eq. 1: w = 2.5."""
+ROBUST_VIEWS = ("jpeg", "crop", "grayscale")
+
+
+class _ClipLike(Protocol):
+    name: str
+    context_length: int
+
+    def encode_image(self, images: Any) -> torch.Tensor: ...
+
+    def encode_text(self, prompts: Any) -> Any: ...
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    x = x.float()
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def cosine(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of each pair of rows, in fp32: (N, D), (N, D) or (D,) -> (N,)."""
+    if image_embeds.ndim != 2 or text_embeds.ndim not in (1, 2):
+        raise ValueError(
+            f"image_embeds must be (N, D) and text_embeds (N, D) or (D,), got shapes "
+            f"{tuple(image_embeds.shape)} and {tuple(text_embeds.shape)}"
+        )
+    if text_embeds.ndim == 2 and text_embeds.shape[0] not in (1, image_embeds.shape[0]):
+        raise ValueError(
+            f"text_embeds must have 1 or N={image_embeds.shape[0]} rows, got {text_embeds.shape[0]}"
+        )
+    return (_normalise(image_embeds) * _normalise(text_embeds)).sum(dim=-1)
+
+
+def cosine_matrix(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of every image with every text, in fp32: (N, D), (M, D) -> (N, M)."""
+    if image_embeds.ndim != 2 or text_embeds.ndim != 2:
+        raise ValueError(
+            f"image_embeds and text_embeds must be 2-D (N, D) and (M, D), got shapes "
+            f"{tuple(image_embeds.shape)} and {tuple(text_embeds.shape)}"
+        )
+    return _normalise(image_embeds) @ _normalise(text_embeds).T
+
+
+def clip_score(cos: torch.Tensor, scale: float = CLIPSCORE_SCALE) -> torch.Tensor:
+    """CLIPScore per sample, ``scale * max(cos, 0)`` (Hessel et al. 2021; clamped per sample)."""
+    if scale <= 0:
+        raise ValueError(f"scale must be positive (100 or {HESSEL_SCALE}), got {scale}")
+    return scale * cos.float().clamp_min(0.0)
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Indices into the ranked inputs, best first, and their scores in the same order."""
+
+    indices: list[int]
+    scores: torch.Tensor
+
+
+def rank(scores: torch.Tensor) -> Ranking:
+    """Sort scores best first; ties keep input order (lower index first), NaN goes last."""
+    if scores.ndim != 1:
+        raise ValueError(f"scores must be 1-D, got shape {tuple(scores.shape)}")
+    values = scores.detach().float().cpu()
+    keys = torch.nan_to_num(values, nan=-float("inf"))
+    order = torch.sort(keys, descending=True, stable=True).indices
+    return Ranking(indices=order.tolist(), scores=scores[order.to(scores.device)])
+
+
+@dataclass(frozen=True)
+class RobustScores:
+    """Scores of the clean images and of each perturbed view (JPEG, crop, grayscale)."""
+
+    clean: torch.Tensor
+    jpeg: torch.Tensor
+    crop: torch.Tensor
+    grayscale: torch.Tensor
+
+    @property
+    def worst(self) -> torch.Tensor:
+        """The lowest score of each image over the clean image and all views."""
+        return torch.stack([self.clean, self.jpeg, self.crop, self.grayscale]).amin(dim=0)
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        return {
+            "clean": self.clean,
+            "jpeg": self.jpeg,
+            "crop": self.crop,
+            "grayscale": self.grayscale,
+        }
+
+
+def _to_pil(item: Image.Image | torch.Tensor) -> Image.Image:
+    if isinstance(item, Image.Image):
+        return item
+    array = (item.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu()
+    return Image.fromarray(array.numpy(), mode="RGB")
+
+
+def robust_view(image: Image.Image | torch.Tensor, view: str) -> Image.Image:
+    """Perturb an RGB image: ``jpeg`` (quality 75), ``crop`` (centre 90% resized back), ``grayscale``."""
+    pil = _to_pil(image)
+    if view == "jpeg":
+        buffer = io.BytesIO()
+        pil.save(buffer, format="JPEG", quality=75)
+        buffer.seek(0)
+        with Image.open(buffer) as decoded:
+            return decoded.convert("RGB")
+    if view == "crop":
+        width, height = pil.size
+        w, h = max(1, round(0.9 * width)), max(1, round(0.9 * height))
+        left, top = (width - w) // 2, (height - h) // 2
+        return pil.crop((left, top, left + w, top + h)).resize((width, height), Image.BICUBIC)
+    if view == "grayscale":
+        return pil.convert("L").convert("RGB")
+    raise ValueError(f"view must be one of {ROBUST_VIEWS}, got {view!r}")
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class CLIPScorer:
+    """Score images against prompts with a CLIP (any model :func:`clipguide.load_clip` loads).
+
+    Args:
+        clip: the judge; needs ``encode_image``, ``encode_text(...).embeds`` and ``tokenizer``.
+        batch_size: images per vision-tower forward.
+        scale: CLIPScore scale, 100 (torchmetrics) or :data:`HESSEL_SCALE` (Hessel et al.).
+        cache_size: text embeddings kept (local LRU, used when no shared cache is given).
+        progress: show a tqdm bar while encoding images.
+    """
+
+    def __init__(
+        self,
+        clip: _ClipLike,
+        *,
+        batch_size: int = 32,
+        scale: float = CLIPSCORE_SCALE,
+        cache_size: int = 4096,
+        progress: bool = False,
+    ) -> None:
+        for attr in ("encode_image", "encode_text"):
+            if not callable(getattr(clip, attr, None)):
+                raise TypeError(
+                    f"clip must be a CLIP from clipguide.load_clip (with {attr}), "
+                    f"got {type(clip).__name__}"
+                )
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if cache_size < 0:
+            raise ValueError(f"cache_size must be >= 0, got {cache_size!r}")
+        clip_score(torch.zeros(1), scale)  # validates scale
+        self.clip = clip
+        self.batch_size = batch_size
+        self.scale = float(scale)
+        self.progress = progress
+        self._cache_size = cache_size
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    # -- text -------------------------------------------------------------------------------
+    def _warn_if_long(self, prompts: Sequence[str]) -> None:
+        tokenizer = getattr(self.clip, "tokenizer", None)
+        limit = getattr(self.clip, "context_length", None)
+        if tokenizer is None or limit is None:
+            return
+        lengths = [len(ids) for ids in tokenizer(list(prompts))["input_ids"]]
+        too_long = [(p, n) for p, n in zip(prompts, lengths, strict=True) if n > limit]
+        if too_long:
+            prompt, n = too_long[0]
+            warnings.warn(
+                f"{len(too_long)} prompt(s) longer than the {limit}-token context were truncated "
+                f"keeping the end token (e.g. {n} tokens: {prompt[:60]!r}...)",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def embed_texts(self, prompts: str | Sequence[str]) -> torch.Tensor:
+        """Normalised fp32 text embeddings (M, D), cached per prompt."""
+        prompts = _prompt_list(prompts, "prompts")
+        unique = list(dict.fromkeys(prompts))
+        self._warn_if_long(unique)
+        found = {p: self._cache[p] for p in unique if p in self._cache}
+        for p in found:
+            self._cache.move_to_end(p)
+        missing = [p for p in unique if p not in found]
+        if missing:
+            with torch.no_grad():
+                embeds = self.clip.encode_text(missing).embeds.float()
+            for prompt, embed in zip(missing, embeds, strict=True):
+                found[prompt] = embed
+                self._remember(prompt, embed)
+        return _normalise(torch.stack([found[p] for p in prompts]))
+
+    def _remember(self, prompt: str, embed: torch.Tensor) -> None:
+        if self._cache_size == 0:
+            return
+        self._cache[prompt] = embed.detach()
+        self._cache.move_to_end(prompt)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    # -- images -----------------------------------------------------------------------------
+    def embed_images(self, images: ImageInput) -> torch.Tensor:
+        """Normalised fp32 image embeddings (N, D), encoded in batches of ``batch_size``."""
+        items = as_image_list(images)
+        if not items:
+            raise ValueError("images is empty; pass at least one image")
+        batches = _chunks(items, self.batch_size)
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, total=-(-len(items) // self.batch_size), unit="batch")
+        with torch.no_grad():
+            out = [self.clip.encode_image(list(batch)).float() for batch in batches]
+        return _normalise(torch.cat(out))
+
+    # -- scores -----------------------------------------------------------------------------
+    def cosine(self, images: ImageInput, prompts: str | Sequence[str]) -> torch.Tensor:
+        """Cosine of each image with its prompt (one prompt for all, or one per image): (N,)."""
+        image_embeds = self.embed_images(images)
+        text_embeds = self.embed_texts(prompts).to(image_embeds.device)
+        if text_embeds.shape[0] not in (1, image_embeds.shape[0]):
+            raise ValueError(
+                f"prompts must be one string or one per image ({image_embeds.shape[0]}), "
+                f"got {text_embeds.shape[0]}"
+            )
+        return cosine(image_embeds, text_embeds)
+
+    def matrix(self, images: ImageInput, prompts: str | Sequence[str]) -> torch.Tensor:
+        """Cosine of every image with every prompt: (N, M)."""
+        image_embeds = self.embed_images(images)
+        return cosine_matrix(image_embeds, self.embed_texts(prompts).to(image_embeds.device))
+
+    def score(self, images: ImageInput, prompts: str | Sequence[str]) -> torch.Tensor:
+        """CLIPScore per image, ``scale * max(cos, 0)``: (N,)."""
+        return clip_score(self.cosine(images, prompts), self.scale)
+
+    def rerank(self, images: ImageInput, prompt: str) -> Ranking:
+        """Rank images against one prompt, best first (ties: lower index first)."""
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+        return rank(self.score(images, prompt))
+
+    def robust_scores(self, images: ImageInput, prompts: str | Sequence[str]) -> RobustScores:
+        """Scores of the images and of their JPEG-75, 0.9-crop and grayscale views."""
+        items = as_image_list(images)
+        views = {v: [robust_view(item, v) for item in items] for v in ROBUST_VIEWS}
+        return RobustScores(
+            clean=self.score(items, prompts), **{v: self.score(views[v], prompts) for v in views}
+        )
+
+
+def _prompt_list(prompts: str | Sequence[str], name: str) -> list[str]:
+    if isinstance(prompts, str):
+        return [prompts]
+    if isinstance(prompts, Sequence) and prompts and all(isinstance(p, str) for p in prompts):
+        return list(prompts)
+    raise TypeError(f"{name} must be a str or a non-empty list of str, got {prompts!r:.80}")
+
+
+@dataclass(frozen=True)
+class BestOfN:
+    """Generated images sorted by score, best first, with the seed that regenerates each.
+
+    ``pipe(prompt, generator=result.generator(i), **same_kwargs)`` reproduces ``images[i]``.
+    """
+
+    prompt: str
+    images: list[Any]
+    scores: torch.Tensor
+    seeds: list[int]
+    generation_order: list[int]
+    robust: RobustScores | None = None
+    generator_device: str = "cpu"
+
+    def generator(self, i: int) -> torch.Generator:
+        """A fresh generator seeded to regenerate ``images[i]``."""
+        return torch.Generator(device=self.generator_device).manual_seed(self.seeds[i])
+
+
+def best_of_n(
+    pipe: Any,
+    prompt: str,
+    n: int,
+    scorer: CLIPScorer,
+    *,
+    batch_size: int = 1,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    generator_device: str = "cpu",
+    robust: bool = False,
+    progress: bool = True,
+    **pipe_kwargs: Any,
+) -> BestOfN:
+    """Generate ``n`` images of ``prompt`` and return them sorted by the scorer, best first.
+
+    Image ``i`` is generated with its own generator seeded ``seed + i`` (or with seeds drawn
+    from ``generator``, or from torch's global RNG when neither is given), so any image can be
+    regenerated alone with :meth:`BestOfN.generator`.
+    """
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if seed is not None and generator is not None:
+        raise ValueError("pass seed or generator, not both")
+    for reserved in ("generator", "num_images_per_prompt", "prompt"):
+        if reserved in pipe_kwargs:
+            raise ValueError(f"{reserved!r} is set by best_of_n; do not pass it in pipe_kwargs")
+    if seed is not None:
+        seeds = [seed + i for i in range(n)]
+    else:
+        seeds = torch.randint(0, 2**62, (n,), generator=generator).tolist()
+    images: list[Any] = []
+    batches = list(_chunks(seeds, batch_size))
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, unit="batch", desc="best_of_n")
+    for batch in batches:
+        generators = [torch.Generator(device=generator_device).manual_seed(s) for s in batch]
+        out = pipe(prompt, num_images_per_prompt=len(batch), generator=generators, **pipe_kwargs)
+        images.extend(list(out.images))  # PIL list, NHWC array or NCHW tensor
+    scores = scorer.score(images, prompt)
+    ranking = rank(scores)
+    order = ranking.indices
+    ranked = [images[i] for i in order]
+    robust_scores = scorer.robust_scores(ranked, prompt) if robust else None
+    return BestOfN(
+        prompt=prompt,
+        images=ranked,
+        scores=ranking.scores,
+        seeds=[seeds[i] for i in order],
+        generation_order=order,
+        robust=robust_scores,
+        generator_device=generator_device,
+    )
