@@ -45,6 +45,8 @@ class _ClipLike(Protocol):
     name: str
     context_length: int
 
+    def tokenize(self, prompts: list[str], *, warn: bool = True) -> torch.Tensor: ...
+
     def encode_image(self, images: Any) -> torch.Tensor: ...
 
     def encode_text(self, prompts: Any) -> Any: ...
@@ -213,6 +215,11 @@ class CLIPScorer:
                 stacklevel=3,
             )
 
+    def _tokenize(self, prompts: list[str]) -> Any:
+        """Token ids without the model's own warning (this class warns once per call)."""
+        tokenize = getattr(self.clip, "tokenize", None)
+        return tokenize(prompts, warn=False) if tokenize is not None else prompts
+
     def embed_texts(self, prompts: str | Sequence[str]) -> torch.Tensor:
         """Normalised fp32 text embeddings (M, D), cached per prompt."""
         prompts = _prompt_list(prompts, "prompts")
@@ -224,7 +231,7 @@ class CLIPScorer:
         missing = [p for p in unique if p not in found]
         if missing:
             with torch.no_grad():
-                embeds = self.clip.encode_text(missing).embeds.float()
+                embeds = self.clip.encode_text(self._tokenize(missing)).embeds.float()
             for prompt, embed in zip(missing, embeds, strict=True):
                 found[prompt] = embed
                 self._remember(prompt, embed)

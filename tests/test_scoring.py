@@ -27,10 +27,11 @@ COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
 
 
 class FakeCLIP:
-    """Embeds an image as its mean RGB and a prompt as the colour words it names."""
+    """Embeds an image as its mean RGB and a prompt as counts of the colour words it names."""
 
     name = "fake"
     context_length = 6
+    vocab = {c: i + 1 for i, c in enumerate(COLOURS)}  # 0 pad, 4 other, 5 start, 6 end
 
     def __init__(self, dtype: torch.dtype = torch.float32) -> None:
         self.dtype = dtype
@@ -38,16 +39,20 @@ class FakeCLIP:
         self.image_batches: list[int] = []
 
     def tokenizer(self, prompts: list[str]) -> dict[str, list[list[int]]]:
-        return {"input_ids": [[0, *range(len(p.split())), 1] for p in prompts]}
+        return {"input_ids": [[5, *(self.vocab.get(w, 4) for w in p.split()), 6] for p in prompts]}
 
-    def encode_text(self, prompts: list[str]) -> SimpleNamespace:
+    def tokenize(self, prompts: list[str], *, warn: bool = True) -> torch.Tensor:
+        assert not warn, "the scorer owns the long-prompt warning"
         self.text_calls.append(list(prompts))
         rows = []
-        for prompt in prompts:
-            words = prompt.split()[: self.context_length - 2]
-            vec = torch.tensor([float(sum(w == c for w in words)) for c in COLOURS]) + 0.01
-            rows.append(vec)
-        pooled = torch.stack(rows).to(self.dtype)
+        for ids in self.tokenizer(prompts)["input_ids"]:
+            ids = ids[: self.context_length - 1] + [6] if len(ids) > self.context_length else ids
+            rows.append(ids + [0] * (self.context_length - len(ids)))
+        return torch.tensor(rows)
+
+    def encode_text(self, ids: torch.Tensor) -> SimpleNamespace:
+        counts = torch.stack([(ids == k).sum(dim=1) for k in self.vocab.values()], dim=1)
+        pooled = (counts.float() + 0.01).to(self.dtype)
         return SimpleNamespace(embeds=F.normalize(pooled.float(), dim=-1), pooled=pooled)
 
     def encode_image(self, images: list[Image.Image | torch.Tensor]) -> torch.Tensor:
@@ -157,6 +162,9 @@ def test_text_embeddings_are_cached_with_lru_eviction() -> None:
 def test_long_prompts_warn_once_per_call() -> None:
     scorer = CLIPScorer(FakeCLIP())
     long_a, long_b = "red " * 9, "blue " * 7
+    with pytest.warns(UserWarning, match="1 prompt"):
+        truncated = scorer.embed_texts([long_a])  # keeps the first 4 words and the end token
+    assert torch.allclose(truncated, scorer.embed_texts("red red red red"))
     for _ in range(2):  # also when the embeddings come from the cache
         with pytest.warns(UserWarning, match="2 prompt.*longer than the 6-token context") as record:
             scorer.score([_solid("red"), _solid("blue")], [long_a, long_b])
