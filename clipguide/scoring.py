@@ -30,8 +30,6 @@ __all__ = [
     "ROBUST_VIEWS",
     "robust_view",
     "CLIPScorer",
-    "BestOfN",
-    "best_of_n",
 ]
 
 CLIPSCORE_SCALE = 100.0
@@ -167,7 +165,11 @@ class CLIPScorer:
         clip: the judge; needs ``encode_image``, ``encode_text(...).embeds`` and ``tokenizer``.
         batch_size: images per vision-tower forward.
         scale: CLIPScore scale, 100 (torchmetrics) or :data:`HESSEL_SCALE` (Hessel et al.).
-        cache_size: text embeddings kept (local LRU, used when no shared cache is given).
+        cache: text-embedding cache: True for the shared :data:`clipguide.cache.TEXT_CACHE`
+            (keyed by weights and token ids), False for none, or a ``TextEncodingCache``.
+        cache_size: size of the per-scorer LRU (keyed by prompt) used instead when the clip
+            has no transformers ``text_model`` (duck-typed models) or ``cache`` is True and
+            :mod:`clipguide.cache` is unavailable; 0 disables it.
         progress: show a tqdm bar while encoding images.
     """
 
@@ -177,6 +179,7 @@ class CLIPScorer:
         *,
         batch_size: int = 32,
         scale: float = CLIPSCORE_SCALE,
+        cache: Any = True,
         cache_size: int = 4096,
         progress: bool = False,
     ) -> None:
@@ -195,7 +198,9 @@ class CLIPScorer:
         self.batch_size = batch_size
         self.scale = float(scale)
         self.progress = progress
-        self._cache_size = cache_size
+        self._shared = _shared_cache_fn() if cache is not False else None
+        self._shared_cache = cache
+        self._cache_size = cache_size if cache is not False else 0
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     # -- text -------------------------------------------------------------------------------
@@ -225,6 +230,10 @@ class CLIPScorer:
         prompts = _prompt_list(prompts, "prompts")
         unique = list(dict.fromkeys(prompts))
         self._warn_if_long(unique)
+        if self._shared is not None and getattr(self.clip, "text_model", None) is not None:
+            table = self._shared(self.clip, self._tokenize(unique), cache=self._shared_cache)
+            found = dict(zip(unique, table, strict=True))
+            return _normalise(torch.stack([found[p] for p in prompts]))
         found = {p: self._cache[p] for p in unique if p in self._cache}
         for p in found:
             self._cache.move_to_end(p)
@@ -296,90 +305,18 @@ class CLIPScorer:
         )
 
 
+def _shared_cache_fn() -> Any:
+    """``clipguide.cache.cached_text_embeds`` when that module is present, else None."""
+    try:
+        from clipguide.cache import cached_text_embeds
+    except ImportError:
+        return None
+    return cached_text_embeds
+
+
 def _prompt_list(prompts: str | Sequence[str], name: str) -> list[str]:
     if isinstance(prompts, str):
         return [prompts]
     if isinstance(prompts, Sequence) and prompts and all(isinstance(p, str) for p in prompts):
         return list(prompts)
     raise TypeError(f"{name} must be a str or a non-empty list of str, got {prompts!r:.80}")
-
-
-@dataclass(frozen=True)
-class BestOfN:
-    """Generated images sorted by score, best first, with the seed that regenerates each.
-
-    ``pipe(prompt, generator=result.generator(i), **same_kwargs)`` reproduces ``images[i]``.
-    """
-
-    prompt: str
-    images: list[Any]
-    scores: torch.Tensor
-    seeds: list[int]
-    generation_order: list[int]
-    robust: RobustScores | None = None
-    generator_device: str = "cpu"
-
-    def generator(self, i: int) -> torch.Generator:
-        """A fresh generator seeded to regenerate ``images[i]``."""
-        return torch.Generator(device=self.generator_device).manual_seed(self.seeds[i])
-
-
-def best_of_n(
-    pipe: Any,
-    prompt: str,
-    n: int,
-    scorer: CLIPScorer,
-    *,
-    batch_size: int = 1,
-    seed: int | None = None,
-    generator: torch.Generator | None = None,
-    generator_device: str = "cpu",
-    robust: bool = False,
-    progress: bool = True,
-    **pipe_kwargs: Any,
-) -> BestOfN:
-    """Generate ``n`` images of ``prompt`` and return them sorted by the scorer, best first.
-
-    Image ``i`` is generated with its own generator seeded ``seed + i`` (or with seeds drawn
-    from ``generator``, or from torch's global RNG when neither is given), so any image can be
-    regenerated alone with :meth:`BestOfN.generator`.
-    """
-    if not isinstance(prompt, str):
-        raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if seed is not None and generator is not None:
-        raise ValueError("pass seed or generator, not both")
-    for reserved in ("generator", "num_images_per_prompt", "prompt"):
-        if reserved in pipe_kwargs:
-            raise ValueError(f"{reserved!r} is set by best_of_n; do not pass it in pipe_kwargs")
-    if seed is not None:
-        seeds = [seed + i for i in range(n)]
-    else:
-        seeds = torch.randint(0, 2**62, (n,), generator=generator).tolist()
-    images: list[Any] = []
-    batches = list(_chunks(seeds, batch_size))
-    if progress:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(batches, unit="batch", desc="best_of_n")
-    for batch in batches:
-        generators = [torch.Generator(device=generator_device).manual_seed(s) for s in batch]
-        out = pipe(prompt, num_images_per_prompt=len(batch), generator=generators, **pipe_kwargs)
-        images.extend(list(out.images))  # PIL list, NHWC array or NCHW tensor
-    scores = scorer.score(images, prompt)
-    ranking = rank(scores)
-    order = ranking.indices
-    ranked = [images[i] for i in order]
-    robust_scores = scorer.robust_scores(ranked, prompt) if robust else None
-    return BestOfN(
-        prompt=prompt,
-        images=ranked,
-        scores=ranking.scores,
-        seeds=[seeds[i] for i in order],
-        generation_order=order,
-        robust=robust_scores,
-        generator_device=generator_device,
-    )

@@ -15,13 +15,13 @@ from clipguide.images import to_tensor
 from clipguide.scoring import (
     HESSEL_SCALE,
     CLIPScorer,
-    best_of_n,
     clip_score,
     cosine,
     cosine_matrix,
     rank,
     robust_view,
 )
+from clipguide.selection import best_of_n
 
 COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
 
