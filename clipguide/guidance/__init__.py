@@ -1,0 +1,3 @@
+"""CLIP-gradient guidance during sampling."""
+
+__all__: list[str] = []
