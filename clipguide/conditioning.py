@@ -1,0 +1,304 @@
+"""Prompt embeddings for diffusers pipelines: long prompts, per-token weights, cached encodes.
+
+``encode_prompt(pipe, prompt, negative_prompt)`` returns a :class:`Conditioning`, a frozen
+mapping whose keys are exactly the pipeline's embedding arguments, so ``pipe(**cond)`` works.
+
+Conventions (see also :mod:`clipguide.prompts`):
+
+- a prompt longer than 75 tokens is cut into chunks of up to 75 tokens, each wrapped in start
+  and end tokens and padded to 77, encoded separately and concatenated along the sequence;
+  every prompt and negative prompt of a call is padded with empty chunks to the same count;
+- weights interpolate each token's hidden state from the empty prompt's:
+  ``z_empty + w * (z - z_empty)`` (as compel and ComfyUI do); tokens of weight 1 are untouched;
+- the pooled embedding is the end-token embedding of the *first* chunk, unweighted
+  (the A1111/ComfyUI convention);
+- ``clip_skip`` selects the layer for the prompt *and* the negative prompt (diffusers applies it
+  to the prompt only);
+- ``negative_prompt=None`` follows the pipeline's ``force_zeros_for_empty_prompt`` (zeros),
+  ``""`` encodes the empty prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from clipguide.cache import TextEncodingCache, encode_token_rows
+from clipguide.prompts import PromptChunks, chunk_tensors, plain_text, tokenize_prompt
+
+__all__ = ["Conditioning", "encode_prompt", "weight_hidden_states"]
+
+
+@dataclass(frozen=True, eq=False)
+class Conditioning(Mapping):
+    """Pipeline embedding arguments; ``pipe(**cond)`` passes the fields that are not None.
+
+    SDXL, its refiner and SD3 get all four; SD 1/2 pipelines take no pooled embeddings.
+    """
+
+    prompt_embeds: torch.Tensor
+    negative_prompt_embeds: torch.Tensor
+    pooled_prompt_embeds: torch.Tensor | None = None
+    negative_pooled_prompt_embeds: torch.Tensor | None = None
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self._names():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def _names(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+    def to_kwargs(self) -> dict[str, torch.Tensor]:
+        """The pipeline keyword arguments as a plain dict."""
+        return dict(self.items())
+
+    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> Conditioning:
+        """A copy with every tensor moved/cast."""
+        return replace(self, **{k: v.to(device=device, dtype=dtype) for k, v in self.items()})
+
+
+def weight_hidden_states(
+    hidden: torch.Tensor, weights: torch.Tensor, empty: torch.Tensor
+) -> torch.Tensor:
+    """Per-token ``empty + w * (hidden - empty)``; positions with ``w == 1`` are returned as is.
+
+    Args:
+        hidden: (N, L, d) hidden states of N chunks.
+        weights: (N, L) token weights.
+        empty: (L, d) hidden states of the empty chunk (start, end, padding).
+    """
+    w = weights.to(device=hidden.device, dtype=torch.float32)[..., None]
+    z, z0 = hidden.float(), empty.float()[None]
+    mixed = (z0 + w * (z - z0)).to(hidden.dtype)
+    return torch.where(w == 1, hidden, mixed)
+
+
+@dataclass(frozen=True)
+class _Tower:
+    tokenizer: Any
+    model: torch.nn.Module
+    pooled: bool  # contributes to the pooled embedding
+    final_norm: bool  # SD 1/2: hidden states after the final layer norm
+
+
+@dataclass(frozen=True)
+class _Target:
+    towers: tuple[_Tower, ...]
+    force_zeros: bool
+    dtype: torch.dtype
+    device: torch.device
+    t5: Any = None  # SD3: callable(prompts, max_sequence_length) -> (B, S, 4096)
+
+
+def _target(obj: Any, force_zeros: bool | None, device: Any) -> _Target:
+    """Text towers and conventions of a pipeline or a clipguide CLIP."""
+    if (
+        hasattr(obj, "text_model")
+        and hasattr(obj, "tokenizer")
+        and callable(getattr(obj, "tokenize", None))
+    ):
+        if obj.text_model is None:
+            raise ValueError(f"this CLIP ({obj.name!r}) has no text tower; load it with 'text'")
+        tower = _Tower(obj.tokenizer, obj.text_model, pooled=True, final_norm=False)
+        dev = torch.device(device) if device is not None else obj.text_model.device
+        return _Target((tower,), bool(force_zeros), obj.text_model.dtype, dev)
+    if not hasattr(obj, "text_encoder") or not hasattr(obj, "tokenizer"):
+        raise TypeError(
+            "pipe_or_clip must be a diffusers pipeline with text encoders (SD, SDXL, SDXL "
+            f"refiner, SD3) or a clipguide CLIP with a text tower, got {type(obj).__name__}"
+        )
+    dev = torch.device(device) if device is not None else obj._execution_device
+    config_zeros = bool(getattr(obj.config, "force_zeros_for_empty_prompt", False))
+    zeros = config_zeros if force_zeros is None else bool(force_zeros)
+    te, te2 = obj.text_encoder, getattr(obj, "text_encoder_2", None)
+    if hasattr(obj, "tokenizer_3"):  # SD3: CLIP-L + bigG (+ T5, encoded by the pipeline)
+        towers = (
+            _Tower(obj.tokenizer, te, pooled=True, final_norm=False),
+            _Tower(obj.tokenizer_2, te2, pooled=True, final_norm=False),
+        )
+
+        def t5(prompts: list[str], max_sequence_length: int) -> torch.Tensor:
+            return obj._get_t5_prompt_embeds(
+                prompt=prompts, max_sequence_length=max_sequence_length, device=dev
+            )
+
+        return _Target(towers, zeros, te.dtype, dev, t5)
+    if te2 is not None or hasattr(obj, "text_encoder_2"):  # SDXL base/refiner/bigG-only
+        if te2 is None:
+            raise ValueError("this SDXL-style pipeline has text_encoder_2=None; it needs bigG")
+        towers = (_Tower(obj.tokenizer_2, te2, pooled=True, final_norm=False),)
+        if te is not None:
+            towers = (_Tower(obj.tokenizer, te, pooled=False, final_norm=False),) + towers
+        return _Target(towers, zeros, te2.dtype, dev)
+    if te is None:
+        raise ValueError(f"{type(obj).__name__} has text_encoder=None; nothing to encode with")
+    return _Target(
+        (_Tower(obj.tokenizer, te, pooled=False, final_norm=True),), zeros, te.dtype, dev
+    )
+
+
+def _layer(tower: _Tower, clip_skip: int | None) -> int:
+    n = tower.model.config.num_hidden_layers
+    if clip_skip is not None and (
+        isinstance(clip_skip, bool) or not isinstance(clip_skip, int) or not 0 <= clip_skip < n
+    ):
+        raise ValueError(f"clip_skip must be None or an int in [0, {n - 1}], got {clip_skip!r}")
+    if tower.final_norm:  # SD 1/2: last layer (normed), or clip_skip layers before it
+        return -1 if clip_skip is None else -(clip_skip + 1)
+    return -2 if clip_skip is None else -(clip_skip + 2)  # SDXL/SD3 count from the penultimate
+
+
+def _as_list(value: Any, name: str) -> list[str]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, Sequence) or not items or not all(isinstance(p, str) for p in items):
+        raise TypeError(f"{name} must be a str or a non-empty list of str, got {value!r}")
+    return list(items)
+
+
+def _encode_side(
+    target: _Target,
+    chunks: list[PromptChunks],
+    num_chunks: int,
+    clip_skip: int | None,
+    cache: TextEncodingCache | bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(B, num_chunks*77, sum d) hidden states and (B, sum D) first-chunk pooled."""
+    b = len(chunks)
+    hidden_parts, pooled_parts = [], []
+    for tower in target.towers:
+        tok = tower.tokenizer
+        length = tok.model_max_length
+        rows = [
+            chunk_tensors(
+                c,
+                bos=tok.bos_token_id,
+                eos=tok.eos_token_id,
+                pad=tok.pad_token_id,
+                num_chunks=num_chunks,
+                length=length,
+            )
+            for c in chunks
+        ]
+        ids = torch.cat([r[0] for r in rows])
+        weights = torch.cat([r[1] for r in rows])
+        layer = _layer(tower, clip_skip)
+        kw = {"hidden_layer": layer, "final_norm": tower.final_norm, "cache": cache}
+        hidden, pooled = encode_token_rows(tower.model, ids, **kw)
+        if bool((weights != 1).any()):
+            empty_ids, _ = chunk_tensors(
+                PromptChunks(((),), ((),)),
+                bos=tok.bos_token_id,
+                eos=tok.eos_token_id,
+                pad=tok.pad_token_id,
+                length=length,
+            )
+            empty, _ = encode_token_rows(tower.model, empty_ids, **kw)
+            hidden = weight_hidden_states(hidden, weights, empty[0])
+        hidden_parts.append(hidden.reshape(b, num_chunks * length, hidden.shape[-1]))
+        if tower.pooled:
+            pooled_parts.append(pooled.reshape(b, num_chunks, -1)[:, 0])
+    hidden = torch.cat(hidden_parts, dim=-1)
+    pooled = torch.cat(pooled_parts, dim=-1) if pooled_parts else None
+    return hidden, pooled
+
+
+def encode_prompt(
+    pipe_or_clip: Any,
+    prompt: str | Sequence[str],
+    negative_prompt: str | Sequence[str] | None = None,
+    *,
+    num_images_per_prompt: int = 1,
+    clip_skip: int | None = None,
+    parse_weights: bool = True,
+    force_zeros_for_empty_prompt: bool | None = None,
+    max_sequence_length: int = 256,
+    device: torch.device | str | None = None,
+    cache: TextEncodingCache | bool = True,
+) -> Conditioning:
+    """Encode prompts into the embedding arguments of ``pipe_or_clip``'s pipeline call.
+
+    Args:
+        pipe_or_clip: an SD 1/2, SDXL (base, refiner, bigG-only) or SD3 pipeline, or a
+            clipguide CLIP (then SDXL-refiner-style bigG embeddings).
+        prompt: one prompt or a batch; weight syntax and ``BREAK`` as in
+            :mod:`clipguide.prompts`; no length limit.
+        negative_prompt: None, one (used for every prompt) or one per prompt.
+        num_images_per_prompt: rows per prompt, as the pipeline argument of that name.
+        clip_skip: layers skipped before the one the pipeline conditions on.
+        parse_weights: False reads brackets, ``:`` and ``BREAK`` literally.
+        force_zeros_for_empty_prompt: zeros for ``negative_prompt=None``; default: the
+            pipeline's config (False for a CLIP).
+        max_sequence_length: SD3's T5 sequence length (T5 gets the text without weights).
+        device: where the embeddings go; default the pipeline's execution device.
+        cache: True (shared cache), False, or a :class:`~clipguide.cache.TextEncodingCache`.
+    """
+    if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, int):
+        raise TypeError(f"num_images_per_prompt must be an int, got {num_images_per_prompt!r}")
+    if num_images_per_prompt < 1:
+        raise ValueError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
+    target = _target(pipe_or_clip, force_zeros_for_empty_prompt, device)
+    prompts = _as_list(prompt, "prompt")
+    b = len(prompts)
+    negatives = None
+    if negative_prompt is not None:
+        negatives = _as_list(negative_prompt, "negative_prompt")
+        if isinstance(negative_prompt, str):
+            negatives = negatives * b
+        elif len(negatives) != b:
+            raise ValueError(
+                f"negative_prompt has {len(negatives)} prompts but prompt has {b}; give one "
+                "negative prompt, or one per prompt"
+            )
+    elif not target.force_zeros:
+        negatives = [""] * b
+
+    toks = [t.tokenizer for t in target.towers]
+    tokenize = lambda p: tokenize_prompt(p, toks, parse_weights=parse_weights)  # noqa: E731
+    pos = [tokenize(p) for p in prompts]
+    neg = [tokenize(p) for p in negatives] if negatives is not None else []
+    num_chunks = max(len(c.ids) for c in pos + neg)
+
+    hidden, pooled = _encode_side(target, pos, num_chunks, clip_skip, cache)
+    if negatives is None:
+        neg_hidden, neg_pooled = torch.zeros_like(hidden), None
+        neg_pooled = torch.zeros_like(pooled) if pooled is not None else None
+    else:
+        neg_hidden, neg_pooled = _encode_side(target, neg, num_chunks, clip_skip, cache)
+
+    if target.t5 is not None:
+        texts = lambda ps: [plain_text(p) if parse_weights else p for p in ps]  # noqa: E731
+        hidden = _join_t5(hidden, target.t5(texts(prompts), max_sequence_length))
+        if negatives is None:
+            neg_hidden = torch.zeros_like(hidden)
+        else:
+            neg_hidden = _join_t5(neg_hidden, target.t5(texts(negatives), max_sequence_length))
+
+    def out(x: torch.Tensor | None, cast: bool) -> torch.Tensor | None:
+        if x is None:
+            return None
+        x = x.to(device=target.device, dtype=target.dtype if cast else None)
+        return x.repeat_interleave(num_images_per_prompt, dim=0)
+
+    return Conditioning(
+        prompt_embeds=out(hidden, True),
+        negative_prompt_embeds=out(neg_hidden, True),
+        pooled_prompt_embeds=out(pooled, False),
+        negative_pooled_prompt_embeds=out(neg_pooled, False),
+    )
+
+
+def _join_t5(clip_hidden: torch.Tensor, t5: torch.Tensor) -> torch.Tensor:
+    """SD3 layout: CLIP states zero-padded to T5's width, then T5's tokens after them."""
+    clip_hidden = F.pad(clip_hidden.to(t5.dtype), (0, t5.shape[-1] - clip_hidden.shape[-1]))
+    return torch.cat([clip_hidden, t5.to(clip_hidden.device)], dim=-2)
