@@ -1,13 +1,27 @@
 """clipguide: OpenCLIP ViT-bigG/14 for diffusers — conditioning, CLIP guidance, scoring."""
 
-__version__ = "0.1.0"
-
 from clipguide.cache import TEXT_CACHE, TextEncodingCache, cached_encode_text, cached_text_embeds
+from clipguide.clip import CLIP, TextEncoding
 from clipguide.conditioning import Conditioning, encode_prompt
+from clipguide.convert import openclip_to_transformers, transformers_to_openclip
+from clipguide.loading import WeightsNotFoundError, load_clip
+from clipguide.preprocess import Preprocess
 from clipguide.prompts import parse_prompt
+from clipguide.tokenizer import offline_tokenizer
+
+__version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    # model layer
+    "load_clip",
+    "CLIP",
+    "TextEncoding",
+    "Preprocess",
+    "WeightsNotFoundError",
+    "offline_tokenizer",
+    "openclip_to_transformers",
+    "transformers_to_openclip",
     # conditioning
     "encode_prompt",
     "Conditioning",

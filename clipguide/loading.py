@@ -1,0 +1,511 @@
+"""``load_clip``: one CLIP object from open_clip names/tags, ``hf-hub:``/``local-dir:``,
+transformers-format folders or repo ids, open_clip model objects, or a diffusers pipeline."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import init_empty_weights
+from transformers import (
+    CLIPConfig,
+    CLIPTextConfig,
+    CLIPTextModelWithProjection,
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
+)
+
+from clipguide.clip import CLIP
+from clipguide.convert import (
+    openclip_to_transformers,
+    text_config_from_openclip,
+    vision_config_from_openclip,
+)
+from clipguide.preprocess import Preprocess
+from clipguide.tokenizer import offline_tokenizer
+
+__all__ = ["load_clip", "WeightsNotFoundError", "DEFAULT_MODEL", "DEFAULT_PRETRAINED"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "ViT-bigG-14"
+DEFAULT_PRETRAINED = "laion2b_s39b_b160k"
+TOWERS = ("text", "vision")
+_SHIPPED_DIR = Path(__file__).parent / "shapes" / "weights"
+SHIPPED = ("shapes", "shapes-judge")
+_OC_WEIGHTS = (
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.safetensors",
+    "open_clip_pytorch_model.bin",
+    "open_clip_pytorch_model.pth",
+)
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)  # open_clip's OPENAI_DATASET_MEAN
+_OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """Weights are neither on disk nor reachable (offline)."""
+
+
+def _offline_hint(model_id: str, what: str = "weights") -> str:
+    return (
+        f"The {what} for {model_id!r} are not in the local Hugging Face cache and cannot be "
+        f"downloaded (offline: HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}). "
+        f"Download them where the hub is reachable (`hf download {model_id.rstrip('/')}`) and "
+        f"point at the folder: load_clip('local-dir:/path/to/open_clip_folder') for open_clip "
+        f"layout (open_clip_config.json + open_clip_model.safetensors), or "
+        f"load_clip('/path/to/folder') for transformers layout (config.json + model.safetensors)."
+    )
+
+
+def _hub_file(repo_id: str, filenames: tuple[str, ...], cache_dir: str | None) -> str:
+    """First of ``filenames`` found for ``repo_id``: the local cache first, then the hub once."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    for name in filenames:
+        try:
+            return hf_hub_download(repo_id, name, cache_dir=cache_dir, local_files_only=True)
+        except Exception:  # noqa: BLE001,S112 - not cached; try the next name
+            continue
+    tried = ", ".join(filenames)
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("1", "true", "yes", "on"):
+        for name in filenames:
+            try:
+                return hf_hub_download(repo_id, name, cache_dir=cache_dir, etag_timeout=5)
+            except EntryNotFoundError:
+                continue  # reachable, but no such file: try the next name
+            except Exception:  # noqa: BLE001 - unreachable hub: stop asking
+                break
+    what = "weights" if any("model" in f for f in filenames) else "files"
+    raise WeightsNotFoundError(_offline_hint(repo_id, what) + f" (looked for: {tried})")
+
+
+def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in _DTYPES:
+        return _DTYPES[dtype]
+    raise ValueError(
+        f"dtype={dtype!r} is not supported; use a torch.dtype or one of {list(_DTYPES)}"
+    )
+
+
+def _read_weights(path: str | Path, keep) -> dict[str, torch.Tensor]:
+    """Read a checkpoint, keeping keys for which ``keep(key)`` is true (safetensors: lazily)."""
+    path = str(path)
+    if path.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys() if keep(k)}
+    sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    if isinstance(sd, dict) and "state_dict" in sd:
+        sd = sd["state_dict"]
+    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    return {k: v for k, v in sd.items() if keep(k)}
+
+
+def _keep_openclip(towers: tuple[str, ...]):
+    def keep(key: str) -> bool:
+        is_vision = key.startswith("visual.")
+        return (is_vision and "vision" in towers) or (not is_vision and "text" in towers)
+
+    return keep
+
+
+def _build(cls, config, sd: Mapping[str, torch.Tensor] | None, device, dtype):
+    """Instantiate a tower; with a state dict, allocate nothing before the weights arrive."""
+    if sd is None:
+        model = cls(config)
+        return model.to(device=device, dtype=dtype)
+    with init_empty_weights(include_buffers=False):
+        model = cls(config)
+    own = model.state_dict()
+    wanted = {k: v for k, v in sd.items() if k in own}
+    missing = sorted(set(own) - set(wanted))
+    if missing:
+        raise KeyError(f"checkpoint lacks {len(missing)} {cls.__name__} keys, e.g. {missing[:3]}")
+    wanted = {k: v.to(device=device or "cpu", dtype=dtype or v.dtype) for k, v in wanted.items()}
+    model.load_state_dict(wanted, strict=True, assign=True)
+    return model.to(device=device)
+
+
+def _clip_from_openclip(
+    model_cfg: Mapping,
+    sd: Mapping[str, torch.Tensor] | None,
+    preprocess: Preprocess,
+    towers: tuple[str, ...],
+    device,
+    dtype,
+    name: str,
+) -> CLIP:
+    tsd = openclip_to_transformers(sd, towers) if sd is not None else None
+    text = vision = tok = None
+    if "text" in towers:
+        text = _build(
+            CLIPTextModelWithProjection, text_config_from_openclip(model_cfg), tsd, device, dtype
+        )
+        tok = offline_tokenizer(text.config.max_position_embeddings)
+    if "vision" in towers:
+        vision = _build(
+            CLIPVisionModelWithProjection,
+            vision_config_from_openclip(model_cfg),
+            tsd,
+            device,
+            dtype,
+        )
+    scale = (
+        float(sd["logit_scale"].float().exp()) if sd is not None and "logit_scale" in sd else None
+    )
+    return CLIP(
+        text_model=text,
+        vision_model=vision,
+        tokenizer=tok,
+        preprocess=preprocess,
+        name=name,
+        logit_scale=scale,
+    )
+
+
+def _openclip_preprocess(model_cfg: Mapping, overlay: Mapping) -> Preprocess:
+    base = {"mean": _OPENAI_MEAN, "std": _OPENAI_STD}
+    base.update({k: v for k, v in overlay.items() if v is not None})
+    return Preprocess.from_dict(base, model_cfg["vision_cfg"].get("image_size", 224))
+
+
+def _from_openclip_dir(folder: Path, towers, device, dtype, name) -> CLIP:
+    cfg_path = folder / "open_clip_config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(
+            f"local-dir:{folder} has no open_clip_config.json; an open_clip folder holds "
+            f"open_clip_config.json and open_clip_model.safetensors"
+        )
+    cfg = json.loads(cfg_path.read_text())
+    model_cfg = cfg.get("model_cfg", cfg)
+    weights = next((folder / w for w in _OC_WEIGHTS if (folder / w).is_file()), None)
+    if weights is None:
+        raise WeightsNotFoundError(
+            f"local-dir:{folder} has no weights file; looked for {_OC_WEIGHTS}"
+        )
+    sd = _read_weights(weights, _keep_openclip(towers))
+    pre = _openclip_preprocess(model_cfg, cfg.get("preprocess_cfg", {}))
+    return _clip_from_openclip(model_cfg, sd, pre, towers, device, dtype, name)
+
+
+def _from_openclip_name(
+    model: str, pretrained: str | None, towers, device, dtype, cache_dir
+) -> CLIP:
+    import open_clip
+
+    model_cfg = open_clip.get_model_config(model)
+    name = f"{model}/{pretrained}"
+    if pretrained is None:
+        warnings.warn(f"load_clip({model!r}, pretrained=None): random weights", stacklevel=3)
+        pre = _openclip_preprocess(model_cfg, model_cfg.get("preprocess_cfg", {}))
+        return _clip_from_openclip(model_cfg, None, pre, towers, device, dtype, name)
+    if os.path.isfile(pretrained):
+        path, overlay = pretrained, {}
+    else:
+        tag = open_clip.get_pretrained_cfg(model, pretrained)
+        if not tag:
+            known = open_clip.list_pretrained_tags_by_model(model)
+            raise ValueError(
+                f"pretrained={pretrained!r} is neither a file nor a known tag for {model!r}; "
+                f"known tags: {known}"
+            )
+        overlay = {k: tag.get(k) for k in ("mean", "std", "interpolation", "resize_mode")}
+        hub = tag["hf_hub"]  # "org/repo/" (default file name) or "org/repo/file"
+        repo, filename = (hub.rstrip("/"), "") if hub.endswith("/") else os.path.split(hub)
+        path = _hub_file(repo, (filename,) if filename else _OC_WEIGHTS, cache_dir)
+    sd = _read_weights(path, _keep_openclip(towers))
+    pre = _openclip_preprocess(model_cfg, overlay)
+    return _clip_from_openclip(model_cfg, sd, pre, towers, device, dtype, name)
+
+
+def _from_openclip_hub(repo: str, towers, device, dtype, cache_dir) -> CLIP:
+    cfg_file = _hub_file(repo, ("open_clip_config.json",), cache_dir)
+    weights = _hub_file(repo, _OC_WEIGHTS, cache_dir)
+    cfg = json.loads(Path(cfg_file).read_text())
+    model_cfg = cfg.get("model_cfg", cfg)
+    sd = _read_weights(weights, _keep_openclip(towers))
+    pre = _openclip_preprocess(model_cfg, cfg.get("preprocess_cfg", {}))
+    return _clip_from_openclip(model_cfg, sd, pre, towers, device, dtype, f"hf-hub:{repo}")
+
+
+# -- transformers layout -----------------------------------------------------------------------
+def _transformers_file(source: str, filename: str, cache_dir, required: bool = True) -> Path | None:
+    if os.path.isdir(source):
+        path = Path(source) / filename
+        if path.is_file():
+            return path
+        if required:
+            raise FileNotFoundError(f"folder {source!r} has no {filename}")
+        return None
+    try:
+        return Path(_hub_file(source, (filename,), cache_dir))
+    except WeightsNotFoundError:
+        if required:
+            raise
+        return None
+
+
+def _transformers_preprocess(source: str, image_size: int, cache_dir) -> Preprocess:
+    path = _transformers_file(source, "preprocessor_config.json", cache_dir, required=False)
+    cfg = json.loads(path.read_text()) if path is not None else {}
+    crop = cfg.get("crop_size", image_size)
+    size = crop.get("height", image_size) if isinstance(crop, dict) else int(crop)
+    resample = {0: "nearest", 2: "bilinear", 3: "bicubic"}.get(cfg.get("resample", 3), "bicubic")
+    return Preprocess(
+        image_size=size,
+        mean=tuple(cfg.get("image_mean", _OPENAI_MEAN)),  # type: ignore[arg-type]
+        std=tuple(cfg.get("image_std", _OPENAI_STD)),  # type: ignore[arg-type]
+        interpolation=resample,
+    )
+
+
+def _from_transformers(source: str, towers, device, dtype, cache_dir) -> CLIP:
+    cfg_path = _transformers_file(source, "config.json", cache_dir)
+    raw = json.loads(cfg_path.read_text())  # type: ignore[union-attr]
+    kind = raw.get("model_type")
+    text_cfg = vision_cfg = None
+    if kind == "clip":
+        full = CLIPConfig.from_dict(raw)
+        text_cfg, vision_cfg = full.text_config, full.vision_config
+        # a tower config read from a combined config keeps the class default (512) otherwise
+        text_cfg.projection_dim = vision_cfg.projection_dim = full.projection_dim
+    elif kind == "clip_text_model":
+        text_cfg = CLIPTextConfig.from_dict(raw)
+    elif kind == "clip_vision_model":
+        vision_cfg = CLIPVisionConfig.from_dict(raw)
+    else:
+        raise ValueError(
+            f"{source!r}: config.json has model_type={kind!r}; expected 'clip', "
+            f"'clip_text_model' or 'clip_vision_model'"
+        )
+    for tower, cfg in (("text", text_cfg), ("vision", vision_cfg)):
+        if tower in towers and cfg is None:
+            raise ValueError(
+                f"{source!r} holds no {tower} tower (model_type={kind!r}); towers={towers}"
+            )
+    weights = None
+    for fname in ("model.safetensors", "pytorch_model.bin"):
+        weights = _transformers_file(source, fname, cache_dir, required=False)
+        if weights is not None:
+            break
+    if weights is None:
+        raise WeightsNotFoundError(
+            _offline_hint(source)
+            if not os.path.isdir(source)
+            else f"folder {source!r} has no model.safetensors or pytorch_model.bin"
+        )
+    sd = _read_weights(weights, lambda k: True)
+    text = vision = tok = pre = None
+    if "text" in towers:
+        text = _build(CLIPTextModelWithProjection, text_cfg, sd, device, dtype)
+        tok = _transformers_tokenizer(source, cache_dir, text_cfg.max_position_embeddings)  # type: ignore[union-attr]
+    if "vision" in towers:
+        vision = _build(CLIPVisionModelWithProjection, vision_cfg, sd, device, dtype)
+        pre = _transformers_preprocess(source, vision_cfg.image_size, cache_dir)  # type: ignore[union-attr]
+    scale = float(sd["logit_scale"].float().exp()) if "logit_scale" in sd else None
+    return CLIP(
+        text_model=text,
+        vision_model=vision,
+        tokenizer=tok,
+        preprocess=pre,
+        name=source,
+        logit_scale=scale,
+    )
+
+
+def _transformers_tokenizer(source: str, cache_dir, context: int):
+    from transformers import CLIPTokenizer
+
+    for fname in ("tokenizer.json", "vocab.json"):
+        if _transformers_file(source, fname, cache_dir, required=False) is not None:
+            folder = source if os.path.isdir(source) else None
+            try:
+                return CLIPTokenizer.from_pretrained(folder or source, cache_dir=cache_dir)
+            except OSError:
+                break
+    logger.info("no tokenizer files for %r; using the offline open_clip vocabulary", source)
+    return offline_tokenizer(context)
+
+
+# -- other sources ------------------------------------------------------------------------------
+def _is_pipeline(obj: Any) -> bool:
+    return hasattr(obj, "components") and (
+        hasattr(obj, "text_encoder_2") or hasattr(obj, "text_encoder")
+    )
+
+
+def _from_pipeline(pipe, vision, towers, device, dtype, cache_dir) -> CLIP:
+    text = getattr(pipe, "text_encoder_2", None) or getattr(pipe, "text_encoder", None)
+    tok = getattr(pipe, "tokenizer_2", None) or getattr(pipe, "tokenizer", None)
+    if not isinstance(text, CLIPTextModelWithProjection) or tok is None:
+        raise ValueError(
+            f"{type(pipe).__name__} has no bigG-style text tower: expected text_encoder_2 (or "
+            f"text_encoder) to be a CLIPTextModelWithProjection with its tokenizer; got "
+            f"{type(text).__name__}"
+        )
+    vis = None
+    if "vision" in towers:
+        if vision is None:
+            vision = getattr(pipe, "clipguide_vision_source", None) or DEFAULT_MODEL
+        device = device or text.device
+        dtype = dtype or text.dtype
+        if isinstance(vision, CLIP):
+            vis_clip = vision
+        else:
+            vis_clip = load_clip(
+                vision, towers=("vision",), device=device, dtype=dtype, cache_dir=cache_dir
+            )
+        vis = vis_clip
+    return CLIP(
+        text_model=text,
+        vision_model=vis.vision_model if vis is not None else None,
+        tokenizer=tok,
+        preprocess=vis.preprocess if vis is not None else None,
+        name=f"{type(pipe).__name__}@{id(pipe):x}+{vis.name if vis is not None else 'text'}",
+        logit_scale=vis.logit_scale if vis is not None else None,
+    )
+
+
+def _from_openclip_model(model, towers, device, dtype) -> CLIP:
+    from open_clip.transformer import QuickGELU
+
+    sd = {
+        k: v.detach()
+        for k, v in model.state_dict().items()
+        if _keep_openclip(towers)(k) or k == "logit_scale"
+    }
+    text_tf = getattr(model, "transformer", None) or getattr(
+        getattr(model, "text", None), "transformer", None
+    )
+    vis = model.visual
+    quick = any(isinstance(m, QuickGELU) for m in model.modules())
+    text_prefix = "text." if any(k.startswith("text.transformer.") for k in sd) else ""
+    emb = (
+        sd["visual.proj"].shape[1]
+        if "visual.proj" in sd
+        else sd[text_prefix + "text_projection"].shape[1]
+    )
+    cfg: dict = {"embed_dim": int(emb), "quick_gelu": quick}
+    full = model.state_dict()
+    if text_tf is not None:
+        w = full[text_prefix + "token_embedding.weight"].shape[1]
+        cfg["text_cfg"] = {
+            "context_length": full[text_prefix + "positional_embedding"].shape[0],
+            "vocab_size": full[text_prefix + "token_embedding.weight"].shape[0],
+            "width": int(w),
+            "heads": text_tf.resblocks[0].attn.num_heads,
+            "layers": len(text_tf.resblocks),
+            "mlp_ratio": full[text_prefix + "transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / w,
+        }
+    w = full["visual.conv1.weight"].shape[0]
+    size = getattr(vis, "image_size", 224)
+    cfg["vision_cfg"] = {
+        "image_size": size if isinstance(size, int) else int(size[0]),
+        "patch_size": int(full["visual.conv1.weight"].shape[-1]),
+        "width": int(w),
+        "layers": len(vis.transformer.resblocks),
+        "head_width": int(w // vis.transformer.resblocks[0].attn.num_heads),
+        "mlp_ratio": full["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / w,
+    }
+    pre_cfg = dict(getattr(vis, "preprocess_cfg", {}) or {})
+    pre = _openclip_preprocess(cfg, pre_cfg)
+    dev = device or next(model.parameters()).device
+    return _clip_from_openclip(cfg, sd, pre, towers, dev, dtype, f"open_clip@{id(model):x}")
+
+
+def _check_towers(towers) -> tuple[str, ...]:
+    if isinstance(towers, str):
+        towers = (towers,)
+    towers = tuple(towers)
+    if not towers or any(t not in TOWERS for t in towers):
+        raise ValueError(f"towers={towers!r}: choose a non-empty subset of {TOWERS}")
+    return towers
+
+
+_UNSET: Any = object()
+
+
+def load_clip(
+    source: Any = DEFAULT_MODEL,
+    pretrained: str | None = _UNSET,
+    *,
+    towers: tuple[str, ...] | str = TOWERS,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | str | None = None,
+    vision: Any = None,
+    cache_dir: str | None = None,
+) -> CLIP:
+    """Load a CLIP (bigG by default) from wherever it is kept.
+
+    Args:
+        source: open_clip model name (``"ViT-bigG-14"``, or any registered config);
+            ``"hf-hub:org/repo"`` or ``"local-dir:/folder"`` (open_clip layout);
+            a transformers-layout folder or repo id (``CLIPModel`` or a single tower);
+            ``"shapes"`` / ``"shapes-judge"`` (the shipped micro-world models);
+            an open_clip model object; a loaded ``CLIP`` (returned as is);
+            or a diffusers pipeline, whose ``text_encoder_2``/``tokenizer_2`` are reused.
+        pretrained: open_clip tag or checkpoint file for a model name (default
+            ``"laion2b_s39b_b160k"`` for ViT-bigG-14); None gives random weights.
+        towers: which towers to load: ``("text",)``, ``("vision",)`` or both.
+        device, dtype: where and in which precision (fp32/fp16/bf16) to put new weights.
+        vision: with a pipeline source, where the vision tower comes from (any source above).
+    """
+    towers = _check_towers(towers)
+    dtype = _dtype(dtype)
+    if isinstance(source, CLIP):
+        return source.to(device, dtype) if (device or dtype) else source
+    if _is_pipeline(source):
+        return _from_pipeline(source, vision, towers, device, dtype, cache_dir)
+    if hasattr(source, "visual") and hasattr(source, "encode_text"):
+        return _from_openclip_model(source, towers, device, dtype)
+    if isinstance(source, Path):
+        source = str(source)
+    if not isinstance(source, str):
+        raise TypeError(
+            f"source must be a model name, hf-hub:/local-dir: id, folder, repo id, open_clip "
+            f"model, CLIP or diffusers pipeline; got {type(source).__name__}"
+        )
+    if source in SHIPPED:
+        folder = _SHIPPED_DIR / source
+        if not folder.is_dir():
+            raise WeightsNotFoundError(
+                f"the shipped micro-world model {source!r} is missing at {folder}"
+            )
+        return _from_openclip_dir(folder, towers, device, dtype, source)
+    if source.startswith("local-dir:"):
+        folder = Path(source.removeprefix("local-dir:")).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{source!r}: folder {str(folder)!r} does not exist")
+        return _from_openclip_dir(folder, towers, device, dtype, source)
+    if source.startswith("hf-hub:"):
+        return _from_openclip_hub(source.removeprefix("hf-hub:"), towers, device, dtype, cache_dir)
+    if os.path.isdir(source):
+        if (Path(source) / "open_clip_config.json").is_file():
+            return _from_openclip_dir(Path(source), towers, device, dtype, source)
+        return _from_transformers(source, towers, device, dtype, cache_dir)
+    import open_clip
+
+    if open_clip.get_model_config(source) is not None:
+        if pretrained is _UNSET:
+            pretrained = DEFAULT_PRETRAINED if source == DEFAULT_MODEL else None
+        return _from_openclip_name(source, pretrained, towers, device, dtype, cache_dir)
+    if source.count("/") == 1 and not source.startswith((".", "/")):
+        return _from_transformers(source, towers, device, dtype, cache_dir)
+    raise ValueError(
+        f"source={source!r} is not an open_clip model name, a folder, or a repo id. "
+        f"Accepted: open_clip names (e.g. {DEFAULT_MODEL!r}; {len(open_clip.list_models())} "
+        f"built in), 'hf-hub:org/repo', 'local-dir:/path', a transformers folder or "
+        f"'org/repo', {list(SHIPPED)}, an open_clip model, a diffusers pipeline."
+    )

@@ -1,0 +1,225 @@
+"""Offline fixtures: tiny random CLIPs and diffusers pipelines built from configs (no hub).
+
+The tiny open_clip config ``clipguide-tiny`` keeps the ViT-bigG-14 structure (pre-norm ViT with
+CLS pooling, causal text transformer, real 49,408-token vocabulary, context 77) at toy widths.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from clipguide.clip import CLIP
+from clipguide.loading import load_clip
+from clipguide.tokenizer import offline_tokenizer
+
+__all__ = [
+    "TINY_MODEL",
+    "register_model_configs",
+    "tiny_openclip_model",
+    "tiny_clip",
+    "save_openclip_dir",
+    "tiny_sdxl_pipeline",
+    "tiny_sdxl_pipeline_bigg_only",
+    "tiny_sd_pipeline",
+    "offline_tokenizer",
+]
+
+TINY_MODEL = "clipguide-tiny"
+_CONFIG_DIR = Path(__file__).parent / "model_configs"
+
+
+def register_model_configs() -> None:
+    """Make clipguide's open_clip configs (``clipguide-tiny``) known to open_clip."""
+    import open_clip
+
+    if open_clip.get_model_config(TINY_MODEL) is None:
+        open_clip.add_model_config(_CONFIG_DIR)
+
+
+def tiny_openclip_model(seed: int = 0, std: float = 0.05):
+    """A random open_clip ``CLIP`` with the tiny config (weights ~N(0, std) for spread)."""
+    import open_clip
+
+    register_model_configs()
+    torch.manual_seed(seed)
+    model = open_clip.create_model(TINY_MODEL, pretrained=None)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(
+                ("ln_1.weight", "ln_2.weight", "ln_pre.weight", "ln_post.weight", "ln_final.weight")
+            ):
+                continue
+            p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return model.eval()
+
+
+def save_openclip_dir(model, folder: str | Path, model_cfg: dict | None = None) -> Path:
+    """Save an open_clip model as an open_clip ``local-dir:`` folder."""
+    import json
+
+    import open_clip
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = model_cfg or open_clip.get_model_config(TINY_MODEL)
+    (folder / "open_clip_config.json").write_text(
+        json.dumps(
+            {"model_cfg": cfg, "preprocess_cfg": dict(model.visual.preprocess_cfg)}, indent=2
+        )
+    )
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        folder / "open_clip_model.safetensors",
+    )
+    return folder
+
+
+def tiny_clip(seed: int = 0, towers: tuple[str, ...] = ("text", "vision")) -> CLIP:
+    """A tiny random CLIP (bigG structure) in clipguide's layout."""
+    return load_clip(tiny_openclip_model(seed), towers=towers)
+
+
+def _tiny_unet(cross_attention_dim: int, pooled_dim: int | None, seed: int) -> UNet2DConditionModel:
+    torch.manual_seed(seed)
+    extra = {}
+    if pooled_dim is not None:  # SDXL-style micro-conditioning on pooled text + 6 time ids
+        extra = dict(
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            projection_class_embeddings_input_dim=pooled_dim + 6 * 8,
+        )
+    return UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        cross_attention_dim=cross_attention_dim,
+        norm_num_groups=8,
+        **extra,
+    )
+
+
+def _tiny_vae(seed: int) -> AutoencoderKL:
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        block_out_channels=(16, 32),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=16,
+    )
+
+
+def _tiny_clip_l(seed: int) -> CLIPTextModel:
+    """A CLIP-L-like first text encoder (quick_gelu, legacy argmax pooling)."""
+    torch.manual_seed(seed)
+    cfg = CLIPTextConfig(
+        vocab_size=49408,
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        hidden_act="quick_gelu",
+        bos_token_id=0,
+        eos_token_id=2,
+        pad_token_id=1,
+        projection_dim=32,
+    )
+    return CLIPTextModel(cfg).eval()
+
+
+def tiny_sdxl_pipeline(seed: int = 0, scheduler=None) -> StableDiffusionXLPipeline:
+    """A tiny SDXL base pipeline: CLIP-L-like + bigG-like (``tiny_clip``) text encoders, 16 px."""
+    text2 = tiny_clip(seed, towers=("text",))
+    te1 = _tiny_clip_l(seed + 1)
+    unet = _tiny_unet(
+        te1.config.hidden_size + text2.text_model.config.hidden_size,
+        text2.text_model.config.projection_dim,
+        seed + 2,
+    )
+    return StableDiffusionXLPipeline(
+        vae=_tiny_vae(seed + 3),
+        text_encoder=te1,
+        text_encoder_2=text2.text_model,
+        tokenizer=offline_tokenizer(),
+        tokenizer_2=text2.tokenizer,
+        unet=unet,
+        scheduler=scheduler
+        or EulerDiscreteScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            timestep_spacing="leading",
+            steps_offset=1,
+        ),
+        add_watermarker=False,
+    )
+
+
+def tiny_sdxl_pipeline_bigg_only(seed: int = 0, scheduler=None) -> StableDiffusionXLPipeline:
+    """A tiny SDXL pipeline whose only text encoder is bigG-like (``text_encoder=None``)."""
+    text2 = tiny_clip(seed, towers=("text",))
+    cfg = text2.text_model.config
+    unet = _tiny_unet(cfg.hidden_size, cfg.projection_dim, seed + 2)
+    return StableDiffusionXLPipeline(
+        vae=_tiny_vae(seed + 3),
+        text_encoder=None,
+        text_encoder_2=text2.text_model,
+        tokenizer=None,
+        tokenizer_2=text2.tokenizer,
+        unet=unet,
+        scheduler=scheduler
+        or EulerDiscreteScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            timestep_spacing="leading",
+            steps_offset=1,
+        ),
+        add_watermarker=False,
+    )
+
+
+def tiny_sd_pipeline(seed: int = 0, scheduler=None) -> StableDiffusionPipeline:
+    """A tiny SD-1.5-style pipeline (one CLIP-L-like text encoder), 16 px."""
+    from diffusers import PNDMScheduler
+
+    te = _tiny_clip_l(seed + 1)
+    return StableDiffusionPipeline(
+        vae=_tiny_vae(seed + 3),
+        text_encoder=te,
+        tokenizer=offline_tokenizer(),
+        unet=_tiny_unet(te.config.hidden_size, None, seed + 2),
+        scheduler=scheduler
+        or PNDMScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            skip_prk_steps=True,
+            steps_offset=1,
+        ),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
