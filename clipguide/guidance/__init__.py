@@ -1,3 +1,31 @@
-"""CLIP-gradient guidance during sampling."""
+"""CLIP-gradient guidance during sampling: pure maths plus thin diffusers adapters."""
 
-__all__: list[str] = []
+from .guidance import CLIPGuidance, GuidanceSettings, decode_latents
+from .loss import cosine, make_views, spherical_distance
+from .schedulers import (
+    NoiseLevel,
+    noise_level,
+    output_change_from_eps,
+    parameterisation,
+    predict_x0,
+    split_model_output,
+    step_position,
+)
+from .update import eps_change
+
+__all__ = [
+    "CLIPGuidance",
+    "GuidanceSettings",
+    "NoiseLevel",
+    "cosine",
+    "decode_latents",
+    "eps_change",
+    "make_views",
+    "noise_level",
+    "output_change_from_eps",
+    "parameterisation",
+    "predict_x0",
+    "spherical_distance",
+    "split_model_output",
+    "step_position",
+]

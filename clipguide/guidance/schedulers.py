@@ -24,6 +24,7 @@ import torch
 
 __all__ = [
     "NoiseLevel",
+    "parameterisation",
     "noise_level",
     "step_position",
     "split_model_output",
@@ -57,7 +58,8 @@ def _unsupported(scheduler: Any, why: str) -> ValueError:
     )
 
 
-def _kind(scheduler: Any) -> str:
+def parameterisation(scheduler: Any) -> str:
+    """``"sigma"``, ``"vp"`` or ``"flow"``; a ValueError naming the scheduler if unsupported."""
     for marker in _UNSUPPORTED_MARKERS:
         if hasattr(scheduler, marker):
             raise _unsupported(scheduler, f"it uses its own preconditioning ({marker})")
@@ -133,7 +135,7 @@ def _model_sigma(scheduler: Any, timestep: Any) -> float:
 
 def noise_level(scheduler: Any, timestep: Any) -> NoiseLevel:
     """The noise level at which the model is evaluated for ``timestep``, from the scheduler's state."""
-    kind = _kind(scheduler)
+    kind = parameterisation(scheduler)
     ptype = _prediction_type(scheduler, kind)
     if kind == "vp" and getattr(scheduler, "sigmas", None) is None:
         t = int(torch.as_tensor(timestep).reshape(-1)[0])

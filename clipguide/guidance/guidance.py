@@ -1,0 +1,379 @@
+"""CLIPGuidance: validated settings plus the per-step gradient computation, model-agnostic."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from .loss import cosine, make_views, spherical_distance
+from .schedulers import NoiseLevel, output_change_from_eps, split_model_output
+from .update import eps_change
+
+__all__ = ["GuidanceSettings", "CLIPGuidance", "decode_latents"]
+
+logger = logging.getLogger(__name__)
+MODES = ("fast", "full")
+
+
+def _check(cond: bool, name: str, value: Any, accepted: str) -> None:
+    if not cond:
+        raise ValueError(f"{name}={value!r} is not valid; accepted: {accepted}")
+
+
+@dataclasses.dataclass(frozen=True)
+class GuidanceSettings:
+    """Frozen, validated guidance settings (see ``CLIPGuidance`` for their meaning)."""
+
+    scale: float = 0.3
+    mode: str = "fast"
+    views: int = 1
+    start: float = 0.0
+    stop: float = 0.5
+    every: int = 1
+    normalize: bool = True
+    max_rms: float | None = None
+    min_crop: float = 0.6
+    flip: bool = True
+    noise: float = 0.02
+    seed: int = 0
+    checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        num = (int, float)
+        _check(
+            isinstance(self.scale, num) and self.scale >= 0, "scale", self.scale, "a number >= 0"
+        )
+        _check(self.mode in MODES, "mode", self.mode, f"one of {MODES}")
+        _check(isinstance(self.views, int) and self.views >= 1, "views", self.views, "an int >= 1")
+        _check(
+            isinstance(self.start, num) and 0 <= self.start < 1,
+            "start",
+            self.start,
+            "0 <= start < 1",
+        )
+        _check(
+            isinstance(self.stop, num) and self.start < self.stop <= 1,
+            "stop",
+            self.stop,
+            f"start ({self.start}) < stop <= 1",
+        )
+        _check(isinstance(self.every, int) and self.every >= 1, "every", self.every, "an int >= 1")
+        _check(
+            self.max_rms is None or (isinstance(self.max_rms, num) and self.max_rms > 0),
+            "max_rms",
+            self.max_rms,
+            "None or a number > 0",
+        )
+        _check(
+            isinstance(self.min_crop, num) and 0 < self.min_crop <= 1,
+            "min_crop",
+            self.min_crop,
+            "0 < min_crop <= 1",
+        )
+        _check(
+            isinstance(self.noise, num) and self.noise >= 0, "noise", self.noise, "a number >= 0"
+        )
+        _check(isinstance(self.seed, int), "seed", self.seed, "an int")
+
+    def active(self, position: int, total: int) -> bool:
+        """Whether model evaluation ``position`` of ``total`` is guided (window, then every k)."""
+        frac = position / max(total, 1)
+        return self.start <= frac < self.stop and position % self.every == 0
+
+
+def _module_device(module: Any) -> torch.device | None:
+    if isinstance(module, torch.nn.Module):
+        for p in module.parameters():
+            return p.device
+    return None
+
+
+def decode_latents(decoder: Any, latents: torch.Tensor) -> torch.Tensor:
+    """Differentiable decode of scaled latents to float32 images in [0, 1].
+
+    ``decoder``: a diffusers autoencoder (``AutoencoderKL``, ``AutoencoderTiny``: its own
+    ``config.scaling_factor``, ``shift_factor``, ``latents_mean/std`` are applied, as the
+    pipelines do before ``decode``) or a callable mapping latents to images in [-1, 1].
+    """
+    if hasattr(decoder, "decode"):
+        cfg = decoder.config
+        z = latents
+        mean, std = getattr(cfg, "latents_mean", None), getattr(cfg, "latents_std", None)
+        if mean is not None and std is not None:
+            shape = (1, -1) + (1,) * (z.dim() - 2)
+            z = z * z.new_tensor(std).view(shape) / cfg.scaling_factor + z.new_tensor(mean).view(
+                shape
+            )
+        else:
+            z = z / cfg.scaling_factor
+            if getattr(cfg, "shift_factor", None) is not None:
+                z = z + cfg.shift_factor
+        dtype = next(decoder.parameters()).dtype
+        images = decoder.decode(z.to(dtype)).sample
+    else:
+        images = decoder(latents)
+    return (images.float() / 2 + 0.5).clamp(0, 1)
+
+
+class CLIPGuidance:
+    """CLIP-gradient guidance for diffusers pipelines.
+
+    Args:
+        clip: a ``clipguide.CLIP`` with a vision tower (and a text tower for text targets).
+        scale: strength. With ``normalize`` (default) the push is ``scale`` times the size of the
+            classifier-free-guidance correction (or of the predicted noise without CFG).
+        mode: ``"fast"``: gradient w.r.t. the predicted x0 through the decoder only (MPGD,
+            He et al. 2024); ``"full"``: gradient through the UNet and decoder (classic CLIP
+            guidance; one extra UNet forward+backward per guided step).
+        views: number of random cutouts per image (1 = a plain resize of the centre square).
+        start, stop: guided window as fractions of the model evaluations; ``every``: guide one
+            evaluation in ``every``.
+        decoder: latents -> image decoder (default: the pipeline's VAE); e.g. ``AutoencoderTiny``.
+        target: ``None`` (the prompt), a text or list of texts, or an embedding tensor (D,) or (N, D)
+            (e.g. ``clip.encode_image(image)``).
+        on_step: called with each step's record (dict), as appended to ``history``.
+        checkpointing: gradient checkpointing in the decoder while guiding (less memory).
+        max_rms, normalize, min_crop, flip, noise, seed: see ``GuidanceSettings``.
+    """
+
+    def __init__(
+        self,
+        clip: Any,
+        *,
+        scale: float = 0.3,
+        mode: str = "fast",
+        views: int = 1,
+        start: float = 0.0,
+        stop: float = 0.5,
+        every: int = 1,
+        decoder: Any = None,
+        target: str | Sequence[str] | torch.Tensor | None = None,
+        normalize: bool = True,
+        max_rms: float | None = None,
+        min_crop: float = 0.6,
+        flip: bool = True,
+        noise: float = 0.02,
+        seed: int = 0,
+        checkpointing: bool = False,
+        on_step: Callable[[dict], None] | None = None,
+    ) -> None:
+        if getattr(clip, "vision_model", None) is None or not hasattr(clip, "image_features"):
+            raise TypeError(
+                f"clip must be a clipguide.CLIP with a vision tower, got {type(clip).__name__}"
+            )
+        ok_target = (
+            target is None
+            or isinstance(target, (str, torch.Tensor))
+            or (isinstance(target, Sequence) and all(isinstance(t, str) for t in target))
+        )
+        _check(ok_target, "target", target, "None, a str, a list of str or an embedding tensor")
+        self.settings = GuidanceSettings(
+            scale=scale,
+            mode=mode,
+            views=views,
+            start=start,
+            stop=stop,
+            every=every,
+            normalize=normalize,
+            max_rms=max_rms,
+            min_crop=min_crop,
+            flip=flip,
+            noise=noise,
+            seed=seed,
+            checkpointing=checkpointing,
+        )
+        self.clip = clip
+        self.decoder = decoder
+        self.target = target
+        self.on_step = on_step
+        self.history: list[dict] = []
+        self._text_cache: dict[str, torch.Tensor] = {}
+        self._generator = torch.Generator().manual_seed(seed)
+        self._warned_nonfinite = False
+        self._attachment: Any = None
+
+    def __repr__(self) -> str:
+        return f"CLIPGuidance({self.settings})"
+
+    def replace(self, **changes: Any) -> CLIPGuidance:
+        """A copy with some settings (or ``decoder``/``target``/``on_step``) changed."""
+        kwargs = dataclasses.asdict(self.settings)
+        kwargs.update(decoder=self.decoder, target=self.target, on_step=self.on_step)
+        kwargs.update(changes)
+        return CLIPGuidance(self.clip, **kwargs)
+
+    # -- attaching ---------------------------------------------------------------------------
+    def attach(self, pipe: Any) -> Any:
+        """Hook into a stock diffusers pipeline; use as ``with guidance.attach(pipe): pipe(...)``."""
+        from .attach import PipelineAttachment
+
+        if self._attachment is not None:
+            raise RuntimeError("this CLIPGuidance is already attached; call detach() first")
+        self._attachment = PipelineAttachment(self, pipe)
+        return self._attachment
+
+    def detach(self) -> None:
+        """Remove every hook this guidance installed (no-op when not attached)."""
+        if self._attachment is not None:
+            self._attachment.detach()
+
+    # -- targets -----------------------------------------------------------------------------
+    def new_run(self) -> None:
+        """Start a new sampling run: clear ``history`` and reseed the view generator."""
+        self.history = []
+        self._generator.manual_seed(self.settings.seed)
+
+    def _encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+        if missing:
+            embeds = self.clip.encode_text(list(missing)).embeds.float()
+            for text, emb in zip(missing, embeds, strict=True):
+                self._text_cache[text] = emb
+        return torch.stack([self._text_cache[t] for t in texts])
+
+    def targets(self, batch: int, prompts: Any = None, per_prompt: int = 1) -> torch.Tensor:
+        """Normalised fp32 target embeddings (batch, D), one per generated image."""
+        target = self.target if self.target is not None else prompts
+        if target is None:
+            raise ValueError(
+                "CLIPGuidance has no target: the pipeline was called without a text prompt "
+                "(prompt_embeds?); pass target= (a text or an embedding) to CLIPGuidance"
+            )
+        if isinstance(target, str):
+            target = [target]
+        emb = target.float() if isinstance(target, torch.Tensor) else self._encode_texts(target)
+        emb = torch.nn.functional.normalize(emb.reshape(-1, emb.shape[-1]), dim=-1)
+        rows = emb.shape[0]
+        if rows == batch:
+            return emb
+        if rows == 1:
+            return emb.expand(batch, -1)
+        if rows * per_prompt == batch:
+            return emb.repeat_interleave(per_prompt, dim=0)
+        raise ValueError(
+            f"target has {rows} rows but the pipeline generates {batch} images "
+            f"({per_prompt} per prompt); accepted: 1, {batch} or {batch // max(per_prompt, 1)} rows"
+        )
+
+    # -- the guided step ---------------------------------------------------------------------
+    def _distance(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        s, pre = self.settings, self.clip.preprocess
+        views = make_views(
+            images,
+            s.views,
+            pre.image_size,
+            min_crop=s.min_crop,
+            flip=s.flip,
+            noise=s.noise,
+            generator=self._generator,
+        )
+        vision = self.clip.vision_model
+        pixels = pre.from_tensor(views).to(device=vision.device, dtype=vision.dtype)
+        feats = self.clip.image_features(pixels).float()
+        tgt = targets.to(feats.device).repeat(s.views, 1)
+        b = images.shape[0]
+        dist = spherical_distance(feats, tgt).view(s.views, b).mean(0)
+        sim = cosine(feats, tgt).view(s.views, b).mean(0)
+        return dist, sim
+
+    def _decode(self, latents: torch.Tensor, fallback: Any) -> torch.Tensor:
+        decoder = self.decoder if self.decoder is not None else fallback
+        if decoder is None:
+            raise ValueError("no decoder: pass decoder= or attach to a pipeline with a vae")
+        home = _module_device(decoder)
+        moved = home is not None and home != latents.device
+        use_ckpt = self.settings.checkpointing and hasattr(decoder, "enable_gradient_checkpointing")
+        was_ckpt = bool(getattr(decoder, "is_gradient_checkpointing", False))
+        try:
+            if moved:  # model CPU offload keeps the VAE on the CPU during the loop: borrow it
+                decoder.to(latents.device)
+            if use_ckpt and not was_ckpt:
+                decoder.enable_gradient_checkpointing()
+            return decode_latents(decoder, latents)
+        finally:
+            if use_ckpt and not was_ckpt:
+                decoder.disable_gradient_checkpointing()
+            if moved:
+                decoder.to(home)
+
+    def gradient(
+        self,
+        latents: torch.Tensor,
+        x0: torch.Tensor,
+        level: NoiseLevel,
+        targets: torch.Tensor,
+        *,
+        decoder: Any = None,
+        model_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(dL/dx per latent, distance per image, similarity per image) at this step.
+
+        ``fast`` differentiates w.r.t. x0 and maps to x with ``dx0/dx ~ 1/alpha`` (the UNet
+        Jacobian dropped, MPGD); ``full`` differentiates through ``model_fn`` (latents -> model
+        output, run with grad).
+        """
+        with torch.enable_grad():
+            if self.settings.mode == "fast":
+                leaf = x0.detach().float().clone().requires_grad_(True)
+                guided_x0 = leaf
+            else:
+                if model_fn is None:
+                    raise ValueError("mode='full' needs model_fn (the denoiser) to differentiate")
+                leaf = latents.detach().float().clone().requires_grad_(True)
+                guided_x0 = split_model_output(model_fn(leaf).float(), leaf, level)[0]
+            dist, sim = self._distance(self._decode(guided_x0, decoder), targets)
+            (grad,) = torch.autograd.grad(dist.sum(), leaf)
+        if self.settings.mode == "fast":
+            grad = grad / level.alpha
+        return grad, dist.detach(), sim.detach()
+
+    def output_change(
+        self,
+        latents: torch.Tensor,
+        x0: torch.Tensor,
+        level: NoiseLevel,
+        targets: torch.Tensor,
+        *,
+        reference: torch.Tensor | None,
+        step: int,
+        timestep: float,
+        decoder: Any = None,
+        model_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Change to add to the (CFG-combined) model output for this step; records the step."""
+        s = self.settings
+        grad, dist, sim = self.gradient(
+            latents, x0, level, targets, decoder=decoder, model_fn=model_fn
+        )
+        delta, finite = eps_change(
+            grad,
+            level.sigma,
+            s.scale,
+            reference=reference if s.normalize else None,
+            max_rms=s.max_rms,
+        )
+        if not bool(finite.all()) and not self._warned_nonfinite:
+            self._warned_nonfinite = True
+            warnings.warn(
+                f"CLIP guidance gradient is not finite at step {step} for "
+                f"{int((~finite).sum())} image(s); skipping guidance for them (warned once)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        record = {
+            "step": step,
+            "timestep": timestep,
+            "sigma": level.sigma,
+            "loss": dist.tolist(),
+            "similarity": sim.tolist(),
+            "skipped": (~finite).tolist(),
+        }
+        self.history.append(record)
+        if self.on_step is not None:
+            self.on_step(record)
+        return output_change_from_eps(delta, level)
