@@ -288,3 +288,151 @@ def test_best_of_n_argument_errors(kwargs: dict, message: str) -> None:
     n = args.pop("n")
     with pytest.raises(ValueError, match=message):
         best_of_n(FakePipe(), "red", n, CLIPScorer(FakeCLIP()), progress=False, **args)
+
+
+# -- agreement with references, on a tiny real CLIP -----------------------------------------
+@pytest.fixture(scope="module")
+def tiny_pair():
+    """A tiny open_clip model and the same weights as a clipguide CLIP."""
+    from clipguide.loading import load_clip
+    from clipguide.testing import tiny_openclip_model
+
+    model = tiny_openclip_model(seed=3)
+    return model, load_clip(model)
+
+
+def _openclip_preprocess():
+    import open_clip
+
+    from clipguide.testing import TINY_MODEL, register_model_configs
+
+    register_model_configs()
+    _, _, preprocess = open_clip.create_model_and_transforms(TINY_MODEL, pretrained=None)
+    return preprocess
+
+
+def test_pil_embeddings_equal_openclip(tiny_pair) -> None:
+    model, clip = tiny_pair
+    preprocess = _openclip_preprocess()
+    rng = np.random.default_rng(0)
+    images = [
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        for h, w in [(32, 32), (50, 70), (90, 41), (33, 200)]
+    ]
+    images += [images[1].convert("L"), images[2].convert("CMYK")]
+    ours = CLIPScorer(clip, batch_size=4).embed_images(images)
+    with torch.no_grad():
+        ref = torch.cat([model.encode_image(preprocess(im).unsqueeze(0)) for im in images])
+    assert (ours - F.normalize(ref, dim=-1)).abs().max() <= 1e-5
+
+
+def test_text_embeddings_equal_openclip_including_long_prompts(tiny_pair) -> None:
+    import open_clip
+
+    model, clip = tiny_pair
+    tokenizer = open_clip.get_tokenizer("ViT-bigG-14")
+    prompts = ["a red square", "two blue circles above a green triangle", "word " * 100]
+    with pytest.warns(UserWarning, match="1 prompt.*77-token context"):
+        ours = CLIPScorer(clip, cache=False).embed_texts(prompts)
+    with torch.no_grad():
+        ref = F.normalize(model.encode_text(tokenizer(prompts)), dim=-1)
+    assert (ours - ref).abs().max() <= 1e-5
+
+
+def _torchmetrics_reference(clip):
+    """torchmetrics' CLIPScore fed a transformers CLIPModel holding our towers' weights."""
+    from torchmetrics.multimodal.clip_score import CLIPScore
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    class FeatureTensors(
+        CLIPModel
+    ):  # transformers 5 returns output objects; torchmetrics wants tensors
+        def get_text_features(self, *args, **kwargs):
+            return super().get_text_features(*args, **kwargs).pooler_output
+
+        def get_image_features(self, *args, **kwargs):
+            return super().get_image_features(*args, **kwargs).pooler_output
+
+    text_cfg, vision_cfg = clip.text_model.config, clip.vision_model.config
+    config = CLIPConfig(
+        text_config=text_cfg.to_dict(),
+        vision_config=vision_cfg.to_dict(),
+        projection_dim=text_cfg.projection_dim,
+    )
+    model = FeatureTensors(config).eval()
+    missing, unexpected = model.load_state_dict(
+        {**clip.text_model.state_dict(), **clip.vision_model.state_dict()}, strict=False
+    )
+    assert missing == ["logit_scale"] and not unexpected
+    pre = clip.preprocess
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": pre.image_size},
+        crop_size={"height": pre.image_size, "width": pre.image_size},
+        image_mean=list(pre.mean),
+        image_std=list(pre.std),
+    )
+    processor = CLIPProcessor(image_processor=image_processor, tokenizer=clip.tokenizer)
+    return CLIPScore(model_name_or_path=lambda: (model, processor))
+
+
+def test_scores_equal_torchmetrics_one_pair_at_a_time(tiny_pair) -> None:
+    _, clip = tiny_pair
+    metric = _torchmetrics_reference(clip)
+    size = clip.preprocess.image_size  # at model size the two resizers agree exactly
+    rng = np.random.default_rng(1)
+    arrays = rng.integers(0, 256, (5, size, size, 3), dtype=np.uint8)
+    prompts = [
+        "a red square",
+        "two blue circles",
+        "a green triangle left of a square",
+        "red",
+        "blue",
+    ]
+    ours = CLIPScorer(clip, batch_size=2).score([Image.fromarray(a) for a in arrays], prompts)
+    reference = []
+    for array, prompt in zip(arrays, prompts, strict=True):
+        metric.reset()
+        with torch.no_grad():
+            reference.append(float(metric(torch.from_numpy(array).permute(2, 0, 1), prompt)))
+    assert torch.allclose(ours, torch.tensor(reference), atol=1e-4, rtol=0)
+    assert len(set(reference)) == 5  # the comparison is not between constants
+
+
+def test_tensor_inputs_match_pil_inputs(tiny_pair) -> None:
+    _, clip = tiny_pair
+    size = clip.preprocess.image_size
+    arrays = np.random.default_rng(2).integers(0, 256, (3, size, size, 3), dtype=np.uint8)
+    scorer = CLIPScorer(clip)
+    from_pil = scorer.embed_images([Image.fromarray(a) for a in arrays])
+    from_pt = scorer.embed_images(torch.from_numpy(arrays).permute(0, 3, 1, 2).float() / 255)
+    from_np = scorer.embed_images(arrays)
+    assert torch.allclose(from_pil, from_pt, atol=1e-5) and torch.equal(from_pil, from_np)
+
+
+def test_scorer_uses_the_shared_text_cache(tiny_pair) -> None:
+    from clipguide.cache import TextEncodingCache
+
+    _, clip = tiny_pair
+    store = TextEncodingCache()
+    scorer = CLIPScorer(clip, cache=store)
+    first = scorer.embed_texts(["a red square", "a blue circle"])
+    assert len(store) == 2 and store.misses == 2
+    again = scorer.embed_texts("a blue circle")
+    assert store.hits == 1 and torch.equal(again[0], first[1])
+
+
+def test_best_of_n_with_a_diffusers_pipeline(tiny_pair) -> None:
+    from clipguide.testing import tiny_sd_pipeline
+
+    _, clip = tiny_pair
+    pipe = tiny_sd_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = {"num_inference_steps": 2, "output_type": "pt"}
+    result = best_of_n(
+        pipe, "a red square", 3, CLIPScorer(clip), batch_size=2, seed=5, progress=False, **kwargs
+    )
+    assert sorted(result.seeds) == [5, 6, 7]
+    assert torch.all(result.scores[:-1] >= result.scores[1:])
+    last = len(result.seeds) - 1
+    again = pipe("a red square", generator=result.generator(last), **kwargs).images[0]
+    assert torch.allclose(again, result.images[last], atol=1e-5)
