@@ -151,7 +151,7 @@ def _run_encoder(
             hidden = out.hidden_states[layer]
             if final_norm:
                 with torch.no_grad():
-                    hidden = encoder.text_model.final_layer_norm(hidden)
+                    hidden = _final_layer_norm(encoder)(hidden)
     rows = []
     for i in range(ids.shape[0]):
         entry: Entry = {}
@@ -161,6 +161,12 @@ def _run_encoder(
             entry["pooled"] = pooled[i]
         rows.append(entry)
     return rows
+
+
+def _final_layer_norm(encoder: torch.nn.Module) -> torch.nn.Module:
+    """The final layer norm (transformers 5 flattens ``CLIPTextModel``; older nest it)."""
+    norm = getattr(encoder, "final_layer_norm", None)
+    return norm if norm is not None else encoder.text_model.final_layer_norm
 
 
 def encode_token_rows(

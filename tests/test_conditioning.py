@@ -251,25 +251,44 @@ def test_weight_hidden_states_function():
     assert torch.equal(out[0, 3], empty[3])
 
 
-def test_long_prompt_chunks_and_nothing_dropped(sdxl):
-    long = ", ".join(f"detail number {i}" for i in range(40))  # ~160 tokens
-    cond = encode_prompt(sdxl, [long, "short"], "blurry", cache=False)
-    n_tokens = len(sdxl.tokenizer_2(long, add_special_tokens=False)["input_ids"])
-    chunks = -(-n_tokens // 75)
-    assert n_tokens > 150 and cond.prompt_embeds.shape[1] >= 77 * chunks
-    assert cond.negative_prompt_embeds.shape == cond.prompt_embeds.shape
-    # the tail beyond token 77 changes the embedding: it was not dropped
-    cut = encode_prompt(sdxl, long + ", a giant purple elephant", cache=False)
-    same_len = cut.prompt_embeds.shape[1] == cond.prompt_embeds.shape[1]
-    assert not same_len or not torch.equal(cut.prompt_embeds[0], cond.prompt_embeds[0])
-    # the first chunk alone is what the first 75 tokens (cut at a word) encode to
-    first = encode_prompt(sdxl, long, cache=False)
-    assert not torch.equal(first.prompt_embeds[0, 77:], first.prompt_embeds[0, :77])
-    # the short prompt is padded with empty chunks that encode the empty prompt
-    empty = encode_prompt(sdxl, "", "", cache=False).negative_prompt_embeds[0]
-    assert torch.allclose(cond.prompt_embeds[1, 77:154], empty, atol=1e-6)
+def _n_tokens(pipe, text):
+    return len(pipe.tokenizer_2(text, add_special_tokens=False)["input_ids"])
+
+
+def test_long_prompt_nothing_past_77_is_dropped(sdxl):
+    head = " ".join(["red cube"] * 30) + ","
+    shared = " ".join(["small"] * 20)
+    a, b = shared + " " + " ".join(["blue"] * 20), shared + " " + " ".join(["green"] * 20)
+    assert 55 < _n_tokens(sdxl, head) <= 75 and _n_tokens(sdxl, head + " " + shared) > 77
+    # the pipeline truncates: both prompts look the same to it
+    ra, rb = _reference(sdxl, f"{head} {a}"), _reference(sdxl, f"{head} {b}")
+    assert torch.equal(ra["prompt_embeds"], rb["prompt_embeds"])
+    ca = encode_prompt(sdxl, f"{head} {a}", cache=False)
+    cb = encode_prompt(sdxl, f"{head} {b}", cache=False)
+    assert ca.prompt_embeds.shape == (1, 154, 48)
+    assert torch.equal(ca.prompt_embeds[:, :77], cb.prompt_embeds[:, :77])
+    assert (ca.prompt_embeds[:, 77:] - cb.prompt_embeds[:, 77:]).abs().max() > 1e-3
+    # chunk 1 is the head up to its comma, chunk 2 the rest, each encoded on its own
+    _assert_close({"x": ca.prompt_embeds[:, :77]}, {"x": _reference(sdxl, head)["prompt_embeds"]})
+    _assert_close({"x": ca.prompt_embeds[:, 77:]}, {"x": _reference(sdxl, a)["prompt_embeds"]})
     # pooled comes from the first chunk
-    assert cond.pooled_prompt_embeds.shape == (2, 24)
+    _assert_close(
+        {"x": ca.pooled_prompt_embeds}, {"x": _reference(sdxl, head)["pooled_prompt_embeds"]}
+    )
+
+
+def test_long_prompt_pads_batch_and_negative_to_same_length(sdxl):
+    long = ", ".join(f"detail number {i}" for i in range(40))
+    assert _n_tokens(sdxl, long) > 150
+    cond = encode_prompt(sdxl, [long, "short"], "blurry", cache=False)
+    chunks = cond.prompt_embeds.shape[1] // 77
+    assert chunks >= 3 and cond.prompt_embeds.shape[1] == 77 * chunks
+    assert cond.negative_prompt_embeds.shape == cond.prompt_embeds.shape
+    # the short prompt and the negative are padded with chunks of the empty prompt
+    empty = _reference(sdxl, "")["prompt_embeds"][0]
+    for x in (cond.prompt_embeds[1], cond.negative_prompt_embeds[0]):
+        for c in range(1, chunks):
+            assert (x[77 * c : 77 * (c + 1)] - empty).abs().max() <= 1e-6
 
 
 def test_long_prompt_runs_through_pipeline(bigg_only):

@@ -1,0 +1,114 @@
+"""The shared text-encoding cache: LRU bounds, model identity, and the CLIP conveniences."""
+
+import pytest
+import torch
+
+from clipguide import testing
+from clipguide.cache import (
+    TextEncodingCache,
+    cached_encode_text,
+    cached_text_embeds,
+    encode_token_rows,
+    model_key,
+)
+
+PROMPTS = ["a red cube", "a blue sphere", "a red cube"]
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return testing.tiny_clip(towers=("text",))
+
+
+class Counter:
+    def __init__(self, module):
+        self.n = 0
+        self.handle = module.register_forward_hook(self)
+
+    def __call__(self, *_):
+        self.n += 1
+
+
+def test_lru_evicts_by_count_and_bytes():
+    cache = TextEncodingCache(max_entries=2, max_bytes=1000)
+    t = torch.zeros(10)  # 40 bytes
+    cache.put("a", {"x": t})
+    cache.put("b", {"x": t})
+    assert cache.get("a") is not None  # a is now most recent
+    cache.put("c", {"x": t})
+    assert cache.get("b") is None and cache.get("a") is not None and len(cache) == 2
+    assert cache.nbytes == 80
+    cache.put("big", {"x": torch.zeros(200)})  # 800 bytes: evicts until under 1000
+    assert cache.nbytes <= 1000 and cache.get("big") is not None
+    cache.put("huge", {"x": torch.zeros(1000)})  # larger than the bound: not stored
+    assert cache.get("huge") is None
+    cache.clear()
+    assert len(cache) == 0 and cache.nbytes == 0 and cache.hits == 0
+    with pytest.raises(ValueError, match="max_entries must be an int >= 0, got -1"):
+        TextEncodingCache(max_entries=-1)
+
+
+def test_stored_tensors_are_private_copies():
+    cache = TextEncodingCache()
+    t = torch.zeros(3)
+    cache.put("k", {"x": t})
+    t += 1
+    assert not cache.get("k")["x"].any()
+
+
+def test_cached_text_embeds_match_and_skip_the_tower(clip):
+    cache = TextEncodingCache()
+    count = Counter(clip.text_model)
+    try:
+        with torch.no_grad():
+            ref = clip.encode_text(PROMPTS).embeds
+        first = cached_text_embeds(clip, PROMPTS, cache=cache)
+        n = count.n
+        second = cached_text_embeds(clip, PROMPTS, cache=cache)
+        assert count.n == n  # no forward on the second call
+        assert torch.equal(first, second)
+        assert (first - ref).abs().max() <= 1e-6
+        assert torch.allclose(first.norm(dim=-1), torch.ones(3))
+        cached_text_embeds(clip, PROMPTS, cache=False)
+        assert count.n == n + 1
+    finally:
+        count.handle.remove()
+
+
+def test_cached_encode_text_matches_encode_text(clip):
+    cache = TextEncodingCache()
+    with torch.no_grad():
+        ref = clip.encode_text(PROMPTS[:2], hidden_layer=-1)
+    got = cached_encode_text(clip, PROMPTS[:2], hidden_layer=-1, cache=cache)
+    assert torch.equal(got.hidden_states, ref.hidden_states)
+    assert torch.equal(got.pooled, ref.pooled)
+    again = cached_encode_text(clip, clip.tokenize(PROMPTS[:2]), hidden_layer=-1, cache=cache)
+    assert torch.equal(again.pooled, got.pooled) and cache.hits == 2
+    other_layer = cached_encode_text(clip, PROMPTS[:2], hidden_layer=-2, cache=cache)
+    assert not torch.equal(other_layer.hidden_states, got.hidden_states)
+
+
+def test_changing_weights_invalidates(clip):
+    cache = TextEncodingCache()
+    model = clip.text_model
+    ids = clip.tokenize(["a red cube"])
+    key = model_key(model)
+    _, before = encode_token_rows(model, ids, hidden_layer=None, cache=cache)
+    with torch.no_grad():
+        model.text_projection.weight.mul_(2.0)  # in-place: bumps the version counter
+    try:
+        assert model_key(model) != key
+        _, after = encode_token_rows(model, ids, hidden_layer=None, cache=cache)
+        assert torch.allclose(after, 2 * before, atol=1e-5)
+    finally:
+        with torch.no_grad():
+            model.text_projection.weight.div_(2.0)
+
+
+def test_bad_arguments(clip):
+    with pytest.raises(TypeError, match="cache must be True, False or a TextEncodingCache"):
+        cached_text_embeds(clip, "x", cache="yes")
+    with pytest.raises(TypeError, match="clip must be a clipguide CLIP"):
+        cached_text_embeds(object(), "x")
+    with pytest.raises(ValueError, match=r"ids must be \(N, L\)"):
+        encode_token_rows(clip.text_model, torch.zeros(77, dtype=torch.long))
