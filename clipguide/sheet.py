@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from clipguide.images import to_rgb
 
@@ -28,7 +28,7 @@ def contact_sheet(
     padding: int = 6,
     font_size: int = 14,
 ) -> Image.Image:
-    """Lay images out row by row in the given order, each fitted into a ``thumb`` square.
+    """Lay images out row by row in the given order, each scaled to fit a ``thumb`` square.
 
     Args:
         images: PIL images of any mode and size.
@@ -53,8 +53,8 @@ def contact_sheet(
     for i, (image, caption) in enumerate(zip(images, captions, strict=True)):
         x = padding + (i % columns) * cell_w
         y = padding + (i // columns) * cell_h
-        small = to_rgb(image).copy()
-        small.thumbnail((thumb, thumb), Image.BICUBIC)
+        small = ImageOps.contain(to_rgb(image), (thumb, thumb), Image.BICUBIC)
+        draw.rectangle((x, y, x + thumb - 1, y + thumb - 1), fill=(224, 224, 224))
         sheet.paste(small, (x + (thumb - small.width) // 2, y + (thumb - small.height) // 2))
         draw.rectangle((x, y + thumb, x + thumb - 1, y + thumb + band - 1), fill=(32, 32, 32))
         draw.text((x + padding, y + thumb + padding), caption, fill="white", font=font)
