@@ -4,9 +4,21 @@ from clipguide.cache import TEXT_CACHE, TextEncodingCache, cached_encode_text, c
 from clipguide.clip import CLIP, TextEncoding
 from clipguide.conditioning import Conditioning, encode_prompt
 from clipguide.convert import openclip_to_transformers, transformers_to_openclip
+from clipguide.images import UnreadableImageError, as_image_list, load_image, to_rgb
 from clipguide.loading import WeightsNotFoundError, load_clip
 from clipguide.preprocess import Preprocess
 from clipguide.prompts import parse_prompt
+from clipguide.scoring import (
+    HESSEL_SCALE,
+    CLIPScorer,
+    Ranking,
+    RobustScores,
+    clip_score,
+    cosine,
+    cosine_matrix,
+    rank,
+)
+from clipguide.selection import BestOfN, best_of_n
 from clipguide.tokenizer import offline_tokenizer
 
 __version__ = "0.1.0"
@@ -31,4 +43,20 @@ __all__ = [
     "TextEncodingCache",
     "cached_encode_text",
     "cached_text_embeds",
+    # scoring and reranking
+    "CLIPScorer",
+    "cosine",
+    "cosine_matrix",
+    "clip_score",
+    "rank",
+    "Ranking",
+    "RobustScores",
+    "HESSEL_SCALE",
+    "best_of_n",
+    "BestOfN",
+    # image inputs
+    "as_image_list",
+    "load_image",
+    "to_rgb",
+    "UnreadableImageError",
 ]
