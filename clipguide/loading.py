@@ -497,6 +497,9 @@ def load_clip(
         return _from_transformers(source, towers, device, dtype, cache_dir)
     import open_clip
 
+    from clipguide.testing import register_model_configs
+
+    register_model_configs()
     if open_clip.get_model_config(source) is not None:
         if pretrained is _UNSET:
             pretrained = DEFAULT_PRETRAINED if source == DEFAULT_MODEL else None

@@ -83,6 +83,8 @@ def _cached_tokenizer(model_max_length: int) -> OpenCLIPTokenizer:
         merges=list(merges),
         pad_token="!",
         model_max_length=model_max_length,
+        # "!" is the pad token; a "!" typed in a prompt must stay the word "!" as in open_clip.
+        split_special_tokens=True,
     )
 
 
