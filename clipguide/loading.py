@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import struct
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -98,19 +99,60 @@ def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     )
 
 
-def _read_weights(path: str | Path, keep) -> dict[str, torch.Tensor]:
-    """Read a checkpoint, keeping keys for which ``keep(key)`` is true (safetensors: lazily)."""
+_ST_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def _read_safetensors(path: str, keep, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """Read the kept tensors of a safetensors file straight into fresh CPU tensors.
+
+    Plain reads instead of a memory map keep peak resident memory at the size of the tensors
+    themselves (a map would count the file pages as well); casting happens tensor by tensor.
+    """
+    out: dict[str, torch.Tensor] = {}
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+        header.pop("__metadata__", None)
+        base = 8 + n
+        for key, meta in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+            if not keep(key):
+                continue
+            start, end = meta["data_offsets"]
+            t = torch.empty(meta["shape"], dtype=_ST_DTYPES[meta["dtype"]])
+            f.seek(base + start)
+            if end > start:
+                f.readinto(memoryview(t.view(-1).view(torch.uint8).numpy()))
+            out[key] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
+    return out
+
+
+def _read_weights(
+    path: str | Path, keep, dtype: torch.dtype | None = None
+) -> dict[str, torch.Tensor]:
+    """Read a checkpoint, keeping keys for which ``keep(key)`` is true."""
     path = str(path)
     if path.endswith(".safetensors"):
-        from safetensors import safe_open
-
-        with safe_open(path, framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys() if keep(k)}
+        return _read_safetensors(path, keep, dtype)
     sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     if isinstance(sd, dict) and "state_dict" in sd:
         sd = sd["state_dict"]
     sd = {k.removeprefix("module."): v for k, v in sd.items()}
-    return {k: v for k, v in sd.items() if keep(k)}
+    return {
+        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v)
+        for k, v in sd.items()
+        if keep(k)
+    }
 
 
 def _keep_openclip(towers: tuple[str, ...]):
@@ -195,7 +237,7 @@ def _from_openclip_dir(folder: Path, towers, device, dtype, name) -> CLIP:
         raise WeightsNotFoundError(
             f"local-dir:{folder} has no weights file; looked for {_OC_WEIGHTS}"
         )
-    sd = _read_weights(weights, _keep_openclip(towers))
+    sd = _read_weights(weights, _keep_openclip(towers), dtype)
     pre = _openclip_preprocess(model_cfg, cfg.get("preprocess_cfg", {}))
     return _clip_from_openclip(model_cfg, sd, pre, towers, device, dtype, name)
 
@@ -225,7 +267,7 @@ def _from_openclip_name(
         hub = tag["hf_hub"]  # "org/repo/" (default file name) or "org/repo/file"
         repo, filename = (hub.rstrip("/"), "") if hub.endswith("/") else os.path.split(hub)
         path = _hub_file(repo, (filename,) if filename else _OC_WEIGHTS, cache_dir)
-    sd = _read_weights(path, _keep_openclip(towers))
+    sd = _read_weights(path, _keep_openclip(towers), dtype)
     pre = _openclip_preprocess(model_cfg, overlay)
     return _clip_from_openclip(model_cfg, sd, pre, towers, device, dtype, name)
 
@@ -235,7 +277,7 @@ def _from_openclip_hub(repo: str, towers, device, dtype, cache_dir) -> CLIP:
     weights = _hub_file(repo, _OC_WEIGHTS, cache_dir)
     cfg = json.loads(Path(cfg_file).read_text())
     model_cfg = cfg.get("model_cfg", cfg)
-    sd = _read_weights(weights, _keep_openclip(towers))
+    sd = _read_weights(weights, _keep_openclip(towers), dtype)
     pre = _openclip_preprocess(model_cfg, cfg.get("preprocess_cfg", {}))
     return _clip_from_openclip(model_cfg, sd, pre, towers, device, dtype, f"hf-hub:{repo}")
 
@@ -306,7 +348,12 @@ def _from_transformers(source: str, towers, device, dtype, cache_dir) -> CLIP:
             if not os.path.isdir(source)
             else f"folder {source!r} has no model.safetensors or pytorch_model.bin"
         )
-    sd = _read_weights(weights, lambda k: True)
+    prefixes = ("logit_scale",)
+    if "text" in towers:
+        prefixes += ("text_model.", "text_projection.")
+    if "vision" in towers:
+        prefixes += ("vision_model.", "visual_projection.")
+    sd = _read_weights(weights, lambda k: k.startswith(prefixes), dtype)
     text = vision = tok = pre = None
     if "text" in towers:
         text = _build(CLIPTextModelWithProjection, text_cfg, sd, device, dtype)
