@@ -288,7 +288,7 @@ def encode_prompt(
         if x is None:
             return None
         x = x.to(device=target.device, dtype=target.dtype if cast else None)
-        return x.repeat_interleave(num_images_per_prompt, dim=0)
+        return x if num_images_per_prompt == 1 else x.repeat_interleave(num_images_per_prompt, 0)
 
     return Conditioning(
         prompt_embeds=out(hidden, True),

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import math
 import re
+import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +39,7 @@ __all__ = [
     "chunk_tokens",
     "tokenize_prompt",
     "chunk_tensors",
+    "word_ids",
 ]
 
 ROUND_FACTOR = 1.1
@@ -231,6 +234,36 @@ def _words(section: Section) -> list[tuple[str, float, bool]]:
     return out
 
 
+_WORD_MEMO: weakref.WeakKeyDictionary[Any, tuple[int, OrderedDict[str, list[int]]]] = (
+    weakref.WeakKeyDictionary()
+)
+_WORD_MEMO_SIZE = 65536
+
+
+def word_ids(tokenizer: Any, words: Sequence[str]) -> list[list[int]]:
+    """Token ids of each word (no start/end tokens), memoised per tokenizer.
+
+    The memo is dropped when the tokenizer's vocabulary size changes (``add_tokens``).
+    """
+    try:
+        size, memo = _WORD_MEMO.get(tokenizer, (-1, None))
+    except TypeError:  # not weak-referenceable: no memo
+        size, memo = -1, None
+    if memo is None or size != len(tokenizer):
+        memo = OrderedDict()
+        try:
+            _WORD_MEMO[tokenizer] = (len(tokenizer), memo)
+        except TypeError:
+            pass
+    missing = list(dict.fromkeys(w for w in words if w not in memo))
+    if missing:
+        ids = tokenizer(missing, add_special_tokens=False)["input_ids"]
+        memo.update(zip(missing, (list(x) for x in ids), strict=True))
+        while len(memo) > _WORD_MEMO_SIZE:
+            memo.popitem(last=False)
+    return [list(memo[w]) for w in words]
+
+
 def tokenize_prompt(
     prompt: str,
     tokenizers: Sequence[Any],
@@ -247,10 +280,9 @@ def tokenize_prompt(
     sections = parse_prompt(prompt) if parse_weights else [[(prompt, 1.0)]]
     words = [w for sec in sections for w in _words(sec)]
     texts = [w for w, _, _ in words]
-    per_tok = [tokenizers[0](texts, add_special_tokens=False)["input_ids"] if texts else []]
+    per_tok = [word_ids(tokenizers[0], texts)]
     for tok in tokenizers[1:]:
-        other = tok(texts, add_special_tokens=False)["input_ids"] if texts else []
-        if other != per_tok[0]:
+        if word_ids(tok, texts) != per_tok[0]:
             raise ValueError(
                 "the pipeline's tokenizers give different token ids for the same words; "
                 "chunked/weighted encoding needs tokenizers that share one vocabulary"
@@ -264,15 +296,15 @@ def tokenize_prompt(
         bounds: list[int] = []
         for _ in _words(sec):
             word, w, glued = words[k]
-            word_ids = per_tok[0][k]
+            wids = per_tok[0][k]
             k += 1
-            if not word_ids:
+            if not wids:
                 continue
             if glued and bounds:
                 bounds[-1] = 0  # no space before this piece: not a place to cut
-            ids.extend(word_ids)
-            weights.extend([w] * len(word_ids))
-            bounds.extend([0] * (len(word_ids) - 1) + [2 if word.endswith(",") else 1])
+            ids.extend(wids)
+            weights.extend([w] * len(wids))
+            bounds.extend([0] * (len(wids) - 1) + [2 if word.endswith(",") else 1])
         for a, b in chunk_tokens(ids, bounds, chunk_size, comma_backtrack):
             ids_out.append(tuple(ids[a:b]))
             w_out.append(tuple(weights[a:b]))

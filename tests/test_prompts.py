@@ -10,6 +10,7 @@ from clipguide.prompts import (
     parse_prompt,
     plain_text,
     tokenize_prompt,
+    word_ids,
 )
 from clipguide.tokenizer import offline_tokenizer
 
@@ -170,3 +171,14 @@ def test_chunk_tensors_wrap_and_pad():
     assert torch.equal(w[2], torch.ones(6))
     with pytest.raises(ValueError, match="num_chunks"):
         chunk_tensors(chunks, bos=1, eos=2, pad=0, num_chunks=1)
+
+
+def test_word_ids_memo_follows_added_tokens():
+    tok = offline_tokenizer()
+    before = word_ids(tok, ["zzzcustom", "cat"])
+    assert len(before[0]) > 1 and before == [
+        tok(w, add_special_tokens=False)["input_ids"] for w in ["zzzcustom", "cat"]
+    ]
+    tok.add_tokens(["zzzcustom"])
+    after = word_ids(tok, ["zzzcustom"])
+    assert after == [[len(tok) - 1]]
