@@ -6,30 +6,33 @@ from __future__ import annotations
 import json
 import logging
 import os
-import struct
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import init_empty_weights
 from transformers import (
-    CLIPConfig,
-    CLIPTextConfig,
     CLIPTextModelWithProjection,
-    CLIPVisionConfig,
     CLIPVisionModelWithProjection,
 )
 
+from clipguide.checkpoints import (
+    OPENCLIP_WEIGHTS,
+    WeightsNotFoundError,
+    build_module,
+    hub_file,
+    read_weights,
+)
 from clipguide.clip import CLIP
 from clipguide.convert import (
     openclip_to_transformers,
     text_config_from_openclip,
     vision_config_from_openclip,
 )
-from clipguide.preprocess import Preprocess
+from clipguide.preprocess import OPENAI_MEAN, OPENAI_STD, Preprocess
 from clipguide.tokenizer import offline_tokenizer
+from clipguide.transformers_layout import load_transformers_clip
 
 __all__ = ["load_clip", "WeightsNotFoundError", "DEFAULT_MODEL", "DEFAULT_PRETRAINED"]
 
@@ -40,53 +43,7 @@ DEFAULT_PRETRAINED = "laion2b_s39b_b160k"
 TOWERS = ("text", "vision")
 _SHIPPED_DIR = Path(__file__).parent / "shapes" / "weights"
 SHIPPED = ("shapes", "shapes-judge")
-_OC_WEIGHTS = (
-    "open_clip_model.safetensors",
-    "open_clip_pytorch_model.safetensors",
-    "open_clip_pytorch_model.bin",
-    "open_clip_pytorch_model.pth",
-)
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-_OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)  # open_clip's OPENAI_DATASET_MEAN
-_OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-class WeightsNotFoundError(FileNotFoundError):
-    """Weights are neither on disk nor reachable (offline)."""
-
-
-def _offline_hint(model_id: str, what: str = "weights") -> str:
-    return (
-        f"The {what} for {model_id!r} are not in the local Hugging Face cache and cannot be "
-        f"downloaded (offline: HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}). "
-        f"Download them where the hub is reachable (`hf download {model_id.rstrip('/')}`) and "
-        f"point at the folder: load_clip('local-dir:/path/to/open_clip_folder') for open_clip "
-        f"layout (open_clip_config.json + open_clip_model.safetensors), or "
-        f"load_clip('/path/to/folder') for transformers layout (config.json + model.safetensors)."
-    )
-
-
-def _hub_file(repo_id: str, filenames: tuple[str, ...], cache_dir: str | None) -> str:
-    """First of ``filenames`` found for ``repo_id``: the local cache first, then the hub once."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
-
-    for name in filenames:
-        try:
-            return hf_hub_download(repo_id, name, cache_dir=cache_dir, local_files_only=True)
-        except Exception:  # noqa: BLE001,S112 - not cached; try the next name
-            continue
-    tried = ", ".join(filenames)
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("1", "true", "yes", "on"):
-        for name in filenames:
-            try:
-                return hf_hub_download(repo_id, name, cache_dir=cache_dir, etag_timeout=5)
-            except EntryNotFoundError:
-                continue  # reachable, but no such file: try the next name
-            except Exception:  # noqa: BLE001 - unreachable hub: stop asking
-                break
-    what = "weights" if any("model" in f for f in filenames) else "files"
-    raise WeightsNotFoundError(_offline_hint(repo_id, what) + f" (looked for: {tried})")
 
 
 def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
@@ -99,85 +56,12 @@ def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     )
 
 
-_ST_DTYPES = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-
-
-def _read_safetensors(path: str, keep, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
-    """Read the kept tensors of a safetensors file straight into fresh CPU tensors.
-
-    Plain reads instead of a memory map keep peak resident memory at the size of the tensors
-    themselves (a map would count the file pages as well); casting happens tensor by tensor.
-    """
-    out: dict[str, torch.Tensor] = {}
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-        header.pop("__metadata__", None)
-        base = 8 + n
-        for key, meta in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
-            if not keep(key):
-                continue
-            start, end = meta["data_offsets"]
-            t = torch.empty(meta["shape"], dtype=_ST_DTYPES[meta["dtype"]])
-            f.seek(base + start)
-            if end > start:
-                f.readinto(memoryview(t.view(-1).view(torch.uint8).numpy()))
-            out[key] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
-    return out
-
-
-def _read_weights(
-    path: str | Path, keep, dtype: torch.dtype | None = None
-) -> dict[str, torch.Tensor]:
-    """Read a checkpoint, keeping keys for which ``keep(key)`` is true."""
-    path = str(path)
-    if path.endswith(".safetensors"):
-        return _read_safetensors(path, keep, dtype)
-    sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    if isinstance(sd, dict) and "state_dict" in sd:
-        sd = sd["state_dict"]
-    sd = {k.removeprefix("module."): v for k, v in sd.items()}
-    return {
-        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v)
-        for k, v in sd.items()
-        if keep(k)
-    }
-
-
 def _keep_openclip(towers: tuple[str, ...]):
     def keep(key: str) -> bool:
         is_vision = key.startswith("visual.")
         return (is_vision and "vision" in towers) or (not is_vision and "text" in towers)
 
     return keep
-
-
-def _build(cls, config, sd: Mapping[str, torch.Tensor] | None, device, dtype):
-    """Instantiate a tower; with a state dict, allocate nothing before the weights arrive."""
-    if sd is None:
-        model = cls(config)
-        return model.to(device=device, dtype=dtype)
-    with init_empty_weights(include_buffers=False):
-        model = cls(config)
-    own = model.state_dict()
-    wanted = {k: v for k, v in sd.items() if k in own}
-    missing = sorted(set(own) - set(wanted))
-    if missing:
-        raise KeyError(f"checkpoint lacks {len(missing)} {cls.__name__} keys, e.g. {missing[:3]}")
-    wanted = {k: v.to(device=device or "cpu", dtype=dtype or v.dtype) for k, v in wanted.items()}
-    model.load_state_dict(wanted, strict=True, assign=True)
-    return model.to(device=device)
 
 
 def _clip_from_openclip(
@@ -192,12 +76,12 @@ def _clip_from_openclip(
     tsd = openclip_to_transformers(sd, towers) if sd is not None else None
     text = vision = tok = None
     if "text" in towers:
-        text = _build(
+        text = build_module(
             CLIPTextModelWithProjection, text_config_from_openclip(model_cfg), tsd, device, dtype
         )
         tok = offline_tokenizer(text.config.max_position_embeddings)
     if "vision" in towers:
-        vision = _build(
+        vision = build_module(
             CLIPVisionModelWithProjection,
             vision_config_from_openclip(model_cfg),
             tsd,
@@ -218,7 +102,7 @@ def _clip_from_openclip(
 
 
 def _openclip_preprocess(model_cfg: Mapping, overlay: Mapping) -> Preprocess:
-    base = {"mean": _OPENAI_MEAN, "std": _OPENAI_STD}
+    base = {"mean": OPENAI_MEAN, "std": OPENAI_STD}
     base.update({k: v for k, v in overlay.items() if v is not None})
     return Preprocess.from_dict(base, model_cfg["vision_cfg"].get("image_size", 224))
 
@@ -232,12 +116,12 @@ def _from_openclip_dir(folder: Path, towers, device, dtype, name) -> CLIP:
         )
     cfg = json.loads(cfg_path.read_text())
     model_cfg = cfg.get("model_cfg", cfg)
-    weights = next((folder / w for w in _OC_WEIGHTS if (folder / w).is_file()), None)
+    weights = next((folder / w for w in OPENCLIP_WEIGHTS if (folder / w).is_file()), None)
     if weights is None:
         raise WeightsNotFoundError(
-            f"local-dir:{folder} has no weights file; looked for {_OC_WEIGHTS}"
+            f"local-dir:{folder} has no weights file; looked for {OPENCLIP_WEIGHTS}"
         )
-    sd = _read_weights(weights, _keep_openclip(towers), dtype)
+    sd = read_weights(weights, _keep_openclip(towers), dtype)
     pre = _openclip_preprocess(model_cfg, cfg.get("preprocess_cfg", {}))
     return _clip_from_openclip(model_cfg, sd, pre, towers, device, dtype, name)
 
@@ -266,124 +150,20 @@ def _from_openclip_name(
         overlay = {k: tag.get(k) for k in ("mean", "std", "interpolation", "resize_mode")}
         hub = tag["hf_hub"]  # "org/repo/" (default file name) or "org/repo/file"
         repo, filename = (hub.rstrip("/"), "") if hub.endswith("/") else os.path.split(hub)
-        path = _hub_file(repo, (filename,) if filename else _OC_WEIGHTS, cache_dir)
-    sd = _read_weights(path, _keep_openclip(towers), dtype)
+        path = hub_file(repo, (filename,) if filename else OPENCLIP_WEIGHTS, cache_dir)
+    sd = read_weights(path, _keep_openclip(towers), dtype)
     pre = _openclip_preprocess(model_cfg, overlay)
     return _clip_from_openclip(model_cfg, sd, pre, towers, device, dtype, name)
 
 
 def _from_openclip_hub(repo: str, towers, device, dtype, cache_dir) -> CLIP:
-    cfg_file = _hub_file(repo, ("open_clip_config.json",), cache_dir)
-    weights = _hub_file(repo, _OC_WEIGHTS, cache_dir)
+    cfg_file = hub_file(repo, ("open_clip_config.json",), cache_dir)
+    weights = hub_file(repo, OPENCLIP_WEIGHTS, cache_dir)
     cfg = json.loads(Path(cfg_file).read_text())
     model_cfg = cfg.get("model_cfg", cfg)
-    sd = _read_weights(weights, _keep_openclip(towers), dtype)
+    sd = read_weights(weights, _keep_openclip(towers), dtype)
     pre = _openclip_preprocess(model_cfg, cfg.get("preprocess_cfg", {}))
     return _clip_from_openclip(model_cfg, sd, pre, towers, device, dtype, f"hf-hub:{repo}")
-
-
-# -- transformers layout -----------------------------------------------------------------------
-def _transformers_file(source: str, filename: str, cache_dir, required: bool = True) -> Path | None:
-    if os.path.isdir(source):
-        path = Path(source) / filename
-        if path.is_file():
-            return path
-        if required:
-            raise FileNotFoundError(f"folder {source!r} has no {filename}")
-        return None
-    try:
-        return Path(_hub_file(source, (filename,), cache_dir))
-    except WeightsNotFoundError:
-        if required:
-            raise
-        return None
-
-
-def _transformers_preprocess(source: str, image_size: int, cache_dir) -> Preprocess:
-    path = _transformers_file(source, "preprocessor_config.json", cache_dir, required=False)
-    cfg = json.loads(path.read_text()) if path is not None else {}
-    crop = cfg.get("crop_size", image_size)
-    size = crop.get("height", image_size) if isinstance(crop, dict) else int(crop)
-    resample = {0: "nearest", 2: "bilinear", 3: "bicubic"}.get(cfg.get("resample", 3), "bicubic")
-    return Preprocess(
-        image_size=size,
-        mean=tuple(cfg.get("image_mean", _OPENAI_MEAN)),  # type: ignore[arg-type]
-        std=tuple(cfg.get("image_std", _OPENAI_STD)),  # type: ignore[arg-type]
-        interpolation=resample,
-    )
-
-
-def _from_transformers(source: str, towers, device, dtype, cache_dir) -> CLIP:
-    cfg_path = _transformers_file(source, "config.json", cache_dir)
-    raw = json.loads(cfg_path.read_text())  # type: ignore[union-attr]
-    kind = raw.get("model_type")
-    text_cfg = vision_cfg = None
-    if kind == "clip":
-        full = CLIPConfig.from_dict(raw)
-        text_cfg, vision_cfg = full.text_config, full.vision_config
-        # a tower config read from a combined config keeps the class default (512) otherwise
-        text_cfg.projection_dim = vision_cfg.projection_dim = full.projection_dim
-    elif kind == "clip_text_model":
-        text_cfg = CLIPTextConfig.from_dict(raw)
-    elif kind == "clip_vision_model":
-        vision_cfg = CLIPVisionConfig.from_dict(raw)
-    else:
-        raise ValueError(
-            f"{source!r}: config.json has model_type={kind!r}; expected 'clip', "
-            f"'clip_text_model' or 'clip_vision_model'"
-        )
-    for tower, cfg in (("text", text_cfg), ("vision", vision_cfg)):
-        if tower in towers and cfg is None:
-            raise ValueError(
-                f"{source!r} holds no {tower} tower (model_type={kind!r}); towers={towers}"
-            )
-    weights = None
-    for fname in ("model.safetensors", "pytorch_model.bin"):
-        weights = _transformers_file(source, fname, cache_dir, required=False)
-        if weights is not None:
-            break
-    if weights is None:
-        raise WeightsNotFoundError(
-            _offline_hint(source)
-            if not os.path.isdir(source)
-            else f"folder {source!r} has no model.safetensors or pytorch_model.bin"
-        )
-    prefixes = ("logit_scale",)
-    if "text" in towers:
-        prefixes += ("text_model.", "text_projection.")
-    if "vision" in towers:
-        prefixes += ("vision_model.", "visual_projection.")
-    sd = _read_weights(weights, lambda k: k.startswith(prefixes), dtype)
-    text = vision = tok = pre = None
-    if "text" in towers:
-        text = _build(CLIPTextModelWithProjection, text_cfg, sd, device, dtype)
-        tok = _transformers_tokenizer(source, cache_dir, text_cfg.max_position_embeddings)  # type: ignore[union-attr]
-    if "vision" in towers:
-        vision = _build(CLIPVisionModelWithProjection, vision_cfg, sd, device, dtype)
-        pre = _transformers_preprocess(source, vision_cfg.image_size, cache_dir)  # type: ignore[union-attr]
-    scale = float(sd["logit_scale"].float().exp()) if "logit_scale" in sd else None
-    return CLIP(
-        text_model=text,
-        vision_model=vision,
-        tokenizer=tok,
-        preprocess=pre,
-        name=source,
-        logit_scale=scale,
-    )
-
-
-def _transformers_tokenizer(source: str, cache_dir, context: int):
-    from transformers import CLIPTokenizer
-
-    for fname in ("tokenizer.json", "vocab.json"):
-        if _transformers_file(source, fname, cache_dir, required=False) is not None:
-            folder = source if os.path.isdir(source) else None
-            try:
-                return CLIPTokenizer.from_pretrained(folder or source, cache_dir=cache_dir)
-            except OSError:
-                break
-    logger.info("no tokenizer files for %r; using the offline open_clip vocabulary", source)
-    return offline_tokenizer(context)
 
 
 # -- other sources ------------------------------------------------------------------------------
@@ -541,7 +321,7 @@ def load_clip(
     if os.path.isdir(source):
         if (Path(source) / "open_clip_config.json").is_file():
             return _from_openclip_dir(Path(source), towers, device, dtype, source)
-        return _from_transformers(source, towers, device, dtype, cache_dir)
+        return load_transformers_clip(source, towers, device, dtype, cache_dir)
     import open_clip
 
     from clipguide.testing import register_model_configs
@@ -552,7 +332,7 @@ def load_clip(
             pretrained = DEFAULT_PRETRAINED if source == DEFAULT_MODEL else None
         return _from_openclip_name(source, pretrained, towers, device, dtype, cache_dir)
     if source.count("/") == 1 and not source.startswith((".", "/")):
-        return _from_transformers(source, towers, device, dtype, cache_dir)
+        return load_transformers_clip(source, towers, device, dtype, cache_dir)
     raise ValueError(
         f"source={source!r} is not an open_clip model name, a folder, or a repo id. "
         f"Accepted: open_clip names (e.g. {DEFAULT_MODEL!r}; {len(open_clip.list_models())} "

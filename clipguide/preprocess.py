@@ -16,7 +16,11 @@ from PIL import Image
 from torchvision.transforms import v2 as T
 from torchvision.transforms.functional import InterpolationMode
 
-__all__ = ["Preprocess"]
+__all__ = ["Preprocess", "OPENAI_MEAN", "OPENAI_STD"]
+
+# open_clip's OPENAI_DATASET_MEAN/STD: the default when a source states no preprocessing
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 _INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 _RESIZE_MODES = ("shortest", "squash")
