@@ -45,6 +45,9 @@ class Conditioning(Mapping):
     pooled_prompt_embeds: torch.Tensor | None = None
     negative_pooled_prompt_embeds: torch.Tensor | None = None
 
+    __eq__ = object.__eq__  # identity: Mapping's item-wise == is ambiguous for tensors
+    __hash__ = object.__hash__
+
     def __getitem__(self, key: str) -> torch.Tensor:
         if key not in self._names():
             raise KeyError(key)
@@ -58,6 +61,10 @@ class Conditioning(Mapping):
 
     def _names(self) -> list[str]:
         return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{k}={tuple(v.shape)} {v.dtype}" for k, v in self.items())
+        return f"Conditioning({parts})"
 
     def to_kwargs(self) -> dict[str, torch.Tensor]:
         """The pipeline keyword arguments as a plain dict."""

@@ -187,13 +187,18 @@ def test_clip_skip(sdxl, clip_skip):
         encode_prompt(sdxl, "x", clip_skip=9)
 
 
-def test_pipe_call_is_bit_identical(sdxl):
+@pytest.mark.parametrize("pipe_name", ["sdxl", "bigg_only"])
+def test_pipe_call_is_bit_identical(request, pipe_name):
+    sdxl = request.getfixturevalue(pipe_name)
     kw = {"num_inference_steps": 2, "guidance_scale": 5.0, "output_type": "np"}
-    kw.update(height=32, width=32)
+    kw.update(height=32, width=32, num_images_per_prompt=2)
     ref = sdxl(prompt=SHORT, negative_prompt=NEG, generator=torch.Generator().manual_seed(3), **kw)
-    cond = encode_prompt(sdxl, SHORT, NEG, cache=False)
-    got = sdxl(**cond, generator=torch.Generator().manual_seed(3), **kw)
+    cond = encode_prompt(sdxl, SHORT, NEG, num_images_per_prompt=2, cache=False)
+    got = sdxl(
+        **cond, generator=torch.Generator().manual_seed(3), **dict(kw, num_images_per_prompt=1)
+    )
     assert np.array_equal(ref.images, got.images)
+    kw.pop("num_images_per_prompt")
     # and with pipe's zeroed negative, through to_kwargs()
     ref = sdxl(prompt=SHORT[0], generator=torch.Generator().manual_seed(4), **kw)
     cond = encode_prompt(sdxl, SHORT[0], cache=False)
@@ -216,6 +221,7 @@ def test_conditioning_is_a_frozen_mapping(sdxl):
     assert half.prompt_embeds.dtype == torch.float16 and cond.prompt_embeds.dtype == torch.float32
     with pytest.raises(KeyError):
         cond["prompt"]
+    assert cond == cond and "prompt_embeds=(1, 77, 48)" in repr(cond)
 
 
 def test_all_weights_one_reproduces_unweighted_exactly(sdxl):
