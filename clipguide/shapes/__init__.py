@@ -1,0 +1,42 @@
+"""The micro world: seeded scenes of coloured shapes, an oracle that reads them, and the
+shipped model set trained on them (guide CLIP, judge CLIP, SDXL-style UNet, AutoencoderKL)."""
+
+from clipguide.shapes.oracle import Detection, Verdict, check, detect
+from clipguide.shapes.pipeline import SCHEDULERS, load_shapes_clip, make_scheduler, pipeline
+from clipguide.shapes.scenes import (
+    COLOURS,
+    FAMILIES,
+    RELATIONS,
+    SHAPES,
+    SIZES,
+    Prompt,
+    Scene,
+    ShapeObject,
+    parse_prompt,
+    prompt_set,
+    render,
+    sample_scene,
+)
+
+__all__ = [
+    "COLOURS",
+    "FAMILIES",
+    "RELATIONS",
+    "SCHEDULERS",
+    "SHAPES",
+    "SIZES",
+    "Detection",
+    "Prompt",
+    "Scene",
+    "ShapeObject",
+    "Verdict",
+    "check",
+    "detect",
+    "load_shapes_clip",
+    "make_scheduler",
+    "parse_prompt",
+    "pipeline",
+    "prompt_set",
+    "render",
+    "sample_scene",
+]

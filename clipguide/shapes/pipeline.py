@@ -1,0 +1,108 @@
+"""The shipped micro-world models as a real diffusers ``StableDiffusionXLPipeline``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["SCHEDULERS", "WEIGHTS_DIR", "load_shapes_clip", "make_scheduler", "pipeline"]
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+_CLIP_NAMES = ("shapes", "shapes-judge")
+
+
+def _schedulers() -> dict[str, Any]:
+    import diffusers as d
+
+    return {
+        "euler": d.EulerDiscreteScheduler,
+        "euler_a": d.EulerAncestralDiscreteScheduler,
+        "heun": d.HeunDiscreteScheduler,
+        "ddim": d.DDIMScheduler,
+        "ddpm": d.DDPMScheduler,
+        "dpm": d.DPMSolverMultistepScheduler,
+        "unipc": d.UniPCMultistepScheduler,
+        "lms": d.LMSDiscreteScheduler,
+    }
+
+
+SCHEDULERS = ("euler", "euler_a", "heun", "ddim", "ddpm", "dpm", "unipc", "lms")
+
+
+def _missing(path: Path) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"micro-world weights missing at {path}; reinstall clipguide or retrain them with "
+        f"`python -m clipguide.shapes.train clip|vae|unet`"
+    )
+
+
+def make_scheduler(scheduler: Any = None, config: dict | None = None):
+    """A scheduler from a name in SCHEDULERS, a class or an instance (None: shipped Euler)."""
+    from diffusers import EulerDiscreteScheduler
+
+    folder = WEIGHTS_DIR / "scheduler"
+    if config is None:
+        if not folder.is_dir():
+            raise _missing(folder)
+        config = EulerDiscreteScheduler.load_config(folder)
+    if scheduler is None:
+        return EulerDiscreteScheduler.from_config(config)
+    if isinstance(scheduler, str):
+        table = _schedulers()
+        if scheduler not in table:
+            raise ValueError(f"scheduler={scheduler!r} is not one of {SCHEDULERS}")
+        return table[scheduler].from_config(config)
+    if isinstance(scheduler, type):
+        return scheduler.from_config(config)
+    if hasattr(scheduler, "set_timesteps"):
+        return scheduler
+    raise TypeError(
+        f"scheduler must be None, a name in {SCHEDULERS}, a scheduler class or instance; "
+        f"got {type(scheduler).__name__}"
+    )
+
+
+def load_shapes_clip(name: str = "shapes", **kwargs):
+    """The shipped guide (``"shapes"``) or judge (``"shapes-judge"``) CLIP via load_clip."""
+    from clipguide import load_clip
+
+    if name not in _CLIP_NAMES:
+        raise ValueError(f"name={name!r} is not one of {_CLIP_NAMES}")
+    return load_clip(name, **kwargs)
+
+
+def pipeline(
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    scheduler: Any = None,
+    *,
+    progress: bool = True,
+):
+    """The micro-world text-to-image pipeline (64x64): shapes CLIP text tower as
+    ``text_encoder_2`` (``text_encoder=None``), SDXL-style UNet, small AutoencoderKL."""
+    from diffusers import AutoencoderKL, StableDiffusionXLPipeline, UNet2DConditionModel
+
+    dtype = dtype or torch.float32
+    for part in ("unet", "vae"):
+        if not (WEIGHTS_DIR / part).is_dir():
+            raise _missing(WEIGHTS_DIR / part)
+    clip = load_shapes_clip("shapes", towers=("text",), dtype=dtype)
+    unet = UNet2DConditionModel.from_pretrained(WEIGHTS_DIR / "unet", torch_dtype=dtype)
+    vae = AutoencoderKL.from_pretrained(WEIGHTS_DIR / "vae", torch_dtype=dtype)
+    pipe = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=None,
+        text_encoder_2=clip.text_model,
+        tokenizer=None,
+        tokenizer_2=clip.tokenizer,
+        unet=unet,
+        scheduler=make_scheduler(scheduler),
+        force_zeros_for_empty_prompt=False,  # trained with the empty prompt as unconditional
+        add_watermarker=False,
+    )
+    if device is not None:
+        pipe.to(device)
+    pipe.set_progress_bar_config(disable=not progress)
+    return pipe

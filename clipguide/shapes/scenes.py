@@ -1,0 +1,376 @@
+"""Seeded scenes of coloured shapes, their captions, and the caption grammar.
+
+The task families mirror GenEval (single object, two objects, counting, colours, position,
+colour attribution) plus size; ``composite`` mixes them (e.g. "two red circles above a blue
+square") and is used for training and the command line example.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+__all__ = [
+    "BACKGROUND",
+    "COLOURS",
+    "FAMILIES",
+    "IMAGE_SIZE",
+    "RELATIONS",
+    "SHAPES",
+    "SIZES",
+    "TRAIN_FAMILIES",
+    "Group",
+    "Prompt",
+    "Scene",
+    "ShapeObject",
+    "parse_prompt",
+    "prompt_set",
+    "relation_holds",
+    "render",
+    "sample_scene",
+]
+
+IMAGE_SIZE = 64
+# Far apart in RGB (minimum pairwise distance ~114) so an oracle separates them robustly.
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "yellow": (235, 200, 30),
+    "green": (40, 165, 70),
+    "cyan": (30, 185, 205),
+    "blue": (40, 70, 210),
+    "purple": (150, 55, 185),
+}
+SHAPES = ("circle", "square", "triangle")
+SIZES = ("small", "large")
+RELATIONS = ("left of", "right of", "above", "below")
+BACKGROUND = (240, 240, 236)
+# Extent (bounding-box side in pixels at 64x64) ranges per size class.
+EXTENTS = {"small": (10.0, 13.0), "large": (19.0, 24.0)}
+FAMILIES = (
+    "single_object",
+    "two_object",
+    "counting",
+    "colors",
+    "position",
+    "color_attr",
+    "size",
+)
+TRAIN_FAMILIES = FAMILIES + ("composite",)
+NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4}
+_NUMBER_WORDS = {v: k for k, v in NUMBERS.items()}
+_SUPERSAMPLE = 4
+_GAP = 4.0  # minimum gap between bounding boxes, pixels
+
+
+@dataclass(frozen=True)
+class ShapeObject:
+    """One shape in a scene; ``cx, cy`` is its bounding-box centre in pixels."""
+
+    shape: str
+    colour: str
+    size: str
+    cx: float
+    cy: float
+    extent: float
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A caption with the objects that make it true and the render parameters."""
+
+    caption: str
+    family: str
+    objects: tuple[ShapeObject, ...]
+    background: tuple[int, int, int] = BACKGROUND
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Group:
+    """A noun phrase: ``count`` objects (exactly if ``exact``, else at least)."""
+
+    shape: str
+    count: int = 1
+    exact: bool = False
+    colour: str | None = None
+    size: str | None = None
+
+    def text(self) -> str:
+        words = [_NUMBER_WORDS[self.count] if self.exact else "a"]
+        words += [w for w in (self.size, self.colour) if w]
+        words.append(self.shape + ("s" if self.count > 1 else ""))
+        return " ".join(words)
+
+    def matches(self, obj: ShapeObject) -> bool:
+        return (
+            obj.shape == self.shape
+            and (self.colour is None or obj.colour == self.colour)
+            and (self.size is None or obj.size == self.size)
+        )
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A parsed caption: one or two groups, optionally related spatially (first REL second)."""
+
+    groups: tuple[Group, ...]
+    relation: str | None = None
+    family: str | None = field(default=None, compare=False)
+
+    def text(self) -> str:
+        sep = f" {self.relation} " if self.relation else " and "
+        return sep.join(g.text() for g in self.groups)
+
+
+_TOKEN = re.compile(r"[a-z]+")
+
+
+def _parse_group(words: list[str], caption: str) -> Group:
+    if not words:
+        raise ValueError(f"caption={caption!r}: empty noun phrase")
+    head, *rest = words
+    if head in ("a", "an"):
+        count, exact = 1, False
+    elif head in NUMBERS:
+        count, exact = NUMBERS[head], True
+    else:
+        rest, count, exact = words, 1, False
+    size = colour = None
+    for w in rest[:-1]:
+        if w in SIZES and size is None:
+            size = w
+        elif w in COLOURS and colour is None:
+            colour = w
+        else:
+            raise ValueError(
+                f"caption={caption!r}: unexpected word {w!r}; accepted: number, "
+                f"size {SIZES}, colour {tuple(COLOURS)}, shape {SHAPES}"
+            )
+    noun = rest[-1] if rest else ""
+    shape = noun[:-1] if noun.endswith("s") and noun[:-1] in SHAPES else noun
+    if shape not in SHAPES:
+        raise ValueError(f"caption={caption!r}: unknown shape {noun!r}; accepted: {SHAPES}")
+    return Group(shape=shape, count=count, exact=exact, colour=colour, size=size)
+
+
+def parse_prompt(caption: str) -> Prompt:
+    """Parse a caption of the micro-world grammar; raise ValueError naming the bad word."""
+    if not isinstance(caption, str):
+        raise TypeError(f"caption must be a str, got {type(caption).__name__}")
+    words = _TOKEN.findall(caption.lower())
+    if words[:3] == ["a", "photo", "of"]:
+        words = words[3:]
+    text = " ".join(words)
+    for rel in RELATIONS:
+        parts = re.split(rf"\b(?:to the )?{rel}\b", text)
+        if len(parts) == 2:
+            a, b = (p.split() for p in parts)
+            return Prompt((_parse_group(a, caption), _parse_group(b, caption)), rel)
+    parts = text.split(" and ")
+    if len(parts) > 2:
+        raise ValueError(f"caption={caption!r}: at most two noun phrases are accepted")
+    return Prompt(tuple(_parse_group(p.split(), caption) for p in parts))
+
+
+def relation_holds(a: ShapeObject, b: ShapeObject, relation: str, *, margin: float = 2.0) -> bool:
+    """Whether ``a`` is ``relation`` ``b``: offset along the axis > margin and dominant."""
+    dx, dy = b.cx - a.cx, b.cy - a.cy  # image y grows downwards
+    along, across = {
+        "left of": (dx, dy),
+        "right of": (-dx, dy),
+        "above": (dy, dx),
+        "below": (-dy, dx),
+    }[relation]
+    return along > margin and along >= abs(across)
+
+
+# ---------------------------------------------------------------- sampling
+
+
+def _extent(rng: np.random.Generator, size: str) -> float:
+    lo, hi = EXTENTS[size]
+    return float(rng.uniform(lo, hi))
+
+
+def _free(box: tuple[float, float, float], placed: list[tuple[float, float, float]]) -> bool:
+    cx, cy, e = box
+    return all(
+        abs(cx - px) >= (e + pe) / 2 + _GAP or abs(cy - py) >= (e + pe) / 2 + _GAP
+        for px, py, pe in placed
+    )
+
+
+def _place(
+    rng: np.random.Generator,
+    extents: list[float],
+    ok=None,
+    tries: int = 300,
+) -> list[tuple[float, float]] | None:
+    """Random non-overlapping centres for the extents; ``ok(centres)`` filters full layouts."""
+    for _ in range(tries):
+        placed: list[tuple[float, float, float]] = []
+        for e in extents:
+            lo, hi = e / 2 + 1.5, IMAGE_SIZE - e / 2 - 1.5
+            for _ in range(50):
+                box = (float(rng.uniform(lo, hi)), float(rng.uniform(lo, hi)), e)
+                if _free(box, placed):
+                    placed.append(box)
+                    break
+            else:
+                break
+        if len(placed) == len(extents):
+            centres = [(x, y) for x, y, _ in placed]
+            if ok is None or ok(centres):
+                return centres
+    return None
+
+
+def _pick(rng: np.random.Generator, items, k: int = 1, replace: bool = False) -> list:
+    idx = rng.choice(len(items), size=k, replace=replace)
+    return [items[int(i)] for i in np.atleast_1d(idx)]
+
+
+def _prompt_for(family: str, rng: np.random.Generator) -> Prompt:
+    colours = list(COLOURS)
+    if family == "single_object":
+        return Prompt((Group(_pick(rng, SHAPES)[0]),), family=family)
+    if family == "colors":
+        size = _pick(rng, SIZES)[0] if rng.random() < 0.3 else None
+        return Prompt((Group(_pick(rng, SHAPES)[0], colour=_pick(rng, colours)[0], size=size),))
+    if family == "counting":
+        return Prompt((Group(_pick(rng, SHAPES)[0], count=int(rng.integers(1, 5)), exact=True),))
+    s1, s2 = _pick(rng, SHAPES, 2)
+    if family == "two_object":
+        return Prompt((Group(s1), Group(s2)))
+    if family == "position":
+        return Prompt((Group(s1), Group(s2)), relation=_pick(rng, RELATIONS)[0])
+    if family == "color_attr":
+        c1, c2 = _pick(rng, colours, 2)
+        return Prompt((Group(s1, colour=c1), Group(s2, colour=c2)))
+    if family == "size":
+        z1, z2 = _pick(rng, SIZES, 2)
+        return Prompt((Group(s1, size=z1), Group(s2, size=z2)))
+    if family == "composite":
+        groups = []
+        for shape in _pick(rng, SHAPES, 2, replace=True):
+            n = 2 if rng.random() < 0.3 else 1
+            groups.append(
+                Group(
+                    shape,
+                    count=n,
+                    exact=n > 1,
+                    colour=_pick(rng, colours)[0] if rng.random() < 0.7 else None,
+                    size=_pick(rng, SIZES)[0] if rng.random() < 0.25 else None,
+                )
+            )
+        rel = _pick(rng, RELATIONS)[0] if rng.random() < 0.6 else None
+        a, b = groups
+        if a.shape == b.shape and (a.colour is None or b.colour is None or a.colour == b.colour):
+            other = _pick(rng, [s for s in SHAPES if s != a.shape])[0]
+            groups[1] = Group(other, b.count, b.exact, b.colour, b.size)
+        return Prompt(tuple(groups), relation=rel)
+    raise ValueError(f"family={family!r} is not one of {TRAIN_FAMILIES}")
+
+
+def _objects_for(prompt: Prompt, rng: np.random.Generator) -> tuple[ShapeObject, ...] | None:
+    specs: list[tuple[int, str, str, str]] = []  # group index, shape, colour, size
+    colours = list(COLOURS)
+    for gi, g in enumerate(prompt.groups):
+        for _ in range(g.count):
+            colour = g.colour or _pick(rng, colours)[0]
+            size = g.size or _pick(rng, SIZES)[0]
+            specs.append((gi, g.shape, colour, size))
+    if len(specs) >= 4:  # four large shapes rarely fit: shrink some
+        specs = [(gi, s, c, sz if i % 2 else "small") for i, (gi, s, c, sz) in enumerate(specs)]
+    extents = [_extent(rng, sz) for *_, sz in specs]
+
+    def ok(centres):
+        if prompt.relation is None:
+            return True
+        objs = [
+            ShapeObject(s, c, z, x, y, e)
+            for (_, s, c, z), (x, y), e in zip(specs, centres, extents, strict=True)
+        ]
+        a = [o for o, sp in zip(objs, specs, strict=True) if sp[0] == 0]
+        b = [o for o, sp in zip(objs, specs, strict=True) if sp[0] == 1]
+        return all(
+            relation_holds(p, q, prompt.relation, margin=8.0)
+            and abs(_across(p, q, prompt.relation)) <= 0.5 * abs(_along(p, q, prompt.relation))
+            for p in a
+            for q in b
+        )
+
+    centres = _place(rng, extents, ok)
+    if centres is None:
+        return None
+    return tuple(
+        ShapeObject(s, c, z, round(x, 2), round(y, 2), round(e, 2))
+        for (_, s, c, z), (x, y), e in zip(specs, centres, extents, strict=True)
+    )
+
+
+def _along(a: ShapeObject, b: ShapeObject, relation: str) -> float:
+    return b.cx - a.cx if relation in ("left of", "right of") else b.cy - a.cy
+
+
+def _across(a: ShapeObject, b: ShapeObject, relation: str) -> float:
+    return b.cy - a.cy if relation in ("left of", "right of") else b.cx - a.cx
+
+
+def sample_scene(seed: int, family: str | None = None) -> Scene:
+    """The scene for ``seed`` (deterministic); family drawn from TRAIN_FAMILIES if None."""
+    if family is not None and family not in TRAIN_FAMILIES:
+        raise ValueError(f"family={family!r} is not one of {TRAIN_FAMILIES}")
+    rng = np.random.default_rng([int(seed), 7919])
+    if family is None:
+        family = TRAIN_FAMILIES[int(rng.integers(len(TRAIN_FAMILIES)))]
+    while True:
+        prompt = _prompt_for(family, rng)
+        objects = _objects_for(prompt, rng)
+        if objects is not None:
+            break
+    order = rng.permutation(len(objects))  # render order must not reveal the groups
+    objects = tuple(objects[int(i)] for i in order)
+    bg = tuple(int(np.clip(v + rng.integers(-8, 9), 0, 255)) for v in BACKGROUND)
+    return Scene(prompt.text(), family, objects, bg, int(seed))
+
+
+def prompt_set(n_per_family: int = 30, seed: int = 1234, families=FAMILIES) -> list[Scene]:
+    """A fixed, seeded list of scenes (caption + family) covering each family equally."""
+    out = []
+    for fi, fam in enumerate(families):
+        for i in range(n_per_family):
+            out.append(sample_scene(seed * 1_000_003 + fi * 10_007 + i, fam))
+    return out
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def render(scene: Scene, *, jitter: bool = True) -> Image.Image:
+    """Draw the scene as a 64x64 RGB image (anti-aliased, mild colour variation)."""
+    rng = np.random.default_rng([scene.seed, 104729])
+    s = _SUPERSAMPLE
+    img = Image.new("RGB", (IMAGE_SIZE * s, IMAGE_SIZE * s), scene.background)
+    draw = ImageDraw.Draw(img)
+    for o in scene.objects:
+        base = np.array(COLOURS[o.colour])
+        if jitter:
+            base = base + rng.integers(-10, 11, size=3)
+        fill = tuple(int(v) for v in np.clip(base, 0, 255))
+        h = o.extent / 2
+        x0, y0, x1, y1 = ((o.cx - h) * s, (o.cy - h) * s, (o.cx + h) * s, (o.cy + h) * s)
+        if o.shape == "circle":
+            draw.ellipse((x0, y0, x1, y1), fill=fill)
+        elif o.shape == "square":
+            draw.rectangle((x0, y0, x1, y1), fill=fill)
+        else:
+            draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=fill)
+    img = img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BOX)
+    if jitter:
+        arr = np.asarray(img).astype(np.float32) + rng.normal(0, 1.5, (IMAGE_SIZE, IMAGE_SIZE, 3))
+        img = Image.fromarray(np.clip(arr, 0, 255).round().astype(np.uint8))
+    return img

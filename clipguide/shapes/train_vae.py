@@ -1,0 +1,88 @@
+"""Stage ``vae``: a small AutoencoderKL (4x downsampling, 4 latent channels) on scenes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from .data import build_pool
+from .train import WEIGHTS_DIR, Checkpointer, cosine_lr
+
+__all__ = ["VAE_CONFIG", "build_vae", "train_vae"]
+
+log = logging.getLogger("clipguide.shapes.train")
+
+VAE_CONFIG = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 3,
+    up_block_types=("UpDecoderBlock2D",) * 3,
+    block_out_channels=(16, 32, 64),
+    layers_per_block=1,
+    latent_channels=4,
+    norm_num_groups=8,
+    sample_size=64,
+    force_upcast=False,
+)
+
+
+def build_vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(**VAE_CONFIG)
+
+
+def _to_unit(images_u8: torch.Tensor) -> torch.Tensor:
+    return images_u8.float() / 127.5 - 1.0
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
+    """PSNR in dB of images in [-1, 1]."""
+    mse = ((x.clamp(-1, 1) - y) / 2).pow(2).mean()
+    return float(10 * torch.log10(1.0 / mse))
+
+
+def train_vae(args: argparse.Namespace) -> None:
+    """L1 + L2 reconstruction with a tiny KL term (as in LDM's KL-f autoencoders)."""
+    torch.manual_seed(args.seed)
+    vae = build_vae()
+    log.warning("vae: %.3f M params", sum(p.numel() for p in vae.parameters()) / 1e6)
+    pool = build_pool(args.pool, args.seed)
+    held = build_pool(256, args.seed + 1000)
+    opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
+    ckpt = Checkpointer(args.run_dir)
+    step = ckpt.load(vae, opt)
+    vae.train()
+    t0 = time.monotonic()
+    while step < args.steps:
+        g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+        x = _to_unit(pool.images[torch.randint(len(pool), (args.batch,), generator=g)])
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step, args.steps, args.lr, args.warmup)
+        post = vae.encode(x).latent_dist
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=g)
+        rec = vae.decode(z).sample
+        loss = (rec - x).abs().mean() + (rec - x).pow(2).mean() + 1e-6 * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % 100 == 0 or step == args.steps:
+            log.warning("step %d loss %.4f %.1fs", step, loss.item(), time.monotonic() - t0)
+        ckpt.maybe_save(vae, opt, step, force=step == args.steps)
+    vae.eval()
+    with torch.no_grad():
+        x = _to_unit(held.images)
+        z = vae.encode(x).latent_dist.mean
+        scaling = float(1.0 / z.std())
+        log.warning(
+            "held-out PSNR %.2f dB; latent std %.4f", psnr(vae.decode(z).sample, x), 1 / scaling
+        )
+    vae.register_to_config(scaling_factor=round(scaling, 5))
+    out = Path(args.out or WEIGHTS_DIR / "vae")
+    vae.to(torch.float16).save_pretrained(out, safe_serialization=True)
+    log.warning("exported %s", out)

@@ -1,0 +1,101 @@
+"""The micro-world scene generator and caption grammar."""
+
+import numpy as np
+import pytest
+
+from clipguide.shapes.scenes import (
+    COLOURS,
+    FAMILIES,
+    IMAGE_SIZE,
+    TRAIN_FAMILIES,
+    Group,
+    parse_prompt,
+    prompt_set,
+    relation_holds,
+    render,
+    sample_scene,
+)
+
+
+def test_scenes_are_deterministic():
+    a, b = sample_scene(123), sample_scene(123)
+    assert a == b
+    assert np.array_equal(np.asarray(render(a)), np.asarray(render(b)))
+    assert sample_scene(124) != a
+
+
+def test_render_size_and_background():
+    img = render(sample_scene(5))
+    assert img.size == (IMAGE_SIZE, IMAGE_SIZE) and img.mode == "RGB"
+    corner = np.asarray(img)[0, 0].astype(int)
+    assert corner.min() > 200  # light background
+
+
+@pytest.mark.parametrize("family", TRAIN_FAMILIES)
+def test_captions_round_trip_and_layout(family):
+    for i in range(25):
+        s = sample_scene(1000 + i, family)
+        assert s.family == family
+        p = parse_prompt(s.caption)
+        assert p.text() == s.caption
+        for o in s.objects:
+            h = o.extent / 2
+            assert h <= o.cx <= IMAGE_SIZE - h and h <= o.cy <= IMAGE_SIZE - h
+        for j, o in enumerate(s.objects):  # no overlaps
+            for q in s.objects[j + 1 :]:
+                gap = (o.extent + q.extent) / 2
+                assert abs(o.cx - q.cx) >= gap or abs(o.cy - q.cy) >= gap
+        for g in p.groups:
+            n = sum(g.matches(o) for o in s.objects)
+            assert n == g.count if g.exact else n >= g.count
+        if p.relation:
+            a = [o for o in s.objects if p.groups[0].matches(o)]
+            b = [o for o in s.objects if p.groups[1].matches(o)]
+            assert all(relation_holds(x, y, p.relation) for x in a for y in b)
+
+
+def test_all_relations_and_counts_occur():
+    scenes = [sample_scene(i, "position") for i in range(200)]
+    assert {parse_prompt(s.caption).relation for s in scenes} == {
+        "left of",
+        "right of",
+        "above",
+        "below",
+    }
+    counts = {len(sample_scene(i, "counting").objects) for i in range(100)}
+    assert counts == {1, 2, 3, 4}
+
+
+def test_parse_prompt_grammar():
+    p = parse_prompt("Two red circles above a blue square.")
+    assert p.relation == "above"
+    assert p.groups == (
+        Group("circle", count=2, exact=True, colour="red"),
+        Group("square", colour="blue"),
+    )
+    q = parse_prompt("a photo of a small circle to the left of a triangle")
+    assert q.relation == "left of" and q.groups[0].size == "small"
+    assert parse_prompt("a green triangle and a cyan square").groups[1].colour == "cyan"
+
+
+@pytest.mark.parametrize(
+    "bad, word",
+    [
+        ("a red hexagon", "hexagon"),
+        ("a pink circle", "pink"),
+        ("a circle and a square and a triangle", "at most"),
+    ],
+)
+def test_parse_prompt_errors_name_the_problem(bad, word):
+    with pytest.raises(ValueError, match=word):
+        parse_prompt(bad)
+    with pytest.raises(TypeError, match="caption"):
+        parse_prompt(3)
+
+
+def test_prompt_set_is_fixed_and_covers_families():
+    ps = prompt_set(30)
+    assert len(ps) == 30 * len(FAMILIES) >= 200
+    assert {s.family for s in ps} == set(FAMILIES)
+    assert [s.caption for s in ps] == [s.caption for s in prompt_set(30)]
+    assert len(COLOURS) >= 6
