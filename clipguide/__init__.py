@@ -4,6 +4,7 @@ from clipguide.cache import TEXT_CACHE, TextEncodingCache, cached_encode_text, c
 from clipguide.clip import CLIP, TextEncoding
 from clipguide.conditioning import Conditioning, encode_prompt
 from clipguide.convert import openclip_to_transformers, transformers_to_openclip
+from clipguide.guidance import CLIPGuidance, GuidanceSettings, predict_x0
 from clipguide.images import UnreadableImageError, as_image_list, load_image, to_rgb
 from clipguide.loading import WeightsNotFoundError, load_clip
 from clipguide.preprocess import Preprocess
@@ -43,6 +44,10 @@ __all__ = [
     "TextEncodingCache",
     "cached_encode_text",
     "cached_text_embeds",
+    # guidance
+    "CLIPGuidance",
+    "GuidanceSettings",
+    "predict_x0",
     # scoring and reranking
     "CLIPScorer",
     "cosine",
