@@ -1,0 +1,47 @@
+"""The diffusers custom pipeline under pipelines/clip_guided loads offline and guides."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from diffusers import DiffusionPipeline
+
+from clipguide.guidance import CLIPGuidance
+from clipguide.testing import tiny_clip, tiny_sdxl_pipeline
+
+FOLDER = Path(__file__).resolve().parents[1] / "pipelines" / "clip_guided"
+
+
+def test_custom_pipeline_loads_from_folder_and_matches_attach(tmp_path):
+    tiny_sdxl_pipeline().save_pretrained(tmp_path / "tiny")
+    # A real SDXL checkpoint names transformers' CLIPTokenizer; the fixture's tokenizer subclass
+    # saves the same files under clipguide's name, which diffusers will not load.
+    index_file = tmp_path / "tiny" / "model_index.json"
+    index = json.loads(index_file.read_text())
+    index["tokenizer"] = index["tokenizer_2"] = ["transformers", "CLIPTokenizer"]
+    index_file.write_text(json.dumps(index))
+    pipe = DiffusionPipeline.from_pretrained(
+        tmp_path / "tiny", custom_pipeline=str(FOLDER), trust_remote_code=True
+    )
+    assert type(pipe).__name__ == "CLIPGuidedStableDiffusionXLPipeline"
+    pipe.set_progress_bar_config(disable=True)
+    clip = tiny_clip(seed=5)
+
+    def run(**extra):
+        return pipe(
+            "a red circle",
+            num_inference_steps=2,
+            generator=torch.Generator().manual_seed(0),
+            output_type="pt",
+            **extra,
+        ).images
+
+    base = run()
+    guided = run(clip_guidance=CLIPGuidance(clip, scale=1.0, stop=1.0))
+    with CLIPGuidance(clip, scale=1.0, stop=1.0).attach(pipe):
+        attached = run()
+    assert not torch.equal(guided, base)
+    assert torch.equal(guided, attached)
+    assert torch.equal(run(), base)  # nothing left attached
