@@ -2,7 +2,6 @@
 shipped model set trained on them (guide CLIP, judge CLIP, SDXL-style UNet, AutoencoderKL)."""
 
 from clipguide.shapes.oracle import Detection, Verdict, check, detect
-from clipguide.shapes.pipeline import SCHEDULERS, load_shapes_clip, make_scheduler, pipeline
 from clipguide.shapes.scenes import (
     COLOURS,
     FAMILIES,
@@ -17,6 +16,7 @@ from clipguide.shapes.scenes import (
     render,
     sample_scene,
 )
+from clipguide.shapes.shipped import SCHEDULERS, load_shapes_clip, make_scheduler, pipeline
 
 __all__ = [
     "COLOURS",

@@ -36,10 +36,24 @@ def to_tensor(images) -> torch.Tensor:
     return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
 
 
-def build_pool(n: int, seed: int, *, progress: bool = False) -> ScenePool:
-    """``n`` scenes with seeds ``seed * 10_000_019 + i`` (families drawn per scene)."""
+def build_pool(n: int, seed: int, *, progress: bool = False, cache_dir=None) -> ScenePool:
+    """``n`` scenes with seeds ``seed * 10_000_019 + i`` (families drawn per scene).
+
+    With ``cache_dir``, the pool is saved there once and reloaded on later calls.
+    """
+    from pathlib import Path
+
     from tqdm.auto import tqdm
+
+    path = Path(cache_dir) / f"pool_{seed}_{n}.pt" if cache_dir is not None else None
+    if path is not None and path.exists():
+        return torch.load(path, weights_only=False)
 
     scenes = [sample_scene(seed * 10_000_019 + i) for i in tqdm(range(n), disable=not progress)]
     images = to_tensor(render(s) for s in scenes)
-    return ScenePool(images, [s.caption for s in scenes], scenes)
+    pool = ScenePool(images, [s.caption for s in scenes], scenes)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(pool, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+    return pool

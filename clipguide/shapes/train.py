@@ -92,7 +92,7 @@ def train_clip(args: argparse.Namespace) -> None:
     tokenizer = open_clip.get_tokenizer(args.config)
     n_params = sum(p.numel() for p in model.parameters())
     log.warning("model %s: %.2f M params", args.config, n_params / 1e6)
-    pool = build_pool(args.pool, args.seed)
+    pool = build_pool(args.pool, args.seed, cache_dir=Path(args.run_dir).parent / "pools")
     unique, cap_idx = pool.caption_ids()
     tokens = tokenizer(unique)
     log.warning("pool %d scenes, %d unique captions", len(pool), len(unique))

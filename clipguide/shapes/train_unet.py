@@ -104,7 +104,7 @@ def train_unet(args: argparse.Namespace) -> None:
     if cache.exists():
         data = torch.load(cache, weights_only=False)
     else:
-        pool = build_pool(args.pool, args.seed)
+        pool = build_pool(args.pool, args.seed, cache_dir=Path(args.run_dir).parent / "pools")
         unique, cap_idx = pool.caption_ids()
         unique = unique + [""]  # last entry: the empty prompt for CFG dropout
         hs, pooled = encode_captions(clip, unique)

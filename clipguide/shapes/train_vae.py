@@ -51,7 +51,7 @@ def train_vae(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     vae = build_vae()
     log.warning("vae: %.3f M params", sum(p.numel() for p in vae.parameters()) / 1e6)
-    pool = build_pool(args.pool, args.seed)
+    pool = build_pool(args.pool, args.seed, cache_dir=Path(args.run_dir).parent / "pools")
     held = build_pool(256, args.seed + 1000)
     opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
     ckpt = Checkpointer(args.run_dir)

@@ -1,0 +1,130 @@
+"""Micro-world quality: oracle accuracy per task family, guide/judge CLIP scores, wall time.
+
+A fixed, seeded prompt set (``--per-family`` prompts in each GenEval-like family) is sampled
+with each mode; every mode is a function ``mode(pipe, prompts, seeds, ctx) -> images`` in
+MODES, so other features add theirs (best-of-N, guidance) without touching the rest.
+Prints a table, then one JSON line.
+
+    python benchmarks/shapes_quality.py --per-family 30 --steps 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+
+import torch
+
+from clipguide import load_clip
+from clipguide.scoring import CLIPScorer
+from clipguide.shapes import FAMILIES, check, pipeline, prompt_set
+
+Mode = Callable[..., list]
+
+
+def plain(pipe, prompts: list[str], seeds: list[int], ctx: dict) -> list:
+    """Plain sampling with classifier-free guidance, in batches."""
+    images = []
+    bs = ctx["batch"]
+    for i in range(0, len(prompts), bs):
+        gens = [torch.Generator("cpu").manual_seed(s) for s in seeds[i : i + bs]]
+        out = pipe(
+            prompt=prompts[i : i + bs],
+            num_inference_steps=ctx["steps"],
+            guidance_scale=ctx["cfg"],
+            generator=gens,
+        )
+        images.extend(out.images)
+    return images
+
+
+MODES: dict[str, Mode] = {"plain": plain}
+
+
+def evaluate(images, scenes, scorers) -> dict:
+    """Oracle accuracy per family and overall; mean CLIPScore per scorer."""
+    ok = [check(im, s.caption).ok for im, s in zip(images, scenes, strict=True)]
+    acc = {
+        fam: sum(o for o, s in zip(ok, scenes, strict=True) if s.family == fam)
+        / sum(s.family == fam for s in scenes)
+        for fam in FAMILIES
+    }
+    acc["overall"] = sum(ok) / len(ok)
+    captions = [s.caption for s in scenes]
+    scores = {name: float(sc.score(images, captions).mean()) for name, sc in scorers.items()}
+    return {"accuracy": acc, "scores": scores}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--per-family", type=int, default=30)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--cfg", type=float, default=5.0)
+    p.add_argument("--batch", type=int, default=35)
+    p.add_argument("--scheduler", default=None)
+    p.add_argument("--modes", nargs="+", default=["plain"], choices=sorted(MODES))
+    p.add_argument("--seed", type=int, default=0, help="first sampling seed")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--save-sheet", default=None, help="write a contact sheet of the plain run")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    scenes = prompt_set(args.per_family)
+    prompts = [s.caption for s in scenes]
+    seeds = [args.seed + i for i in range(len(scenes))]
+    pipe = pipeline(scheduler=args.scheduler, progress=False)
+    scorers = {
+        "guide": CLIPScorer(load_clip("shapes", dtype=torch.float32)),
+        "judge": CLIPScorer(load_clip("shapes-judge", dtype=torch.float32)),
+    }
+    ctx = {"steps": args.steps, "cfg": args.cfg, "batch": args.batch, "scorers": scorers}
+    results = {}
+    for name in args.modes:
+        t0 = time.perf_counter()
+        images = MODES[name](pipe, prompts, seeds, ctx)
+        wall = time.perf_counter() - t0
+        results[name] = {**evaluate(images, scenes, scorers), "wall_s": round(wall, 2)}
+        if name == "plain" and args.save_sheet:
+            _sheet(images, args.save_sheet)
+    base = results.get("plain", next(iter(results.values())))["wall_s"]
+    for r in results.values():
+        r["time_ratio"] = round(r["wall_s"] / base, 3)
+    _table(results)
+    summary = {
+        "benchmark": "shapes_quality",
+        "prompts": len(scenes),
+        "steps": args.steps,
+        "cfg": args.cfg,
+        "modes": results,
+    }
+    print(json.dumps(summary))
+    return summary
+
+
+def _table(results: dict) -> None:
+    names = list(results)
+    print(f"{'family':<14}" + "".join(f"{n:>12}" for n in names))
+    for fam in (*FAMILIES, "overall"):
+        print(f"{fam:<14}" + "".join(f"{results[n]['accuracy'][fam]:>12.1%}" for n in names))
+    for key in ("guide", "judge"):
+        print(
+            f"{key + ' score':<14}" + "".join(f"{results[n]['scores'][key]:>12.2f}" for n in names)
+        )
+    print(f"{'time ratio':<14}" + "".join(f"{results[n]['time_ratio']:>12.2f}" for n in names))
+
+
+def _sheet(images, path: str, cols: int = 14) -> None:
+    from PIL import Image
+
+    rows = (len(images) + cols - 1) // cols
+    w, h = images[0].size
+    sheet = Image.new("RGB", (cols * w, rows * h), "white")
+    for i, im in enumerate(images):
+        sheet.paste(im, ((i % cols) * w, (i // cols) * h))
+    sheet.save(path)
+
+
+if __name__ == "__main__":
+    main()
