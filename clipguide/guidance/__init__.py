@@ -2,6 +2,7 @@
 
 from .guidance import CLIPGuidance, GuidanceSettings, decode_latents
 from .loss import cosine, make_views, spherical_distance
+from .modular import CLIPGuidanceLoopStep, add_to_modular_sdxl
 from .schedulers import (
     NoiseLevel,
     noise_level,
@@ -15,6 +16,8 @@ from .update import eps_change
 
 __all__ = [
     "CLIPGuidance",
+    "CLIPGuidanceLoopStep",
+    "add_to_modular_sdxl",
     "GuidanceSettings",
     "NoiseLevel",
     "cosine",

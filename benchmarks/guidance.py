@@ -1,0 +1,248 @@
+"""CLIP guidance cost and gain: unguided vs fast vs full, plus a gain-vs-cost sweep.
+
+One process, one pipeline, the same prompts, seeds and steps for every configuration. Time is
+measured as process CPU time with one thread (robust on a shared machine; wall time is printed
+too), each configuration interleaved with an unguided run and reported as the median ratio.
+Gains are mean cosine-similarity differences against the unguided images of the same seeds:
+the guide CLIP's, and, in the micro world, a held-out judge CLIP's and the oracle's accuracy.
+Best-of-N reranking by the guide (judged by the judge) is printed alongside for comparison.
+
+    python benchmarks/guidance.py            # micro world if its weights exist, else tiny
+    python benchmarks/guidance.py --world tiny --quick
+Last line: JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from clipguide.guidance import CLIPGuidance
+
+
+@dataclass
+class World:
+    name: str
+    pipe: Any
+    guide: Any
+    judge: Any
+    prompts: list[str]
+    oracle: Any  # callable(image_tensor, prompt) -> bool, or None
+
+
+def _tiny_world(n: int) -> World:
+    from clipguide.testing import tiny_clip, tiny_sdxl_pipeline
+
+    prompts = ["a red circle", "a blue square", "two green triangles", "a yellow star"]
+    prompts = (prompts * n)[:n]
+    return World("tiny", tiny_sdxl_pipeline(), tiny_clip(seed=5), None, prompts, None)
+
+
+def _shapes_world(n: int) -> World:
+    from clipguide import shapes
+
+    pipe = shapes.pipeline(progress=False)
+    guide = shapes.load_shapes_clip("shapes")
+    judge = shapes.load_shapes_clip("shapes-judge")
+    prompts = [
+        s.caption for s in shapes.prompt_set(n_per_family=max(1, n // len(shapes.FAMILIES) + 1))
+    ]
+    prompts = prompts[:n]
+
+    def oracle(image: torch.Tensor, prompt: str) -> bool:
+        return bool(shapes.check(image, prompt).ok)
+
+    return World("shapes", pipe, guide, judge, prompts, oracle)
+
+
+def build_world(kind: str, n: int) -> World:
+    if kind in ("auto", "shapes"):
+        try:
+            return _shapes_world(n)
+        except (FileNotFoundError, ImportError, ValueError) as err:
+            if kind == "shapes":
+                raise
+            print(f"# micro world unavailable ({err}); using the tiny random pipeline", flush=True)
+    return _tiny_world(n)
+
+
+def _embed_similarity(clip: Any, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+    with torch.no_grad():
+        return (clip.encode_image(images) * clip.encode_text(prompts).embeds).sum(-1).float()
+
+
+class Bench:
+    def __init__(self, world: World, steps: int, cfg: float, seed: int) -> None:
+        self.world, self.steps, self.cfg, self.seed = world, steps, cfg, seed
+        world.pipe.set_progress_bar_config(disable=True)
+
+    def generate(self, guidance: CLIPGuidance | None, seed: int | None = None):
+        """(images, cpu seconds, wall seconds) for all prompts at one seed."""
+        kw = dict(
+            prompt=self.world.prompts,
+            num_inference_steps=self.steps,
+            guidance_scale=self.cfg,
+            generator=torch.Generator().manual_seed(self.seed if seed is None else seed),
+            output_type="pt",
+        )
+        c0, w0 = time.process_time(), time.perf_counter()
+        if guidance is None:
+            images = self.world.pipe(**kw).images
+        else:
+            with guidance.attach(self.world.pipe):
+                images = self.world.pipe(**kw).images
+        return images.float(), time.process_time() - c0, time.perf_counter() - w0
+
+    def scores(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        w = self.world
+        out = {"guide": _embed_similarity(w.guide, images, w.prompts)}
+        if w.judge is not None:
+            out["judge"] = _embed_similarity(w.judge, images, w.prompts)
+        if w.oracle is not None:
+            out["oracle"] = torch.tensor(
+                [float(w.oracle(im, p)) for im, p in zip(images, w.prompts, strict=True)]
+            )
+        return out
+
+    def measure(self, guidance: CLIPGuidance | None, base: dict, repeats: int) -> dict:
+        """Median CPU/wall ratio vs interleaved unguided runs, and gains vs the unguided images."""
+        cpu, wall = [], []
+        for _ in range(repeats):
+            _, c_ref, w_ref = self.generate(None)
+            images, c, w = self.generate(guidance)
+            cpu.append(c / c_ref)
+            wall.append(w / w_ref)
+        sc = self.scores(images)
+        row = {
+            "cpu_ratio": round(statistics.median(cpu), 3),
+            "wall_ratio": round(statistics.median(wall), 3),
+            "guide_gain": round(float((sc["guide"] - base["guide"]).mean()), 4),
+        }
+        if "judge" in sc:
+            row["judge_gain"] = round(float((sc["judge"] - base["judge"]).mean()), 4)
+        if "oracle" in sc:
+            row["oracle_acc"] = round(float(sc["oracle"].mean()), 3)
+        return row
+
+
+def _label(s: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in s.items())
+
+
+def best_of_n(bench: Bench, ns: tuple[int, ...], base: dict) -> dict:
+    """Best-of-N by the guide's similarity, scored by the judge/oracle (seeds 0..N-1)."""
+    runs = [bench.scores(bench.generate(None, seed=bench.seed + k)[0]) for k in range(max(ns))]
+    out = {}
+    for n in ns:
+        guide = torch.stack([r["guide"] for r in runs[:n]])
+        pick = guide.argmax(0)
+        row = {
+            "cost_ratio": float(n),
+            "guide_gain": float((guide.max(0).values - base["guide"]).mean()),
+        }
+        for key in ("judge", "oracle"):
+            if key in runs[0]:
+                vals = torch.stack([r[key] for r in runs[:n]]).gather(0, pick[None])[0]
+                name = "judge_gain" if key == "judge" else "oracle_acc"
+                row[name] = float((vals - base[key]).mean() if key == "judge" else vals.mean())
+        out[f"best_of_{n}"] = {k: round(v, 4) for k, v in row.items()}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--world", choices=("auto", "tiny", "shapes"), default="auto")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--images", type=int, default=4, help="prompts per run (one image each)")
+    parser.add_argument("--cfg", type=float, default=5.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--scale", type=float, default=0.5, help="scale of the mode comparison")
+    parser.add_argument("--quick", action="store_true", help="fewer steps and sweep points")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.quick:
+        args.steps, args.repeats = min(args.steps, 10), 1
+
+    world = build_world(args.world, args.images)
+    bench = Bench(world, args.steps, args.cfg, args.seed)
+    guide = world.guide
+    bench.generate(None)  # warm-up
+    base_images, _, _ = bench.generate(None)
+    base = bench.scores(base_images)
+    print(f"# world={world.name} steps={args.steps} images={len(world.prompts)} cfg={args.cfg}")
+    print(f"# unguided: guide_sim={float(base['guide'].mean()):.4f}", end="")
+    if "judge" in base:
+        print(f" judge_sim={float(base['judge'].mean()):.4f}", end="")
+    if "oracle" in base:
+        print(f" oracle_acc={float(base['oracle'].mean()):.3f}", end="")
+    print(flush=True)
+
+    modes = {}
+    for mode in ("fast", "full"):
+        settings = dict(mode=mode, scale=args.scale, views=1, start=0.0, stop=1.0, every=1)
+        modes[mode] = {
+            **settings,
+            **bench.measure(CLIPGuidance(guide, **settings), base, args.repeats),
+        }
+        print(f"mode {mode:4s} {_label(modes[mode])}", flush=True)
+
+    base_setting = dict(mode="fast", scale=args.scale, views=1, start=0.0, stop=0.5, every=1)
+    variations: list[dict] = [
+        {},
+        {"scale": args.scale / 2},
+        {"scale": args.scale * 2},
+        {"scale": args.scale * 4},
+        {"views": 4},
+        {"stop": 0.25},
+        {"stop": 1.0},
+        {"every": 2},
+        {"every": 4},
+        {"stop": 0.3, "every": 3, "scale": args.scale * 2},
+        {"stop": 0.1, "scale": args.scale * 4},
+        {"stop": 0.1, "scale": args.scale * 8},
+        {"stop": 0.05, "scale": args.scale * 8},
+        {"stop": 0.1, "scale": args.scale * 8, "views": 4},
+    ]
+    if args.quick:
+        variations = [variations[i] for i in (0, 2, 5, 8, 10)]
+    sweep = []
+    for change in variations:
+        settings = {**base_setting, **change}
+        row = {**settings, **bench.measure(CLIPGuidance(guide, **settings), base, args.repeats)}
+        sweep.append(row)
+        print(f"sweep {_label(row)}", flush=True)
+
+    key = "judge_gain" if world.judge is not None else "guide_gain"
+    real = max(r[key] for r in sweep) * 0.25
+    cheap = [r for r in sweep if r["cpu_ratio"] <= 1.10 and r[key] > max(real, 0)]
+    best_cheap = max(cheap, key=lambda r: r[key]) if cheap else None
+    bon = best_of_n(bench, (2, 4), base)
+    for name, row in bon.items():
+        print(f"{name} {_label(row)}", flush=True)
+    print(f"# cheapest-with-gain (<=1.10x, {key} > 25% of the sweep's best): {best_cheap}")
+    result = {
+        "benchmark": "guidance",
+        "world": world.name,
+        "steps": args.steps,
+        "images": len(world.prompts),
+        "unguided": {k: round(float(v.mean()), 4) for k, v in base.items()},
+        "modes": modes,
+        "sweep": sweep,
+        "best_of_n": bon,
+        "fast_under_1_10x": best_cheap,
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

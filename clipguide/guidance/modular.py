@@ -1,0 +1,117 @@
+"""CLIP guidance as a block of the modular SDXL denoise loop (``diffusers.modular_pipelines``).
+
+The loop step sits between the denoiser (which leaves the guider-combined prediction in
+``block_state.noise_pred``) and the scheduler step, and adds the guidance change to that
+prediction. The guider's separate conditional/unconditional predictions are not kept in the
+block state, so ``normalize`` measures the push against the predicted noise, not the CFG
+correction; and only ``mode="fast"`` is offered (``full`` would need the guider's batches).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers.modular_pipelines import ModularPipelineBlocks
+from diffusers.modular_pipelines.modular_pipeline_utils import InputParam, OutputParam
+
+from .guidance import CLIPGuidance
+from .schedulers import noise_level, split_model_output, step_position
+
+__all__ = ["CLIPGuidanceLoopStep", "add_to_modular_sdxl"]
+
+
+class CLIPGuidanceLoopStep(ModularPipelineBlocks):
+    """Loop step that applies a ``CLIPGuidance`` (``mode="fast"``) to ``noise_pred``."""
+
+    model_name = "stable-diffusion-xl"
+
+    def __init__(self, guidance: CLIPGuidance) -> None:
+        super().__init__()
+        if not isinstance(guidance, CLIPGuidance):
+            raise TypeError(f"guidance must be a CLIPGuidance, got {type(guidance).__name__}")
+        if guidance.settings.mode != "fast":
+            raise ValueError(
+                f"mode={guidance.settings.mode!r} is not supported in the modular loop; accepted: 'fast'"
+            )
+        self.guidance = guidance
+
+    def __deepcopy__(self, memo: dict) -> CLIPGuidanceLoopStep:
+        # init_pipeline deep-copies the blocks; share the guidance (and its CLIP) instead.
+        return type(self)(self.guidance)
+
+    @property
+    def description(self) -> str:
+        return "CLIP-gradient guidance: adds a CLIP-similarity push to noise_pred before the scheduler step"
+
+    @property
+    def inputs(self) -> list[InputParam]:
+        return [
+            InputParam("latents", required=True, type_hint=torch.Tensor),
+            InputParam("noise_pred", type_hint=torch.Tensor),
+            InputParam("prompt"),
+            InputParam("num_images_per_prompt", default=1),
+        ]
+
+    @property
+    def intermediate_outputs(self) -> list[OutputParam]:
+        return [OutputParam("noise_pred", type_hint=torch.Tensor)]
+
+    @torch.no_grad()
+    def __call__(self, components: Any, block_state: Any, i: int, t: Any) -> tuple[Any, Any]:
+        guidance = self.guidance
+        if guidance.settings.scale == 0:
+            return components, block_state
+        scheduler = components.scheduler
+        position, total = step_position(scheduler, t)
+        if position == 0:
+            guidance.new_run()
+        if not guidance.settings.active(position, total):
+            return components, block_state
+        level = noise_level(scheduler, t)
+        pred = block_state.noise_pred
+        x = block_state.latents.float()
+        x0, eps = split_model_output(pred.float(), x, level)
+        per_prompt = int(getattr(block_state, "num_images_per_prompt", None) or 1)
+        targets = guidance.targets(x.shape[0], getattr(block_state, "prompt", None), per_prompt)
+        delta = guidance.output_change(
+            x,
+            x0,
+            level,
+            targets,
+            reference=eps,
+            step=position,
+            timestep=float(torch.as_tensor(t).reshape(-1)[0]),
+            decoder=getattr(components, "vae", None),
+        )
+        block_state.noise_pred = pred + delta.to(device=pred.device, dtype=pred.dtype)
+        return components, block_state
+
+
+def _find_loop(blocks: Any) -> Any:
+    """The SDXL denoise loop (holding ``denoiser`` and ``after_denoiser``) inside ``blocks``."""
+    subs = getattr(blocks, "sub_blocks", {})
+    if "denoiser" in subs and "after_denoiser" in subs:
+        return blocks
+    for name in ("denoise", *subs.keys()):
+        if name in subs:
+            found = _find_loop(subs[name])
+            if found is not None:
+                return found
+    return None
+
+
+def add_to_modular_sdxl(blocks: Any, guidance: CLIPGuidance) -> Any:
+    """Insert a ``CLIPGuidanceLoopStep`` before the scheduler step of the text-to-image loop.
+
+    ``blocks``: e.g. ``StableDiffusionXLAutoBlocks()``, before ``init_pipeline``. Returns the loop.
+    """
+    loop = _find_loop(blocks)
+    if loop is None:
+        raise ValueError(
+            f"blocks={type(blocks).__name__} has no SDXL denoise loop with 'denoiser' and "
+            "'after_denoiser' steps"
+        )
+    index = list(loop.sub_blocks).index("after_denoiser")
+    loop.sub_blocks.insert("clip_guidance", CLIPGuidanceLoopStep(guidance), index)
+    return loop
