@@ -7,9 +7,11 @@ embedding cache and input handling around any CLIP that :func:`clipguide.load_cl
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -171,6 +173,8 @@ class CLIPScorer:
             has no transformers ``text_model`` (duck-typed models) or ``cache`` is True and
             :mod:`clipguide.cache` is unavailable; 0 disables it.
         progress: show a tqdm bar while encoding images.
+        workers: threads preprocessing images (decode-free resize/crop/normalise), working one
+            batch ahead of the vision tower; default ``min(4, cpu_count)``.
     """
 
     def __init__(
@@ -182,6 +186,7 @@ class CLIPScorer:
         cache: Any = True,
         cache_size: int = 4096,
         progress: bool = False,
+        workers: int | None = None,
     ) -> None:
         for attr in ("encode_image", "encode_text"):
             if not callable(getattr(clip, attr, None)):
@@ -198,6 +203,9 @@ class CLIPScorer:
         self.batch_size = batch_size
         self.scale = float(scale)
         self.progress = progress
+        self.workers = workers or min(4, os.cpu_count() or 1)
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(f"workers must be a positive int, got {workers!r}")
         self._shared = _shared_cache_fn() if cache is not False else None
         self._shared_cache = cache
         self._cache_size = cache_size if cache is not False else 0
@@ -256,18 +264,48 @@ class CLIPScorer:
 
     # -- images -----------------------------------------------------------------------------
     def embed_images(self, images: ImageInput) -> torch.Tensor:
-        """Normalised fp32 image embeddings (N, D), encoded in batches of ``batch_size``."""
+        """Normalised fp32 image embeddings (N, D), encoded in batches of ``batch_size``.
+
+        The next batch is preprocessed by ``workers`` threads while the vision tower runs.
+        """
         items = as_image_list(images)
         if not items:
             raise ValueError("images is empty; pass at least one image")
-        batches = _chunks(items, self.batch_size)
+        batches = list(_chunks(items, self.batch_size))
+        bar = None
         if self.progress:
             from tqdm.auto import tqdm
 
-            batches = tqdm(batches, total=-(-len(items) // self.batch_size), unit="batch")
-        with torch.no_grad():
-            out = [self.clip.encode_image(list(batch)).float() for batch in batches]
+            bar = tqdm(total=len(items), unit="img", desc="encoding images")
+        split = callable(getattr(self.clip, "pixel_values", None)) and callable(
+            getattr(self.clip, "image_features", None)
+        )
+        out = []
+        with torch.no_grad(), ThreadPoolExecutor(max_workers=self.workers) as pool:
+            if split:
+                pending = self._submit(pool, batches[0])
+            for k, batch in enumerate(batches):
+                if split:
+                    pixels = torch.cat([job.result() for job in pending])
+                    if k + 1 < len(batches):
+                        pending = self._submit(pool, batches[k + 1])
+                    out.append(self.clip.image_features(pixels).float())
+                else:
+                    out.append(self.clip.encode_image(list(batch)).float())
+                if bar is not None:
+                    bar.update(len(batch))
+        if bar is not None:
+            bar.close()
         return _normalise(torch.cat(out))
+
+    def _submit(self, pool: ThreadPoolExecutor, batch: Sequence[Any]) -> list[Future]:
+        """Preprocess ``batch`` in up to ``workers`` slices, concurrently."""
+        step = -(-len(batch) // self.workers)
+        return [pool.submit(self._pixels, batch[i : i + step]) for i in range(0, len(batch), step)]
+
+    def _pixels(self, batch: Sequence[Any]) -> torch.Tensor:
+        with torch.no_grad():  # grad mode is per thread
+            return self.clip.pixel_values(list(batch))
 
     # -- scores -----------------------------------------------------------------------------
     def cosine(self, images: ImageInput, prompts: str | Sequence[str]) -> torch.Tensor:
