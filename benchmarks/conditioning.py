@@ -13,6 +13,7 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection
@@ -70,35 +71,37 @@ def make_clip(size: str) -> CLIP:
     return CLIP(text_model=model, tokenizer=offline_tokenizer(), name=f"random-{size}")
 
 
-def timed(fn, repeats: int) -> float:
-    times = []
+def timed(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each function, run in turn each repeat (so load hits all alike)."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def measure(
     clip: CLIP, prompts: list[str], tok, repeats: int, with_no_cache: bool = False
 ) -> dict[str, float]:
-    """Parse/chunk only, encode without cache, cold cache, warm cache (seconds, medians)."""
+    """Parse/chunk only, no cache, cold cache, warm cache (median seconds)."""
     kw = dict(force_zeros_for_empty_prompt=True)  # time the prompts, not the negatives
-    cache = TextEncodingCache()
+    cold_cache, warm_cache = TextEncodingCache(), TextEncodingCache()
+    encode_prompt(clip, prompts, cache=warm_cache, **kw)
 
     def cold() -> None:
-        cache.clear()
-        encode_prompt(clip, prompts, cache=cache, **kw)
+        cold_cache.clear()
+        encode_prompt(clip, prompts, cache=cold_cache, **kw)
 
-    out = {
-        "parse_s": timed(lambda: [tokenize_prompt(p, [tok]) for p in prompts], repeats),
-        "cold_s": timed(cold, repeats),
+    fns: dict[str, Callable[[], object]] = {
+        "parse_s": lambda: [tokenize_prompt(p, [tok]) for p in prompts],
+        "cold_s": cold,
+        "cached_s": lambda: encode_prompt(clip, prompts, cache=warm_cache, **kw),
     }
     if with_no_cache:  # the cache's own overhead: cold cache vs no cache at all
-        out["no_cache_s"] = timed(lambda: encode_prompt(clip, prompts, cache=False, **kw), repeats)
-    encode_prompt(clip, prompts, cache=cache, **kw)
-    out["cached_s"] = timed(lambda: encode_prompt(clip, prompts, cache=cache, **kw), repeats)
-    return out
+        fns["no_cache_s"] = lambda: encode_prompt(clip, prompts, cache=False, **kw)
+    return timed(fns, repeats)
 
 
 def main() -> None:
