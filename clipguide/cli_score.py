@@ -303,7 +303,7 @@ def run_score(args: argparse.Namespace) -> int:
             bar.update(len(rows))
     finally:
         bar.close()
-    writer.close()
+        writer.close()  # also on errors and Ctrl-C: what was scored is kept
     logger.info(
         "scored %d images (%d unreadable or without prompt) into %s", len(todo), errors, out
     )
@@ -312,25 +312,34 @@ def run_score(args: argparse.Namespace) -> int:
 
 def run_rerank(args: argparse.Namespace) -> int:
     """Rank the images of a folder against one prompt and draw a contact sheet."""
+    import torch
+
+    from clipguide.scoring import clip_score, rank
     from clipguide.sheet import contact_sheet
 
     paths = expand_paths([args.dir])
-    loaded = [(p, *_load(p)) for p in paths]
-    for path, _, error in loaded:
-        if error:
-            logger.warning("skipping %s: %s", path, error)
-    good = [(p, image) for p, image, error in loaded if not error]
-    if not good:
-        raise SystemExit(f"clipguide rerank: no readable images in {args.dir}")
     scorer = _load_scorer(args, args.batch_size)
-    ranking = scorer.rerank([image for _, image in good], args.prompt)
+    kept: list[tuple[Path, Any]] = []  # (path, thumbnail): full images are not kept
+    cosines = []
+    for batch in _loaded_batches(paths, args.batch_size, args.workers):
+        good = [(path, image) for path, image, error in batch if not error]
+        for path, _, error in batch:
+            if error:
+                logger.warning("skipping %s: %s", path, error)
+        if good:
+            cosines.append(scorer.cosine([image for _, image in good], args.prompt))
+            for path, image in good:
+                image.thumbnail((args.thumb, args.thumb))
+                kept.append((path, image))
+    if not kept:
+        raise SystemExit(f"clipguide rerank: no readable images in {args.dir}")
+    ranking = rank(clip_score(torch.cat(cosines), scorer.scale))
     top = ranking.indices[: args.top] if args.top else ranking.indices
-    for place, i in enumerate(top, 1):
-        print(f"{place}\t{float(ranking.scores[place - 1]):.2f}\t{good[i][0]}")
-    captions = [
-        f"#{place}  {float(ranking.scores[place - 1]):.2f}" for place in range(1, len(top) + 1)
-    ]
-    sheet = contact_sheet([good[i][1] for i in top], captions, thumb=args.thumb)
+    scores = [float(s) for s in ranking.scores[: len(top)]]
+    for place, (i, score) in enumerate(zip(top, scores, strict=True), 1):
+        print(f"{place}\t{score:.2f}\t{kept[i][0]}")
+    captions = [f"#{place}  {score:.2f}" for place, score in enumerate(scores, 1)]
+    sheet = contact_sheet([kept[i][1] for i in top], captions, thumb=args.thumb)
     Path(args.sheet).parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.sheet)
     logger.info("wrote contact sheet of %d images to %s", len(top), args.sheet)
@@ -402,5 +411,6 @@ def register(subparsers: Any) -> None:
         "--sheet", default="sheet.png", help="contact sheet to write (default: sheet.png)"
     )
     rerank.add_argument("--thumb", type=_positive, default=192, help="thumbnail size in pixels")
+    rerank.add_argument("--workers", type=_positive, default=4, help="image-decoding threads")
     _model_args(rerank)
     rerank.set_defaults(func=run_rerank)

@@ -164,13 +164,16 @@ def _array_items(array: np.ndarray, name: str, check_range: bool) -> list[Any]:
             )
             for a in array
         ]
+    if array.dtype == np.uint16 and array.shape[-1] != 4:  # 16-bit PNG/TIFF data, as to_rgb
+        array = np.round(array / 257.0).astype(np.uint8)
+        return _array_items(array, name, check_range)
     if np.issubdtype(array.dtype, np.floating):
         if array.shape[-1] == 4:
             raise ValueError(f"{name} float array must have 1 or 3 channels, got shape {shape}")
         tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).float()
         return _tensor_items(tensor, name, check_range)
     raise TypeError(
-        f"{name} array must be uint8 or floating point in [0, 1], got dtype {array.dtype}"
+        f"{name} array must be uint8, uint16 or floating point in [0, 1], got dtype {array.dtype}"
     )
 
 

@@ -268,7 +268,10 @@ class CLIPScorer:
 
         The next batch is preprocessed by ``workers`` threads while the vision tower runs.
         """
-        items = as_image_list(images)
+        lazy = isinstance(images, (list, tuple)) and all(
+            isinstance(i, (str, os.PathLike)) for i in images
+        )
+        items = list(images) if lazy else as_image_list(images)  # files: decoded by the workers
         if not items:
             raise ValueError("images is empty; pass at least one image")
         batches = list(_chunks(items, self.batch_size))
@@ -291,7 +294,7 @@ class CLIPScorer:
                         pending = self._submit(pool, batches[k + 1])
                     out.append(self.clip.image_features(pixels).float())
                 else:
-                    out.append(self.clip.encode_image(list(batch)).float())
+                    out.append(self.clip.encode_image(as_image_list(list(batch))).float())
                 if bar is not None:
                     bar.update(len(batch))
         if bar is not None:
@@ -305,7 +308,7 @@ class CLIPScorer:
 
     def _pixels(self, batch: Sequence[Any]) -> torch.Tensor:
         with torch.no_grad():  # grad mode is per thread
-            return self.clip.pixel_values(list(batch))
+            return self.clip.pixel_values(list(batch))  # decodes files, if any
 
     # -- scores -----------------------------------------------------------------------------
     def cosine(self, images: ImageInput, prompts: str | Sequence[str]) -> torch.Tensor:

@@ -71,6 +71,12 @@ def test_numpy_uint8_forms_become_rgb_pil() -> None:
     assert np.all(np.asarray(as_image_list(rgba)[0]) == 255)  # transparent -> white
 
 
+def test_numpy_uint16_is_scaled_like_sixteen_bit_images() -> None:
+    array = np.full((2, 3, 3), 257 * 40, np.uint16)
+    (image,) = as_image_list(array)
+    assert isinstance(image, Image.Image) and _pixel(image) == (40, 40, 40)
+
+
 def test_numpy_float_becomes_tensor() -> None:
     array = np.random.default_rng(1).random((2, 4, 6, 3), dtype=np.float32)
     items = as_image_list(array)
@@ -120,7 +126,7 @@ def test_tensor_out_of_range_is_a_clear_error(tensor: torch.Tensor, hint: str) -
         (torch.rand(2, 2, 3, 4, 4), ValueError, r"got shape \(2, 2, 3, 4, 4\)"),
         (torch.ones(3, 4, 4, dtype=torch.int64), TypeError, "floating point"),
         (np.zeros((3, 4, 5), np.uint8), ValueError, r"channels last, got shape \(3, 4, 5\)"),
-        (np.zeros((4, 4, 3), np.int32), TypeError, "uint8 or floating point"),
+        (np.zeros((4, 4, 3), np.int32), TypeError, "uint8, uint16 or floating point"),
         (42, TypeError, "images must be a PIL image.*got int"),
         ([[Image.new("RGB", (2, 2))]], TypeError, r"images\[0\] is a nested list"),
     ],
