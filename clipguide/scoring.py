@@ -217,7 +217,11 @@ class CLIPScorer:
         limit = getattr(self.clip, "context_length", None)
         if tokenizer is None or limit is None:
             return
-        lengths = [len(ids) for ids in tokenizer(list(prompts))["input_ids"]]
+        try:  # verbose=False: transformers' own "longer than" log line would duplicate ours
+            ids = tokenizer(list(prompts), verbose=False)["input_ids"]
+        except TypeError:
+            ids = tokenizer(list(prompts))["input_ids"]
+        lengths = [len(row) for row in ids]
         too_long = [(p, n) for p, n in zip(prompts, lengths, strict=True) if n > limit]
         if too_long:
             prompt, n = too_long[0]
