@@ -27,9 +27,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+_TEXT = {"context_length": 77, "vocab_size": 49408, "width": 256, "heads": 4, "layers": 4}
 CONFIGS = {
-    # bigG structure at toy sizes; "small" is ViT-B/32-like in depth/width ratio, CPU-friendly.
     "tiny": None,  # clipguide.testing's clipguide-tiny (32 px)
+    # ViT-B/32-like depth/width at 224 px, patch 32 (50 tokens): CPU-friendly.
     "small": {
         "embed_dim": 256,
         "vision_cfg": {
@@ -39,13 +40,19 @@ CONFIGS = {
             "head_width": 64,
             "patch_size": 32,
         },
-        "text_cfg": {
-            "context_length": 77,
-            "vocab_size": 49408,
-            "width": 256,
-            "heads": 4,
-            "layers": 4,
+        "text_cfg": _TEXT,
+    },
+    # bigG's patch 14 at 224 px (257 tokens), so the forward-to-preprocessing ratio is bigG-like.
+    "patch14": {
+        "embed_dim": 256,
+        "vision_cfg": {
+            "image_size": 224,
+            "layers": 6,
+            "width": 384,
+            "head_width": 64,
+            "patch_size": 14,
         },
+        "text_cfg": _TEXT,
     },
 }
 
