@@ -257,12 +257,15 @@ def run_score(args: argparse.Namespace) -> int:
             )
         out.unlink(missing_ok=True)
         _journal(out).unlink(missing_ok=True)
+    first: dict[str, Path] = {}
+    for path in paths:  # the same file named twice is scored once
+        first.setdefault(_key(path), path)
+    paths = list(first.values())
     done = read_rows(out, fmt) if args.resume else []
     done_keys = {_key(row["path"]) for row in done}
     todo = [p for p in paths if _key(p) not in done_keys]
-    todo = list(dict.fromkeys(todo))
-    writer = ResultWriter(out, fmt, done, fields, args.checkpoint_seconds)
     scorer = _load_scorer(args, args.batch_size) if todo else None
+    writer = ResultWriter(out, fmt, done, fields, args.checkpoint_seconds)
     bar = tqdm(
         total=len(paths), initial=len(paths) - len(todo), unit="img", disable=args.no_progress
     )

@@ -253,3 +253,20 @@ def test_default_model_or_clear_error(folder: Path, tmp_path: Path) -> None:
         assert main(argv) == 0  # the shipped micro-world model, once it exists
     except SystemExit as err:
         assert "pass --model" in str(err)
+
+
+def test_duplicate_paths_scored_once_and_failed_load_leaves_nothing(
+    folder: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "dups.csv"
+    image = _images(folder)[0]
+    same = [str(image), str(image.parent / "." / image.name), str(image)]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        main(
+            ["score", *same, "--prompt", PROMPT, "--out", str(out), "--model", "local-dir:/nowhere"]
+        )
+    assert not out.exists() and not Path(f"{out}.journal.jsonl").exists()
+    main(
+        ["score", *same, "--prompt", PROMPT, "--out", str(out), "--model", f"local-dir:{model_dir}"]
+    )
+    assert [r["path"] for r in _read_csv(out)] == [str(image)]
