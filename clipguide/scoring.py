@@ -173,8 +173,8 @@ class CLIPScorer:
             has no transformers ``text_model`` (duck-typed models) or ``cache`` is True and
             :mod:`clipguide.cache` is unavailable; 0 disables it.
         progress: show a tqdm bar while encoding images.
-        workers: threads preprocessing images (decode-free resize/crop/normalise), working one
-            batch ahead of the vision tower; default ``min(4, cpu_count)``.
+        workers: threads decoding files and preprocessing images (resize, crop, normalise),
+            one batch ahead of the vision tower; default ``min(4, cpu_count)``.
     """
 
     def __init__(
@@ -203,9 +203,9 @@ class CLIPScorer:
         self.batch_size = batch_size
         self.scale = float(scale)
         self.progress = progress
+        if workers is not None and (not isinstance(workers, int) or workers < 1):
+            raise ValueError(f"workers must be a positive int or None, got {workers!r}")
         self.workers = workers or min(4, os.cpu_count() or 1)
-        if not isinstance(self.workers, int) or self.workers < 1:
-            raise ValueError(f"workers must be a positive int, got {workers!r}")
         self._shared = _shared_cache_fn() if cache is not False else None
         self._shared_cache = cache
         self._cache_size = cache_size if cache is not False else 0

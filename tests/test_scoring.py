@@ -189,6 +189,8 @@ def test_scorer_argument_errors() -> None:
         CLIPScorer(object())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
         CLIPScorer(FakeCLIP(), batch_size=0)
+    with pytest.raises(ValueError, match="workers must be a positive int or None, got 0"):
+        CLIPScorer(FakeCLIP(), workers=0)
     with pytest.raises(ValueError, match="images is empty"):
         CLIPScorer(FakeCLIP()).score([], "red")
 
