@@ -1,6 +1,6 @@
 """Image inputs: turn PIL images of any mode, arrays, tensors and files into RGB images.
 
-Two outputs exist: an RGB ``PIL.Image.Image`` (for files, PIL and uint8 arrays) and a float
+Two outputs exist: an RGB ``PIL.Image.Image`` (for files, PIL and uint8/uint16 arrays) and a float
 ``(3, H, W)`` tensor in [0, 1] (for float arrays and tensors; the autograd graph is kept).
 """
 
@@ -27,7 +27,7 @@ __all__ = [
 ImageInput = Image.Image | np.ndarray | torch.Tensor | str | os.PathLike | Sequence[Any]
 
 _ACCEPTED = (
-    "a PIL image (any mode), a numpy uint8 array HWC or NHWC (float arrays in [0, 1] too), "
+    "a PIL image (any mode), a numpy uint8 array HWC or NHWC (uint16, or float in [0, 1]), "
     "a torch float tensor CHW or NCHW in [0, 1], a file path (str or Path), or a list of these"
 )
 # 16-bit integer modes, scaled by 1/257 so 65535 maps to 255 (Pillow's own convert clips at 255).
