@@ -8,6 +8,7 @@ open_clip's ``preprocess`` does; float tensors go through a differentiable torch
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -72,29 +73,21 @@ class Preprocess:
         }
 
     # -- PIL path (bit-compatible with open_clip's preprocess) -------------------------------
-    def pil_transform(self) -> T.Compose:
+    def pil_transform(self, normalize: bool = True) -> T.Compose:
         """torchvision transform for RGB PIL images (same ops as open_clip's ``preprocess``)."""
-        mode = InterpolationMode(self.interpolation)
-        size = self.image_size
-        resize = (
-            T.Resize(size, interpolation=mode)
-            if self.resize_mode == "shortest"
-            else T.Resize((size, size), interpolation=mode)
-        )
-        return T.Compose(
-            [
-                resize,
-                T.CenterCrop(size),
-                T.PILToTensor(),
-                T.ToDtype(torch.float32, scale=True),
-                T.Normalize(self.mean, self.std),
-            ]
-        )
+        return _pil_transform(self, normalize)
 
     def from_pil(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Stack RGB PIL images into a normalised (N, 3, S, S) float32 batch."""
-        tf = self.pil_transform()
-        return torch.stack([tf(img) for img in images])
+        tf = self.pil_transform(normalize=False)
+        batch = torch.stack([tf(img) for img in images])
+        return self.normalize(batch)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """(x - mean) / std over the channel axis of an (N, 3, H, W) batch in [0, 1]."""
+        mean = x.new_tensor(self.mean).view(1, 3, 1, 1)
+        std = x.new_tensor(self.std).view(1, 3, 1, 1)
+        return (x - mean) / std
 
     # -- differentiable tensor path ------------------------------------------------------------
     def from_tensor(self, x: torch.Tensor) -> torch.Tensor:
@@ -115,7 +108,19 @@ class Preprocess:
                 align_corners=False if self.interpolation != "nearest" else None,
             )
         top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
-        x = x[..., top : top + size, left : left + size]
-        mean = x.new_tensor(self.mean).view(1, 3, 1, 1)
-        std = x.new_tensor(self.std).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return self.normalize(x[..., top : top + size, left : left + size])
+
+
+@functools.lru_cache(maxsize=16)
+def _pil_transform(pre: Preprocess, normalize: bool) -> T.Compose:
+    mode = InterpolationMode(pre.interpolation)
+    size = pre.image_size
+    resize = (
+        T.Resize(size, interpolation=mode)
+        if pre.resize_mode == "shortest"
+        else T.Resize((size, size), interpolation=mode)
+    )
+    ops = [resize, T.CenterCrop(size), T.PILToTensor(), T.ToDtype(torch.float32, scale=True)]
+    if normalize:
+        ops.append(T.Normalize(pre.mean, pre.std))
+    return T.Compose(ops)
