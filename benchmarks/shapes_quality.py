@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
         wall = time.perf_counter() - t0
         results[name] = {**evaluate(images, scenes, scorers), "wall_s": round(wall, 2)}
         if name == "plain" and args.save_sheet:
-            _sheet(images, args.save_sheet)
+            _sheet(images, scenes, args.save_sheet)
     base = results.get("plain", next(iter(results.values())))["wall_s"]
     for r in results.values():
         r["time_ratio"] = round(r["wall_s"] / base, 3)
@@ -115,14 +115,22 @@ def _table(results: dict) -> None:
     print(f"{'time ratio':<14}" + "".join(f"{results[n]['time_ratio']:>12.2f}" for n in names))
 
 
-def _sheet(images, path: str, cols: int = 14) -> None:
-    from PIL import Image
+def _sheet(images, scenes, path: str, per_family: int = 4) -> None:
+    """A labelled contact sheet: the first prompts of each family, oracle verdict marked."""
+    from clipguide.sheet import contact_sheet
 
-    rows = (len(images) + cols - 1) // cols
-    w, h = images[0].size
-    sheet = Image.new("RGB", (cols * w, rows * h), "white")
-    for i, im in enumerate(images):
-        sheet.paste(im, ((i % cols) * w, (i // cols) * h))
+    picks = [
+        i
+        for fam in FAMILIES
+        for i in [j for j, s in enumerate(scenes) if s.family == fam][:per_family]
+    ]
+    captions = [
+        f"{'OK' if check(images[i], scenes[i].caption).ok else 'X'} {scenes[i].caption}"
+        for i in picks
+    ]
+    sheet = contact_sheet(
+        [images[i] for i in picks], captions, thumb=192, columns=per_family, font_size=11
+    )
     sheet.save(path)
 
 

@@ -96,8 +96,19 @@ def train_clip(args: argparse.Namespace) -> None:
     unique, cap_idx = pool.caption_ids()
     tokens = tokenizer(unique)
     log.warning("pool %d scenes, %d unique captions", len(pool), len(unique))
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1, betas=(0.9, 0.98))
     ckpt = Checkpointer(args.run_dir)
+    if args.init_from and not ckpt.path.exists():
+        state = torch.load(Path(args.init_from) / "ckpt.pt", map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        log.warning("initialised from %s (step %d)", args.init_from, state["step"])
+    frozen_text = None
+    if args.freeze_text:  # LiT-style: keep the text tower (and what was conditioned on it)
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith("visual.") or name == "logit_scale")
+        with torch.no_grad():
+            frozen_text = model.encode_text(tokens, normalize=True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.1, betas=(0.9, 0.98))
     step = ckpt.load(model, opt)
     model.train()
     t0 = time.monotonic()
@@ -109,7 +120,10 @@ def train_clip(args: argparse.Namespace) -> None:
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, args.steps, args.lr, args.warmup)
         img = model.encode_image(normalise(pool.images[idx]), normalize=True)
-        txt = model.encode_text(tokens[uniq], normalize=True)
+        if frozen_text is None:
+            txt = model.encode_text(tokens[uniq], normalize=True)
+        else:
+            txt = frozen_text[uniq]
         logits = model.logit_scale.exp().clamp(max=100) * img @ txt.T  # (B, U)
         loss_i = torch.nn.functional.cross_entropy(logits, inverse)
         # text -> image: each unique caption against all images, all its images positive
@@ -205,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default=None, help="export folder (default inside the package)")
     p.add_argument("--eval-n", type=int, default=300)
+    p.add_argument("--init-from", default=None, help="clip/judge: start from RUN_DIR/ckpt.pt")
+    p.add_argument(
+        "--freeze-text", action="store_true", help="clip/judge: train the vision tower only"
+    )
     p.add_argument("--clip", default=None, help="unet: CLIP folder to condition on")
     p.add_argument("--vae", default=None, help="unet: VAE folder")
     return p
