@@ -62,7 +62,7 @@ SDXL_VAE = dict(
     norm_num_groups=32,
     sample_size=1024,
     scaling_factor=0.13025,
-    force_upcast=False,  # time the fp16 decoder; random weights may overflow (then skipped)
+    force_upcast=True,  # as the real SDXL VAE: guidance decodes it in fp32
 )
 SDXL_SCHEDULER = dict(
     beta_start=0.00085,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -281,23 +282,37 @@ class CLIPGuidance:
         sim = cosine(feats, tgt).view(s.views, b).mean(0)
         return dist, sim
 
-    def _decode(self, latents: torch.Tensor, fallback: Any) -> torch.Tensor:
+    @contextlib.contextmanager
+    def _decoder_ready(self, fallback: Any, device: torch.device) -> Iterator[Any]:
+        """The decoder on ``device`` (fp32 if it needs upcasting), restored after the backward.
+
+        Under model CPU offload the pipeline keeps the VAE on the CPU during the loop, so it is
+        borrowed; the SDXL VAE overflows in fp16 (``config.force_upcast``), so it is decoded in
+        fp32 as the pipeline does. Both changes are undone (fp16 -> fp32 -> fp16 is lossless).
+        """
         decoder = self.decoder if self.decoder is not None else fallback
         if decoder is None:
             raise ValueError("no decoder: pass decoder= or attach to a pipeline with a vae")
         home = _module_device(decoder)
-        moved = home is not None and home != latents.device
+        moved = home is not None and home != device
+        upcast = getattr(getattr(decoder, "config", None), "force_upcast", False) and (
+            isinstance(decoder, torch.nn.Module) and decoder.dtype == torch.float16
+        )
         use_ckpt = self.settings.checkpointing and hasattr(decoder, "enable_gradient_checkpointing")
-        was_ckpt = bool(getattr(decoder, "is_gradient_checkpointing", False))
+        use_ckpt = use_ckpt and not getattr(decoder, "is_gradient_checkpointing", False)
         try:
-            if moved:  # model CPU offload keeps the VAE on the CPU during the loop: borrow it
-                decoder.to(latents.device)
-            if use_ckpt and not was_ckpt:
+            if moved:
+                decoder.to(device)
+            if upcast:
+                decoder.to(torch.float32)
+            if use_ckpt:
                 decoder.enable_gradient_checkpointing()
-            return decode_latents(decoder, latents)
+            yield decoder
         finally:
-            if use_ckpt and not was_ckpt:
+            if use_ckpt:
                 decoder.disable_gradient_checkpointing()
+            if upcast:
+                decoder.to(torch.float16)
             if moved:
                 decoder.to(home)
 
@@ -317,7 +332,7 @@ class CLIPGuidance:
         Jacobian dropped, MPGD); ``full`` differentiates through ``model_fn`` (latents -> model
         output, run with grad).
         """
-        with torch.enable_grad():
+        with torch.enable_grad(), self._decoder_ready(decoder, latents.device) as ready:
             if self.settings.mode == "fast":
                 leaf = x0.detach().float().clone().requires_grad_(True)
                 guided_x0 = leaf
@@ -326,7 +341,7 @@ class CLIPGuidance:
                     raise ValueError("mode='full' needs model_fn (the denoiser) to differentiate")
                 leaf = latents.detach().float().clone().requires_grad_(True)
                 guided_x0 = split_model_output(model_fn(leaf).float(), leaf, level)[0]
-            dist, sim = self._distance(self._decode(guided_x0, decoder), targets)
+            dist, sim = self._distance(decode_latents(ready, guided_x0), targets)
             (grad,) = torch.autograd.grad(dist.sum(), leaf)
         if self.settings.mode == "fast":
             grad = grad / level.alpha
