@@ -51,10 +51,12 @@ def _shapes_world(n: int) -> World:
     pipe = shapes.pipeline(progress=False)
     guide = shapes.load_shapes_clip("shapes")
     judge = shapes.load_shapes_clip("shapes-judge")
-    prompts = [
-        s.caption for s in shapes.prompt_set(n_per_family=max(1, n // len(shapes.FAMILIES) + 1))
-    ]
-    prompts = prompts[:n]
+    per_family = max(1, -(-n // len(shapes.FAMILIES)))
+    by_family: dict[str, list[str]] = {}
+    for scene in shapes.prompt_set(n_per_family=per_family):
+        by_family.setdefault(scene.family, []).append(scene.caption)
+    rounds = zip(*by_family.values(), strict=False)  # round robin over families
+    prompts = [caption for group in rounds for caption in group][:n]
 
     def oracle(image: torch.Tensor, prompt: str) -> bool:
         return bool(shapes.check(image, prompt).ok)
