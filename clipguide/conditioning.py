@@ -271,7 +271,14 @@ def encode_prompt(
         negatives = [""] * b
 
     toks = [t.tokenizer for t in target.towers]
-    tokenize = lambda p: tokenize_prompt(p, toks, parse_weights=parse_weights)  # noqa: E731
+    # textual inversion: the pipeline's own expansion of multi-vector tokens, on the raw text
+    convert = getattr(pipe_or_clip, "maybe_convert_prompt", None)
+
+    def tokenize(text: str) -> PromptChunks:
+        if callable(convert):
+            text = convert(text, toks[0])
+        return tokenize_prompt(text, toks, parse_weights=parse_weights)
+
     pos = [tokenize(p) for p in prompts]
     neg = [tokenize(p) for p in negatives] if negatives is not None else []
     num_chunks = max(len(c.ids) for c in pos + neg)

@@ -342,3 +342,17 @@ def test_bad_inputs(sdxl):
     literal = encode_prompt(sdxl, "a (cat", parse_weights=False, cache=False)
     ref = _reference(sdxl, "a (cat")
     _assert_close(literal, ref, ["prompt_embeds"])
+
+
+def test_textual_inversion_tokens_expand_like_the_pipeline():
+    pipe = _tiny_sdxl(seed=1)
+    new = ["<fox>", "<fox>_1"]
+    for tok, te in ((pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)):
+        tok.add_tokens(new)
+        te.resize_token_embeddings(len(tok))
+        with torch.no_grad():
+            te.get_input_embeddings().weight[-2:] = torch.randn(2, te.config.hidden_size)
+    cond = encode_prompt(pipe, "a photo of <fox> in snow", "blurry", cache=False)
+    _assert_close(cond, _reference(pipe, "a photo of <fox> in snow", "blurry"))
+    weighted = encode_prompt(pipe, "a photo of (<fox>:1.2) in snow", cache=False)
+    assert weighted.prompt_embeds.shape == cond.prompt_embeds.shape
