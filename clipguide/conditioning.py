@@ -15,7 +15,11 @@ Conventions (see also :mod:`clipguide.prompts`):
 - ``clip_skip`` selects the layer for the prompt *and* the negative prompt (diffusers applies it
   to the prompt only);
 - ``negative_prompt=None`` follows the pipeline's ``force_zeros_for_empty_prompt`` (zeros),
-  ``""`` encodes the empty prompt.
+  ``""`` encodes the empty prompt;
+- textual-inversion tokens are expanded by the pipeline's ``maybe_convert_prompt``; a
+  ``lora_scale`` is not applied (text-encoder LoRA layers run at their loaded scale);
+- encodes are cached (:mod:`clipguide.cache`); results equal a fresh encode of the same batch
+  bit for bit, and a fresh encode of any other batch to float rounding (<= 1e-6 in fp32).
 """
 
 from __future__ import annotations
