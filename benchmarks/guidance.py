@@ -213,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         {"stop": 0.1, "scale": args.scale * 8},
         {"stop": 0.05, "scale": args.scale * 8},
         {"stop": 0.1, "scale": args.scale * 8, "views": 4},
+        {"decode_size": max(1, world.pipe.unet.config.sample_size // 2)},
     ]
     if args.quick:
         variations = [variations[i] for i in (0, 2, 5, 8, 10)]

@@ -199,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         "fast_all_steps": guide(mode="fast", stop=1.0),
         "fast_all_steps_ckpt": guide(mode="fast", stop=1.0, checkpointing=True),
         "fast_all_steps_tiny_decoder": guide(mode="fast", stop=1.0, decoder=decoder),
+        "fast_all_steps_decode32": guide(mode="fast", stop=1.0, decode_size=4 if args.tiny else 32),
         "fast_default_tiny_decoder": guide(mode="fast", decoder=decoder),
         "full_all_steps": guide(mode="full", stop=1.0),
         "full_all_steps_ckpt": guide(mode="full", stop=1.0, checkpointing=True),

@@ -43,6 +43,7 @@ class GuidanceSettings:
     noise: float = 0.02
     seed: int = 0
     checkpointing: bool = False
+    decode_size: int | None = None
 
     def __post_init__(self) -> None:
         num = (int, float)
@@ -80,6 +81,13 @@ class GuidanceSettings:
             isinstance(self.noise, num) and self.noise >= 0, "noise", self.noise, "a number >= 0"
         )
         _check(isinstance(self.seed, int), "seed", self.seed, "an int")
+        _check(
+            self.decode_size is None
+            or (isinstance(self.decode_size, int) and self.decode_size >= 1),
+            "decode_size",
+            self.decode_size,
+            "None or an int >= 1 (latent pixels of the shorter side)",
+        )
 
     def active(self, position: int, total: int) -> bool:
         """Whether model evaluation ``position`` of ``total`` is guided (window, then every k)."""
@@ -92,6 +100,16 @@ def _module_device(module: Any) -> torch.device | None:
         for p in module.parameters():
             return p.device
     return None
+
+
+def _shrink(latents: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Latents resized (area-averaged, differentiable) so the shorter side is ``size``."""
+    h, w = latents.shape[-2:]
+    if size is None or min(h, w) <= size:
+        return latents
+    scale = size / min(h, w)
+    new = (max(1, round(h * scale)), max(1, round(w * scale)))
+    return torch.nn.functional.interpolate(latents, size=new, mode="area")
 
 
 def decode_latents(decoder: Any, latents: torch.Tensor) -> torch.Tensor:
@@ -139,6 +157,9 @@ class CLIPGuidance:
             (e.g. ``clip.encode_image(image)``).
         on_step: called with each step's record (dict), as appended to ``history``.
         checkpointing: gradient checkpointing in the decoder while guiding (less memory).
+        decode_size: decode a resized copy of the predicted latents whose shorter side is this
+            many latent pixels (e.g. 32 -> a 256 px image for an 8x VAE, enough for a 224 px
+            CLIP) instead of the full-size latents: the decoder cost drops with the area.
         max_rms, normalize, min_crop, flip, noise, seed: see ``GuidanceSettings``.
     """
 
@@ -161,6 +182,7 @@ class CLIPGuidance:
         noise: float = 0.02,
         seed: int = 0,
         checkpointing: bool = False,
+        decode_size: int | None = None,
         on_step: Callable[[dict], None] | None = None,
     ) -> None:
         if getattr(clip, "vision_model", None) is None or not hasattr(clip, "image_features"):
@@ -187,6 +209,7 @@ class CLIPGuidance:
             noise=noise,
             seed=seed,
             checkpointing=checkpointing,
+            decode_size=decode_size,
         )
         self.clip = clip
         self.decoder = decoder
@@ -341,7 +364,8 @@ class CLIPGuidance:
                     raise ValueError("mode='full' needs model_fn (the denoiser) to differentiate")
                 leaf = latents.detach().float().clone().requires_grad_(True)
                 guided_x0 = split_model_output(model_fn(leaf).float(), leaf, level)[0]
-            dist, sim = self._distance(decode_latents(ready, guided_x0), targets)
+            small = _shrink(guided_x0, self.settings.decode_size)
+            dist, sim = self._distance(decode_latents(ready, small), targets)
             (grad,) = torch.autograd.grad(dist.sum(), leaf)
         if self.settings.mode == "fast":
             grad = grad / level.alpha
