@@ -61,6 +61,7 @@ class PipelineAttachment:
                 bound = signature.bind_partial(*args, **kwargs).arguments
                 self.prompts = bound.get("prompt")
                 self.per_prompt = int(bound.get("num_images_per_prompt") or 1)
+                guidance.new_run()  # also covers img2img, which does not start at position 0
                 return original(*args, **kwargs)
 
             pipe.encode_prompt = encode_prompt
