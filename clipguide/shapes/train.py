@@ -107,6 +107,9 @@ def train_clip(args: argparse.Namespace) -> None:
             p.requires_grad_(name.startswith("visual.") or name == "logit_scale")
         with torch.no_grad():
             frozen_text = model.encode_text(tokens, normalize=True)
+    attr_text, attr_label = _attribute_targets(
+        model, tokenizer, pool, args.attribute_loss, frozen_text is not None
+    )
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.1, betas=(0.9, 0.98))
     step = ckpt.load(model, opt)
@@ -131,6 +134,19 @@ def train_clip(args: argparse.Namespace) -> None:
         target = target / target.sum(1, keepdim=True)
         loss_t = -(target * logits.T.log_softmax(-1)).sum(-1).mean()
         loss = (loss_i + loss_t) / 2
+        if attr_text is not None:  # single-object scenes among all "a {size} {colour} {shape}"
+            lab = attr_label[idx]
+            keep = lab >= 0
+            if keep.any():
+                at = (
+                    attr_text
+                    if frozen_text is not None
+                    else model.encode_text(attr_text, normalize=True)
+                )
+                logits_a = model.logit_scale.exp().clamp(max=100) * img[keep] @ at.T
+                loss = loss + args.attribute_loss * torch.nn.functional.cross_entropy(
+                    logits_a, lab[keep]
+                )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -147,6 +163,32 @@ def train_clip(args: argparse.Namespace) -> None:
     acc = zero_shot_accuracy(model, tokenizer, n=args.eval_n)
     log.warning("zero-shot single-object accuracy: %s", json.dumps(acc))
     export_clip(model, args.config, args.out or WEIGHTS_DIR / args.name)
+
+
+def _attribute_targets(model, tokenizer, pool, weight: float, frozen: bool):
+    """Prompts "a {size} {colour} {shape}" and, per pool scene, the true one (-1: not one object).
+
+    With a frozen text tower the prompts come back embedded, otherwise as token ids.
+    """
+    if weight <= 0:
+        return None, None
+    from .scenes import COLOURS, SHAPES, SIZES
+
+    labels = [(z, c, s) for z in SIZES for c in COLOURS for s in SHAPES]
+    index = {lab: i for i, lab in enumerate(labels)}
+    target = torch.tensor(
+        [
+            index[(sc.objects[0].size, sc.objects[0].colour, sc.objects[0].shape)]
+            if len(sc.objects) == 1
+            else -1
+            for sc in pool.scenes
+        ]
+    )
+    tokens = tokenizer([f"a {z} {c} {s}" for z, c, s in labels])
+    if frozen:
+        with torch.no_grad():
+            return model.encode_text(tokens, normalize=True), target
+    return tokens, target
 
 
 @torch.no_grad()
@@ -222,6 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", default=None, help="clip/judge: start from RUN_DIR/ckpt.pt")
     p.add_argument(
         "--freeze-text", action="store_true", help="clip/judge: train the vision tower only"
+    )
+    p.add_argument(
+        "--attribute-loss",
+        type=float,
+        default=0.0,
+        help="clip/judge: weight of a loss classifying single-object scenes among all "
+        "'a {size} {colour} {shape}' prompts (hard negatives for shape and size)",
     )
     p.add_argument("--clip", default=None, help="unet: CLIP folder to condition on")
     p.add_argument("--vae", default=None, help="unet: VAE folder")
