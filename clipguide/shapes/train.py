@@ -101,18 +101,19 @@ def train_clip(args: argparse.Namespace) -> None:
         state = torch.load(Path(args.init_from) / "ckpt.pt", map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         log.warning("initialised from %s (step %d)", args.init_from, state["step"])
-    frozen_text = None
     if args.freeze_text:  # LiT-style: keep the text tower (and what was conditioned on it)
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith("visual.") or name == "logit_scale")
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.1, betas=(0.9, 0.98))
+    step = ckpt.load(model, opt)
+    frozen_text = None
+    if args.freeze_text:  # after resuming: embeddings of the final text tower
         with torch.no_grad():
             frozen_text = model.encode_text(tokens, normalize=True)
     attr_text, attr_label = _attribute_targets(
         model, tokenizer, pool, args.attribute_loss, frozen_text is not None
     )
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.1, betas=(0.9, 0.98))
-    step = ckpt.load(model, opt)
     model.train()
     t0 = time.monotonic()
     while step < args.steps:
