@@ -273,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="clip/judge: weight of a loss classifying single-object scenes among all "
         "'a {size} {colour} {shape}' prompts (hard negatives for shape and size)",
     )
+    p.add_argument(
+        "--export-only", action="store_true", help="unet: export the checkpoint as it is"
+    )
     p.add_argument("--clip", default=None, help="unet: CLIP folder to condition on")
     p.add_argument("--vae", default=None, help="unet: VAE folder")
     return p

@@ -45,9 +45,9 @@ def unet_config(text_width: int, pooled_dim: int) -> dict:
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=(48, 96, 128),
+        block_out_channels=(32, 64, 96),
         layers_per_block=1,
-        attention_head_dim=(2, 3, 4),  # diffusers reads this as heads per block (as SDXL's)
+        attention_head_dim=(1, 2, 3),  # diffusers reads this as heads per block (as SDXL)
         transformer_layers_per_block=(1, 1, 1),
         norm_num_groups=16,
         cross_attention_dim=text_width,
@@ -100,24 +100,19 @@ def train_unet(args: argparse.Namespace) -> None:
     vae.eval()
     run = Path(args.run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    cache = run / f"data_{args.seed}_{args.pool}.pt"
+    cache = run / f"latents_{args.seed}_{args.pool}.pt"
     if cache.exists():
         data = torch.load(cache, weights_only=False)
     else:
         pool = build_pool(args.pool, args.seed, cache_dir=Path(args.run_dir).parent / "pools")
         unique, cap_idx = pool.caption_ids()
-        unique = unique + [""]  # last entry: the empty prompt for CFG dropout
-        hs, pooled = encode_captions(clip, unique)
-        data = dict(
-            latents=encode_latents(vae, pool.images),
-            cap_idx=cap_idx,
-            hs=hs,
-            pooled=pooled,
-            captions=unique,
-        )
+        data = dict(latents=encode_latents(vae, pool.images), cap_idx=cap_idx, captions=unique)
         torch.save(data, cache)
+    # Text encodings always come from the CLIP given now (the one the pipeline will carry);
+    # the last entry is the empty prompt, used for classifier-free-guidance dropout.
+    data["hs"], data["pooled"] = encode_captions(clip, data["captions"] + [""])
     latents, cap_idx, hs, pooled = data["latents"], data["cap_idx"], data["hs"], data["pooled"]
-    empty = len(data["captions"]) - 1
+    empty = len(data["captions"])
     log.warning("pool %d latents (std %.3f), %d captions", len(latents), latents.std(), empty)
 
     unet = build_unet(hs.shape[-1], pooled.shape[-1])
@@ -132,7 +127,7 @@ def train_unet(args: argparse.Namespace) -> None:
     time_ids = torch.tensor(TIME_IDS).repeat(args.batch, 1)
     unet.train()
     t0 = time.monotonic()
-    while step < args.steps:
+    while step < args.steps and not args.export_only:
         g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
         idx = torch.randint(len(latents), (args.batch,), generator=g)
         caps = torch.where(torch.rand(args.batch, generator=g) < 0.1, empty, cap_idx[idx])
