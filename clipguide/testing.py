@@ -149,56 +149,42 @@ def _tiny_clip_l(seed: int) -> CLIPTextModel:
     return CLIPTextModel(cfg).eval()
 
 
-def tiny_sdxl_pipeline(seed: int = 0, scheduler=None) -> StableDiffusionXLPipeline:
-    """A tiny SDXL base pipeline: CLIP-L-like + bigG-like (``tiny_clip``) text encoders, 16 px."""
-    text2 = tiny_clip(seed, towers=("text",))
-    te1 = _tiny_clip_l(seed + 1)
-    unet = _tiny_unet(
-        te1.config.hidden_size + text2.text_model.config.hidden_size,
-        text2.text_model.config.projection_dim,
-        seed + 2,
+def _sdxl_scheduler() -> EulerDiscreteScheduler:
+    """SDXL's default sampler and noise schedule."""
+    return EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        timestep_spacing="leading",
+        steps_offset=1,
     )
+
+
+def _tiny_sdxl(seed: int, scheduler, with_clip_l: bool) -> StableDiffusionXLPipeline:
+    text2 = tiny_clip(seed, towers=("text",))
+    cfg = text2.text_model.config
+    te1 = _tiny_clip_l(seed + 1) if with_clip_l else None
+    width = cfg.hidden_size + (te1.config.hidden_size if te1 is not None else 0)
     return StableDiffusionXLPipeline(
         vae=_tiny_vae(seed + 3),
         text_encoder=te1,
         text_encoder_2=text2.text_model,
-        tokenizer=offline_tokenizer(),
+        tokenizer=offline_tokenizer() if with_clip_l else None,
         tokenizer_2=text2.tokenizer,
-        unet=unet,
-        scheduler=scheduler
-        or EulerDiscreteScheduler(
-            beta_start=0.00085,
-            beta_end=0.012,
-            beta_schedule="scaled_linear",
-            timestep_spacing="leading",
-            steps_offset=1,
-        ),
+        unet=_tiny_unet(width, cfg.projection_dim, seed + 2),
+        scheduler=scheduler or _sdxl_scheduler(),
         add_watermarker=False,
     )
+
+
+def tiny_sdxl_pipeline(seed: int = 0, scheduler=None) -> StableDiffusionXLPipeline:
+    """A tiny SDXL base pipeline: CLIP-L-like + bigG-like (``tiny_clip``) text encoders, 16 px."""
+    return _tiny_sdxl(seed, scheduler, with_clip_l=True)
 
 
 def tiny_sdxl_pipeline_bigg_only(seed: int = 0, scheduler=None) -> StableDiffusionXLPipeline:
     """A tiny SDXL pipeline whose only text encoder is bigG-like (``text_encoder=None``)."""
-    text2 = tiny_clip(seed, towers=("text",))
-    cfg = text2.text_model.config
-    unet = _tiny_unet(cfg.hidden_size, cfg.projection_dim, seed + 2)
-    return StableDiffusionXLPipeline(
-        vae=_tiny_vae(seed + 3),
-        text_encoder=None,
-        text_encoder_2=text2.text_model,
-        tokenizer=None,
-        tokenizer_2=text2.tokenizer,
-        unet=unet,
-        scheduler=scheduler
-        or EulerDiscreteScheduler(
-            beta_start=0.00085,
-            beta_end=0.012,
-            beta_schedule="scaled_linear",
-            timestep_spacing="leading",
-            steps_offset=1,
-        ),
-        add_watermarker=False,
-    )
+    return _tiny_sdxl(seed, scheduler, with_clip_l=False)
 
 
 def tiny_sd_pipeline(seed: int = 0, scheduler=None) -> StableDiffusionPipeline:
