@@ -1,0 +1,61 @@
+"""Training utilities of the micro world: schedule, checkpoint resume, VAE stage smoke run."""
+
+import json
+
+import torch
+
+from clipguide.shapes.train import Checkpointer, cosine_lr, main
+
+
+def test_cosine_lr_warms_up_then_decays():
+    lrs = [cosine_lr(s, 100, 1e-3, 10) for s in range(100)]
+    assert lrs[0] == 1e-4 and lrs[9] == 1e-3
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    assert abs(cosine_lr(100, 100, 1e-3, 10) - 5e-5) < 1e-12
+
+
+def test_checkpointer_round_trip(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    ck = Checkpointer(tmp_path, every_s=1e9)
+    assert ck.load(model, opt) == 0
+    ck.maybe_save(model, opt, 7)  # not due yet
+    assert not ck.path.exists()
+    ck.maybe_save(model, opt, 7, force=True)
+    other = torch.nn.Linear(3, 2)
+    opt2 = torch.optim.AdamW(other.parameters())
+    assert Checkpointer(tmp_path).load(other, opt2) == 7
+    torch.testing.assert_close(other.weight, model.weight)
+    assert opt2.state_dict()["state"][0]["step"] == 1
+
+
+def test_vae_stage_runs_resumes_and_exports(tmp_path):
+    from diffusers import AutoencoderKL
+    from safetensors.torch import load_file
+
+    argv = [
+        "vae",
+        "--steps",
+        "2",
+        "--batch",
+        "2",
+        "--pool",
+        "8",
+        "--warmup",
+        "1",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--out",
+        str(tmp_path / "vae"),
+    ]
+    main(argv)
+    assert (tmp_path / "run" / "ckpt.pt").exists()
+    cfg = json.loads((tmp_path / "vae" / "config.json").read_text())
+    assert cfg["scaling_factor"] > 0 and cfg["latent_channels"] == 4
+    AutoencoderKL.from_pretrained(tmp_path / "vae")  # loads
+    stored = load_file(tmp_path / "vae" / "diffusion_pytorch_model.safetensors")
+    assert {t.dtype for t in stored.values()} == {torch.float16}
+    main(argv)  # resumes at step 2: nothing left to train, exports again
+    assert torch.load(tmp_path / "run" / "ckpt.pt", weights_only=False)["step"] == 2
