@@ -20,6 +20,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -45,12 +46,29 @@ def _tiny_world(n: int) -> World:
     return World("tiny", tiny_sdxl_pipeline(), tiny_clip(seed=5), None, prompts, None)
 
 
-def _shapes_world(n: int) -> World:
-    from clipguide import shapes
+def _shapes_world(n: int, weights: str | None = None) -> World:
+    from clipguide import load_clip, shapes
 
-    pipe = shapes.pipeline(progress=False)
-    guide = shapes.load_shapes_clip("shapes")
-    judge = shapes.load_shapes_clip("shapes-judge")
+    if weights is None:
+        pipe = shapes.pipeline(progress=False)
+        guide = shapes.load_shapes_clip("shapes", dtype=torch.float32)
+        judge = shapes.load_shapes_clip("shapes-judge", dtype=torch.float32)
+    else:  # guide/unet/vae/scheduler from a folder laid out like the shipped weights
+        from diffusers import AutoencoderKL, StableDiffusionXLPipeline, UNet2DConditionModel
+
+        guide = load_clip(f"local-dir:{weights}/shapes", dtype=torch.float32)
+        judge = shapes.load_shapes_clip("shapes-judge", dtype=torch.float32)  # the shipped judge
+        pipe = StableDiffusionXLPipeline(
+            vae=AutoencoderKL.from_pretrained(f"{weights}/vae"),
+            text_encoder=None,
+            text_encoder_2=guide.text_model,
+            tokenizer=None,
+            tokenizer_2=guide.tokenizer,
+            unet=UNet2DConditionModel.from_pretrained(f"{weights}/unet"),
+            scheduler=shapes.make_scheduler(None, config=dict(_load_json(f"{weights}/scheduler"))),
+            force_zeros_for_empty_prompt=False,
+            add_watermarker=False,
+        ).to(dtype=torch.float32)
     per_family = max(1, -(-n // len(shapes.FAMILIES)))
     by_family: dict[str, list[str]] = {}
     for scene in shapes.prompt_set(n_per_family=per_family):
@@ -64,10 +82,14 @@ def _shapes_world(n: int) -> World:
     return World("shapes", pipe, guide, judge, prompts, oracle)
 
 
-def build_world(kind: str, n: int) -> World:
+def _load_json(folder: str) -> dict:
+    return json.loads((Path(folder) / "scheduler_config.json").read_text())
+
+
+def build_world(kind: str, n: int, weights: str | None = None) -> World:
     if kind in ("auto", "shapes"):
         try:
-            return _shapes_world(n)
+            return _shapes_world(n, weights)
         except (FileNotFoundError, ImportError, ValueError) as err:
             if kind == "shapes":
                 raise
@@ -169,12 +191,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--scale", type=float, default=0.5, help="scale of the mode comparison")
     parser.add_argument("--quick", action="store_true", help="fewer steps and sweep points")
+    parser.add_argument(
+        "--weights", default=None, help="micro-world weights folder (default: shipped)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.quick:
         args.steps, args.repeats = min(args.steps, 10), 1
 
-    world = build_world(args.world, args.images)
+    world = build_world(args.world, args.images, args.weights)
     bench = Bench(world, args.steps, args.cfg, args.seed)
     guide = world.guide
     bench.generate(None)  # warm-up
@@ -198,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mode {mode:4s} {_label(modes[mode])}", flush=True)
 
     base_setting = dict(mode="fast", scale=args.scale, views=1, start=0.0, stop=0.5, every=1)
+    half = max(1, world.pipe.unet.config.sample_size // 2)
     variations: list[dict] = [
         {},
         {"scale": args.scale / 2},
@@ -213,7 +239,10 @@ def main(argv: list[str] | None = None) -> int:
         {"stop": 0.1, "scale": args.scale * 8},
         {"stop": 0.05, "scale": args.scale * 8},
         {"stop": 0.1, "scale": args.scale * 8, "views": 4},
-        {"decode_size": max(1, world.pipe.unet.config.sample_size // 2)},
+        {"decode_size": half},
+        {"stop": 0.1, "scale": args.scale * 8, "decode_size": half},
+        {"stop": 0.05, "scale": args.scale * 8, "decode_size": half},
+        {"stop": 0.2, "every": 2, "scale": args.scale * 4, "decode_size": half},
     ]
     if args.quick:
         variations = [variations[i] for i in (0, 2, 5, 8, 10)]
