@@ -19,7 +19,14 @@ import torch
 
 from clipguide import load_clip
 from clipguide.scoring import CLIPScorer
-from clipguide.shapes import FAMILIES, check, pipeline, prompt_set
+from clipguide.shapes import (
+    DEFAULT_GUIDANCE_SCALE,
+    DEFAULT_STEPS,
+    FAMILIES,
+    check,
+    pipeline,
+    prompt_set,
+)
 
 Mode = Callable[..., list]
 
@@ -60,8 +67,8 @@ def evaluate(images, scenes, scorers) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--per-family", type=int, default=30)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--cfg", type=float, default=5.0)
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    p.add_argument("--cfg", type=float, default=DEFAULT_GUIDANCE_SCALE)
     p.add_argument("--batch", type=int, default=35)
     p.add_argument("--scheduler", default=None)
     p.add_argument("--modes", nargs="+", default=["plain"], choices=sorted(MODES))

@@ -54,7 +54,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         type=float,
         default=None,
         dest="cfg_scale",
-        help="classifier-free guidance scale (default 5.0 micro world / 7.0)",
+        help="classifier-free guidance scale (default 2.0 micro world / 7.0)",
     )
     p.add_argument(
         "--size", type=int, default=None, help="image side in pixels (default: the model's)"
@@ -141,13 +141,17 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from clipguide.shapes.shipped import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS
+
     if args.num_images < 1:
         raise SystemExit(f"--num-images must be >= 1, got {args.num_images}")
     if args.steps is not None and args.steps < 1:
         raise SystemExit(f"--steps must be >= 1, got {args.steps}")
     micro = args.model == MICRO_WORLD
-    steps = args.steps or (20 if micro else 30)
-    cfg = args.cfg_scale if args.cfg_scale is not None else (5.0 if micro else 7.0)
+    steps = args.steps or (DEFAULT_STEPS if micro else 30)
+    cfg = (
+        args.cfg_scale if args.cfg_scale is not None else (DEFAULT_GUIDANCE_SCALE if micro else 7.0)
+    )
     pipe = load_pipeline(args.model, args.scheduler, args.device, not args.no_progress)
     seeds = [args.seed + i for i in range(args.num_images)]
     call = dict(

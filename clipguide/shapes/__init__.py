@@ -16,10 +16,19 @@ from clipguide.shapes.scenes import (
     render,
     sample_scene,
 )
-from clipguide.shapes.shipped import SCHEDULERS, load_shapes_clip, make_scheduler, pipeline
+from clipguide.shapes.shipped import (
+    DEFAULT_GUIDANCE_SCALE,
+    DEFAULT_STEPS,
+    SCHEDULERS,
+    load_shapes_clip,
+    make_scheduler,
+    pipeline,
+)
 
 __all__ = [
     "COLOURS",
+    "DEFAULT_GUIDANCE_SCALE",
+    "DEFAULT_STEPS",
     "FAMILIES",
     "RELATIONS",
     "SCHEDULERS",

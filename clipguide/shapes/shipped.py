@@ -7,10 +7,22 @@ from typing import Any
 
 import torch
 
-__all__ = ["SCHEDULERS", "WEIGHTS_DIR", "load_shapes_clip", "make_scheduler", "pipeline"]
+__all__ = [
+    "DEFAULT_GUIDANCE_SCALE",
+    "DEFAULT_STEPS",
+    "SCHEDULERS",
+    "WEIGHTS_DIR",
+    "load_shapes_clip",
+    "make_scheduler",
+    "pipeline",
+]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 _CLIP_NAMES = ("shapes", "shapes-judge")
+# Sampling defaults measured on the shipped UNet (benchmarks/shapes_quality.py): classifier-free
+# guidance above ~3 saturates colours and empties some images in this small model.
+DEFAULT_GUIDANCE_SCALE = 2.0
+DEFAULT_STEPS = 20
 
 
 def _schedulers() -> dict[str, Any]:
