@@ -114,6 +114,8 @@ def pipeline(
         force_zeros_for_empty_prompt=False,  # trained with the empty prompt as unconditional
         add_watermarker=False,
     )
+    # load_clip(pipe) pairs the pipeline's text tower with this vision tower
+    pipe.clipguide_vision_source = "shapes"
     if device is not None:
         pipe.to(device)
     pipe.set_progress_bar_config(disable=not progress)
