@@ -4,11 +4,11 @@ from clipguide.cache import TEXT_CACHE, TextEncodingCache, cached_encode_text, c
 from clipguide.clip import CLIP, TextEncoding
 from clipguide.conditioning import Conditioning, encode_prompt
 from clipguide.convert import openclip_to_transformers, transformers_to_openclip
-from clipguide.guidance import CLIPGuidance, GuidanceSettings, predict_x0
+from clipguide.guidance import CLIPGuidance, GuidanceSettings, decode_latents, predict_x0
 from clipguide.images import UnreadableImageError, as_image_list, load_image, to_rgb
 from clipguide.loading import WeightsNotFoundError, load_clip
 from clipguide.preprocess import Preprocess
-from clipguide.prompts import parse_prompt
+from clipguide.prompts import parse_prompt, tokenize_prompt
 from clipguide.scoring import (
     HESSEL_SCALE,
     CLIPScorer,
@@ -20,6 +20,7 @@ from clipguide.scoring import (
     rank,
 )
 from clipguide.selection import BestOfN, best_of_n
+from clipguide.sheet import contact_sheet
 from clipguide.tokenizer import offline_tokenizer
 
 __version__ = "0.1.0"
@@ -39,6 +40,7 @@ __all__ = [
     "encode_prompt",
     "Conditioning",
     "parse_prompt",
+    "tokenize_prompt",
     # shared text-encoding cache
     "TEXT_CACHE",
     "TextEncodingCache",
@@ -46,6 +48,7 @@ __all__ = [
     "cached_text_embeds",
     # guidance
     "CLIPGuidance",
+    "decode_latents",
     "GuidanceSettings",
     "predict_x0",
     # scoring and reranking
@@ -59,6 +62,7 @@ __all__ = [
     "HESSEL_SCALE",
     "best_of_n",
     "BestOfN",
+    "contact_sheet",
     # image inputs
     "as_image_list",
     "load_image",

@@ -286,7 +286,9 @@ def load_clip(
         pretrained: open_clip tag or checkpoint file for a model name (default
             ``"laion2b_s39b_b160k"`` for ViT-bigG-14); None gives random weights.
         towers: which towers to load: ``("text",)``, ``("vision",)`` or both.
-        device, dtype: where and in which precision (fp32/fp16/bf16) to put new weights.
+        device, dtype: where and in which precision (fp32/fp16/bf16) to put new weights;
+            weights read from files default to fp32 whatever their stored precision (as
+            open_clip does), a pipeline's vision tower to its text tower's dtype.
         vision: with a pipeline source, where the vision tower comes from (any source above).
     """
     towers = _check_towers(towers)
@@ -297,6 +299,7 @@ def load_clip(
         return _from_pipeline(source, vision, towers, device, dtype, cache_dir)
     if hasattr(source, "visual") and hasattr(source, "encode_text"):
         return _from_openclip_model(source, towers, device, dtype)
+    dtype = dtype or torch.float32  # the sources below read weights from files
     if isinstance(source, Path):
         source = str(source)
     if not isinstance(source, str):

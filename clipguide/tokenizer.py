@@ -75,9 +75,9 @@ def _clean_any(text):
     return text
 
 
-@lru_cache(maxsize=2)
-def _cached_tokenizer(model_max_length: int) -> OpenCLIPTokenizer:
-    vocab, merges = bpe_vocab_and_merges()
+def offline_tokenizer(model_max_length: int = CONTEXT_LENGTH) -> OpenCLIPTokenizer:
+    """The bigG / SDXL ``tokenizer_2`` tokenizer, built offline (49,408 tokens, pad ``"!"``)."""
+    vocab, merges = bpe_vocab_and_merges()  # read once; building a tokenizer takes ~40 ms
     return OpenCLIPTokenizer(
         vocab=dict(vocab),
         merges=list(merges),
@@ -86,10 +86,3 @@ def _cached_tokenizer(model_max_length: int) -> OpenCLIPTokenizer:
         # "!" is the pad token; a "!" typed in a prompt must stay the word "!" as in open_clip.
         split_special_tokens=True,
     )
-
-
-def offline_tokenizer(model_max_length: int = CONTEXT_LENGTH) -> OpenCLIPTokenizer:
-    """The bigG / SDXL ``tokenizer_2`` tokenizer, built offline (49,408 tokens, pad ``"!"``)."""
-    import copy
-
-    return copy.deepcopy(_cached_tokenizer(model_max_length))

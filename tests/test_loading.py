@@ -188,3 +188,15 @@ def test_folder_without_config_is_refused(tmp_path):
 def test_text_only_transformers_model_object_is_not_a_source():
     with pytest.raises(TypeError, match="CLIPTextModelWithProjection"):
         load_clip(CLIPTextModelWithProjection.__new__(CLIPTextModelWithProjection))
+
+
+def test_file_weights_default_to_fp32_whatever_they_were_stored_in(oc, tmp_path):
+    save_file({k: v.half() for k, v in oc.state_dict().items()}, tmp_path / "w16.safetensors")
+    clip = load_clip("clipguide-tiny", pretrained=str(tmp_path / "w16.safetensors"))
+    assert clip.dtype == torch.float32
+    assert (
+        load_clip(
+            "clipguide-tiny", pretrained=str(tmp_path / "w16.safetensors"), dtype="fp16"
+        ).dtype
+        == torch.float16
+    )

@@ -102,3 +102,9 @@ def test_long_prompt_keeps_end_token(tokenizers):
     tok, _ = tokenizers
     ids = tok("word " * 300, padding="max_length", max_length=77, truncation=True).input_ids
     assert len(ids) == 77 and ids[0] == 49406 and ids[-1] == 49407
+
+
+def test_decode_round_trips_words():
+    tok = offline_tokenizer()
+    ids = tok("flat colours, two red circles!").input_ids
+    assert tok.decode(ids, skip_special_tokens=True) == "flat colours , two red circles !"
