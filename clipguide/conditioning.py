@@ -277,6 +277,9 @@ def encode_prompt(
     toks = [t.tokenizer for t in target.towers]
     # textual inversion: the pipeline's own expansion of multi-vector tokens, on the raw text
     convert = getattr(pipe_or_clip, "maybe_convert_prompt", None)
+    special = set(getattr(toks[0], "all_special_tokens", ()))
+    if not any(t not in special for t in getattr(toks[0], "added_tokens_encoder", {})):
+        convert = None  # no textual-inversion tokens loaded (and no long-prompt warning)
 
     def tokenize(text: str) -> PromptChunks:
         if callable(convert):
