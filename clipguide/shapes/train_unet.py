@@ -20,7 +20,7 @@ import torch
 from .data import build_pool
 from .train import WEIGHTS_DIR, Checkpointer, cosine_lr
 
-__all__ = ["SCHEDULE", "TIME_IDS", "UNET_CONFIG", "build_unet", "train_unet"]
+__all__ = ["SCHEDULE", "TIME_IDS", "build_unet", "train_unet", "unet_config"]
 
 log = logging.getLogger("clipguide.shapes.train")
 
@@ -56,9 +56,6 @@ def unet_config(text_width: int, pooled_dim: int) -> dict:
         addition_time_embed_dim=ADDITION_TIME_EMBED_DIM,
         projection_class_embeddings_input_dim=pooled_dim + 6 * ADDITION_TIME_EMBED_DIM,
     )
-
-
-UNET_CONFIG = unet_config  # kept callable: depends on the text tower
 
 
 def build_unet(text_width: int, pooled_dim: int):
