@@ -68,6 +68,30 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help="CLIP(s) to score with, for the sidecar (default: shapes and "
         "shapes-judge for the micro world, none otherwise)",
     )
+    p.add_argument(
+        "--clip-guidance",
+        type=float,
+        default=0.0,
+        metavar="SCALE",
+        help="CLIP-gradient guidance strength (0 = off; try 4 on the micro world, see README)",
+    )
+    p.add_argument(
+        "--clip-guidance-mode", choices=("fast", "full"), default="fast", help="guidance mode"
+    )
+    p.add_argument(
+        "--guide-clip",
+        default=None,
+        metavar="CLIP",
+        help="vision tower that guides and picks best-of-N (default: shapes for the micro "
+        "world, bigG ViT-bigG-14/laion2b_s39b_b160k otherwise)",
+    )
+    p.add_argument(
+        "--best-of",
+        type=int,
+        default=1,
+        metavar="N",
+        help="generate N candidates per image and keep the one the guide CLIP scores best",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     # Extension point: guidance (--guidance-scale-clip ...) and --best-of N register here.
     for extend in EXTENSIONS:
@@ -135,6 +159,55 @@ def _scores(images, prompt: str, names: list[str]) -> dict[str, list[float]]:
     return out
 
 
+def _sample(pipe, call: dict, seeds: list[int], args, micro: bool):
+    """Sample, with CLIP guidance attached and best-of-N selection when asked.
+
+    Returns the images, the seed that regenerates each, and per-image best-of-N records.
+    """
+    import contextlib
+
+    from clipguide import CLIPGuidance, CLIPScorer, best_of_n, load_clip
+
+    guide = None
+    if args.clip_guidance or args.best_of > 1:
+        vision = args.guide_clip or (MICRO_WORLD if micro else None)
+        guide = load_clip(pipe, vision=vision)
+    attached = contextlib.nullcontext()
+    if args.clip_guidance:
+        guidance = CLIPGuidance(guide, scale=args.clip_guidance, mode=args.clip_guidance_mode)
+        attached = guidance.attach(pipe)
+    with attached:
+        if args.best_of == 1:
+            return pipe(**call).images, seeds, []
+        n = args.best_of
+        scorer = CLIPScorer(guide)
+        kwargs = {k: v for k, v in call.items() if k not in ("prompt", "generator")}
+        kwargs.pop("num_images_per_prompt")
+        images, chosen, picks = [], [], []
+        for i in range(len(seeds)):
+            result = best_of_n(
+                pipe,
+                call["prompt"],
+                n,
+                scorer,
+                seed=args.seed + i * n,
+                batch_size=n,
+                progress=False,
+                **kwargs,
+            )
+            images.append(result.images[0])
+            chosen.append(result.seeds[0])
+            picks.append(
+                {
+                    "n": n,
+                    "judge": vision or "ViT-bigG-14/laion2b_s39b_b160k",
+                    "candidate_seeds": result.seeds,
+                    "candidate_scores": [round(float(x), 4) for x in result.scores],
+                }
+            )
+        return images, chosen, picks
+
+
 def run(args: argparse.Namespace) -> int:
     """Generate ``--num-images`` images and their sidecars; returns the exit code."""
     import io
@@ -143,6 +216,10 @@ def run(args: argparse.Namespace) -> int:
 
     from clipguide.shapes.shipped import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS
 
+    if args.best_of < 1:
+        raise SystemExit(f"--best-of must be >= 1, got {args.best_of}")
+    if args.clip_guidance < 0:
+        raise SystemExit(f"--clip-guidance must be >= 0, got {args.clip_guidance}")
     if args.num_images < 1:
         raise SystemExit(f"--num-images must be >= 1, got {args.num_images}")
     if args.steps is not None and args.steps < 1:
@@ -165,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
         call.update(height=args.size, width=args.size)
     for hook in CALL_HOOKS:
         call = hook(pipe, call, args)
-    images = pipe(**call).images
+    images, seeds, picks = _sample(pipe, call, seeds, args, micro)
     names = (
         args.score_with
         if args.score_with is not None
@@ -198,6 +275,10 @@ def run(args: argparse.Namespace) -> int:
             "size": list(image.size),
             "scores": {k: v[i] for k, v in scores.items()},
         }
+        if args.clip_guidance:
+            record["clip_guidance"] = {"scale": args.clip_guidance, "mode": args.clip_guidance_mode}
+        if picks:
+            record["best_of"] = picks[i]
         if verdicts is not None:
             v = verdicts[i]
             record["oracle"] = {

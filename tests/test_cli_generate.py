@@ -1,0 +1,50 @@
+"""``clipguide generate`` with CLIP guidance and best-of-N on the micro world."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipguide.cli import main as cli_main
+
+BASE = ["generate", "a red circle left of a blue square", "--steps", "6", "--no-progress"]
+
+
+def _pixels(path):
+    return np.asarray(Image.open(path), dtype=np.int16)
+
+
+def test_best_of_n_keeps_the_best_candidate_and_its_seed_regenerates_it(tmp_path):
+    argv = BASE + ["--out", str(tmp_path / "best"), "--best-of", "3", "--num-images", "2"]
+    argv += ["--clip-guidance", "2", "--score-with", "shapes"]
+    assert cli_main(argv) == 0
+    sidecars = sorted((tmp_path / "best").glob("*.json"))
+    assert len(sidecars) == 2
+    for i, sidecar in enumerate(sidecars):
+        meta = json.loads(sidecar.read_text())
+        picks = meta["best_of"]
+        assert picks["n"] == 3 and picks["judge"] == "shapes"
+        assert sorted(picks["candidate_seeds"]) == [3 * i + j for j in range(3)]
+        assert picks["candidate_scores"] == sorted(picks["candidate_scores"], reverse=True)
+        assert meta["seed"] == picks["candidate_seeds"][0]
+        assert meta["scores"]["shapes"] == pytest.approx(picks["candidate_scores"][0], abs=0.05)
+        assert meta["clip_guidance"] == {"scale": 2.0, "mode": "fast"}
+    # the recorded seed regenerates the chosen image on its own
+    meta = json.loads(sidecars[0].read_text())
+    again = BASE + ["--out", str(tmp_path / "again"), "--seed", str(meta["seed"])]
+    assert cli_main(again + ["--clip-guidance", "2", "--score-with", "shapes"]) == 0
+    chosen = (tmp_path / "best") / meta["file"]
+    redo = next((tmp_path / "again").glob("*.png"))
+    assert np.abs(_pixels(chosen) - _pixels(redo)).max() <= 2
+
+
+def test_guidance_changes_the_image_and_bad_values_are_refused(tmp_path):
+    assert cli_main(BASE + ["--out", str(tmp_path / "plain"), "--score-with", "shapes"]) == 0
+    assert cli_main(BASE + ["--out", str(tmp_path / "guided"), "--clip-guidance", "4"]) == 0
+    plain = next((tmp_path / "plain").glob("*.png"))
+    guided = next((tmp_path / "guided").glob("*.png"))
+    assert np.abs(_pixels(plain) - _pixels(guided)).max() > 0
+    for bad in (["--best-of", "0"], ["--clip-guidance", "-1"]):
+        with pytest.raises(SystemExit, match=bad[0]):
+            cli_main(BASE + ["--out", str(tmp_path / "x")] + bad)
