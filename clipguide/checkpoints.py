@@ -126,7 +126,7 @@ def build_module(cls, config, sd: Mapping[str, torch.Tensor] | None, device, dty
     """Instantiate a tower; with a state dict, allocate nothing before the weights arrive."""
     if sd is None:
         model = cls(config)
-        return model.to(device=device, dtype=dtype)
+        return model.to(device=device, dtype=dtype).requires_grad_(False).eval()
     with init_empty_weights(include_buffers=False):
         model = cls(config)
     own = model.state_dict()
@@ -136,4 +136,5 @@ def build_module(cls, config, sd: Mapping[str, torch.Tensor] | None, device, dty
         raise KeyError(f"checkpoint lacks {len(missing)} {cls.__name__} keys, e.g. {missing[:3]}")
     wanted = {k: v.to(device=device or "cpu", dtype=dtype or v.dtype) for k, v in wanted.items()}
     model.load_state_dict(wanted, strict=True, assign=True)
-    return model.to(device=device)
+    # an inference model: gradients may flow through it (guidance) but never into it
+    return model.to(device=device).requires_grad_(False).eval()

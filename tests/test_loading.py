@@ -200,3 +200,13 @@ def test_file_weights_default_to_fp32_whatever_they_were_stored_in(oc, tmp_path)
         ).dtype
         == torch.float16
     )
+
+
+def test_loaded_towers_are_frozen_but_pass_gradients(oc_dir):
+    clip = load_clip(f"local-dir:{oc_dir}")
+    assert not any(p.requires_grad for p in clip.text_model.parameters())
+    assert not any(p.requires_grad for p in clip.vision_model.parameters())
+    assert not clip.encode_text("a red circle").embeds.requires_grad
+    x = torch.rand(1, 3, 32, 32, requires_grad=True)
+    clip.encode_image(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
