@@ -232,16 +232,17 @@ def main(argv: list[str] | None = None) -> int:
         {"scale": 8.0},
         {"every": 1},
         {"every": 4},
+        {"every": 10},
         {"views": 4},
-        {"stop": 0.25},
-        {"stop": 0.75},
-        {"start": 0.25, "stop": 0.75},
-        {"stop": 1.0, "every": 1, "scale": 0.5},
-        {"stop": 0.1, "every": 1},
+        {"start": 0.0, "stop": 0.5},
+        {"start": 0.5, "stop": 1.0},
+        {"start": 0.0, "stop": 1.0},
+        {"start": 0.0, "stop": 1.0, "every": 1, "scale": 0.5},
+        {"start": 0.0, "stop": 0.1, "every": 1},
         {"decode_size": half},
     ]
     if args.quick:
-        variations = [variations[i] for i in (1, 4, 10)]
+        variations = [variations[i] for i in (1, 4, 11)]
     sweep = []
     for change in variations:
         settings = {**base_setting, **change}

@@ -194,15 +194,21 @@ def main(argv: list[str] | None = None) -> int:
 
     configs: dict[str, CLIPGuidance | None] = {
         "unguided": None,
-        "fast_first_step": guide(mode="fast", scale=4.0, stop=0.05),
+        "fast_first_step": guide(mode="fast", start=0.0, stop=0.05, every=1),
         "fast_default": guide(mode="fast"),
-        "fast_all_steps": guide(mode="fast", stop=1.0),
-        "fast_all_steps_ckpt": guide(mode="fast", stop=1.0, checkpointing=True),
-        "fast_all_steps_tiny_decoder": guide(mode="fast", stop=1.0, decoder=decoder),
-        "fast_all_steps_decode32": guide(mode="fast", stop=1.0, decode_size=4 if args.tiny else 32),
+        "fast_all_steps": guide(mode="fast", start=0.0, stop=1.0, every=1),
+        "fast_all_steps_ckpt": guide(mode="fast", start=0.0, stop=1.0, every=1, checkpointing=True),
+        "fast_all_steps_tiny_decoder": guide(
+            mode="fast", start=0.0, stop=1.0, every=1, decoder=decoder
+        ),
+        "fast_all_steps_decode32": guide(
+            mode="fast", start=0.0, stop=1.0, every=1, decode_size=4 if args.tiny else 32
+        ),
         "fast_default_tiny_decoder": guide(mode="fast", decoder=decoder),
-        "full_all_steps": guide(mode="full", stop=1.0),
-        "full_all_steps_ckpt": guide(mode="full", stop=1.0, checkpointing=True),
+        "fast_default_decode32": guide(mode="fast", decode_size=4 if args.tiny else 32),
+        "full_default": guide(mode="full"),
+        "full_all_steps": guide(mode="full", start=0.0, stop=1.0, every=1),
+        "full_all_steps_ckpt": guide(mode="full", start=0.0, stop=1.0, every=1, checkpointing=True),
     }
     timed(pipe, None, kwargs, 2, device)  # warm-up (kernels, allocator)
     rows: dict[str, dict] = {}

@@ -39,8 +39,8 @@ def test_custom_pipeline_loads_from_folder_and_matches_attach(tmp_path):
         ).images
 
     base = run()
-    guided = run(clip_guidance=CLIPGuidance(clip, scale=1.0, stop=1.0))
-    with CLIPGuidance(clip, scale=1.0, stop=1.0).attach(pipe):
+    guided = run(clip_guidance=CLIPGuidance(clip, scale=1.0, start=0.0, stop=1.0, every=1))
+    with CLIPGuidance(clip, scale=1.0, start=0.0, stop=1.0, every=1).attach(pipe):
         attached = run()
     assert not torch.equal(guided, base)
     assert torch.equal(guided, attached)

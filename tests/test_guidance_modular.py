@@ -47,7 +47,7 @@ def test_modular_block_matches_stock_hook():
     stock = tiny_sdxl_pipeline()
     stock.set_progress_bar_config(disable=True)
     clip = tiny_clip(seed=5)
-    settings = dict(scale=300.0, stop=1.0, normalize=False)
+    settings = dict(scale=300.0, start=0.0, stop=1.0, every=1, normalize=False)
     in_loop = CLIPGuidance(clip, **settings)
     modular = _modular(stock, in_loop)
     guided = _call(modular, True)

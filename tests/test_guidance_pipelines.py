@@ -79,7 +79,7 @@ def test_scale_zero_and_detach_reproduce_unguided_exactly(pipes, clip):
     base = _run(pipe)
     assert torch.equal(_run(pipe, CLIPGuidance(clip, scale=0.0)), base)
 
-    guidance = CLIPGuidance(clip, scale=2.0, stop=1.0)
+    guidance = CLIPGuidance(clip, scale=2.0, start=0.0, stop=1.0, every=1)
     attachment = guidance.attach(pipe)
     guided = _run(pipe)
     attachment.detach()
@@ -101,7 +101,7 @@ def test_guidance_raises_similarity_on_every_scheduler(pipes, clip, kind, schedu
     pipe = _set_scheduler(pipes[kind], scheduler)
     prompts = PROMPTS[:1]
     base = _run(pipe, prompts=prompts, steps=2)
-    guidance = CLIPGuidance(clip, scale=2.0, stop=1.0)
+    guidance = CLIPGuidance(clip, scale=2.0, start=0.0, stop=1.0, every=1)
     guided = _run(pipe, guidance, prompts=prompts, steps=2)
     assert torch.isfinite(guided).all()
     evaluations = len(pipe.scheduler.timesteps)
@@ -114,8 +114,10 @@ def test_guidance_raises_similarity_on_every_scheduler(pipes, clip, kind, schedu
 def test_guided_beats_unguided_on_same_seeds(pipes, clip, mode):
     pipe = _set_scheduler(pipes["sdxl"], "euler")
     prompts = ["a red circle", "a blue square", "two green triangles", "a yellow star"]
-    base = _run(pipe, prompts=prompts, seed=3)
-    guided = _run(pipe, CLIPGuidance(clip, scale=1.0, mode=mode), prompts=prompts, seed=3)
+    base = _run(pipe, prompts=prompts, seed=3, steps=6)
+    guidance = CLIPGuidance(clip, mode=mode)  # the defaults: evaluations 2 and 4 of 6
+    guided = _run(pipe, guidance, prompts=prompts, seed=3, steps=6)
+    assert [r["step"] for r in guidance.history] == [2, 4]
     gains = _similarity(clip, guided, prompts) - _similarity(clip, base, prompts)
     assert (gains > 0).all(), gains
 
@@ -124,7 +126,7 @@ def test_batches_images_per_prompt_and_cfg_off(pipes, clip):
     pipe = _set_scheduler(pipes["sdxl"], "euler")
     for cfg in (5.0, 1.0):
         base = _run(pipe, num_images_per_prompt=2, guidance_scale=cfg)
-        guidance = CLIPGuidance(clip, scale=1.0, stop=1.0)
+        guidance = CLIPGuidance(clip, scale=1.0, start=0.0, stop=1.0, every=1)
         guided = _run(pipe, guidance, num_images_per_prompt=2, guidance_scale=cfg)
         assert guided.shape == base.shape == (4, 3, 16, 16)
         assert all(len(r["similarity"]) == 4 for r in guidance.history)
@@ -147,9 +149,9 @@ def test_other_text_and_embedding_targets(pipes, clip):
     pipe = _set_scheduler(pipes["sd"], "ddim")
     other = "a yellow star"
     base = _run(pipe)
-    by_text = _run(pipe, CLIPGuidance(clip, scale=2.0, stop=1.0, target=other))
+    by_text = _run(pipe, CLIPGuidance(clip, scale=2.0, start=0.0, stop=1.0, every=1, target=other))
     emb = clip.encode_text([other]).embeds
-    by_emb = _run(pipe, CLIPGuidance(clip, scale=2.0, stop=1.0, target=emb))
+    by_emb = _run(pipe, CLIPGuidance(clip, scale=2.0, start=0.0, stop=1.0, every=1, target=emb))
     torch.testing.assert_close(by_text, by_emb)
     gain = _similarity(clip, by_text, [other] * 2) - _similarity(clip, base, [other] * 2)
     assert (gain > 0).all()
@@ -161,7 +163,7 @@ def test_prompt_embeds_without_target_is_a_clear_error(pipes, clip):
     with pytest.raises(ValueError, match="target="):
         _run(
             pipe,
-            CLIPGuidance(clip, stop=1.0),
+            CLIPGuidance(clip, start=0.0, stop=1.0, every=1),
             prompts=None,
             prompt_embeds=embeds,
             negative_prompt_embeds=negative,
@@ -175,7 +177,7 @@ def test_low_precision_pipelines(clip, dtype):
     pipe.set_progress_bar_config(disable=True)
     half_clip = tiny_clip(seed=5).to(dtype=dtype)
     base = _run(pipe, prompts=PROMPTS[:1], steps=2)
-    guidance = CLIPGuidance(half_clip, scale=2.0, stop=1.0)
+    guidance = CLIPGuidance(half_clip, scale=2.0, start=0.0, stop=1.0, every=1)
     guided = _run(pipe, guidance, prompts=PROMPTS[:1], steps=2)
     assert pipe.unet.dtype == pipe.vae.dtype == dtype  # a temporary fp32 decode is undone
     assert torch.isfinite(guided.float()).all() and not torch.equal(guided, base)
@@ -197,10 +199,10 @@ def test_full_mode_reruns_unet_once_per_guided_step(pipes, clip):
 def test_model_cpu_offload(clip):
     pipe = tiny_sdxl_pipeline()
     pipe.set_progress_bar_config(disable=True)
-    guided = _run(pipe, CLIPGuidance(clip, scale=1.0, stop=1.0))
+    guided = _run(pipe, CLIPGuidance(clip, scale=1.0, start=0.0, stop=1.0, every=1))
     pipe.enable_model_cpu_offload(device="cpu")
     assert hasattr(pipe.unet, "_hf_hook")
-    offloaded = _run(pipe, CLIPGuidance(clip, scale=1.0, stop=1.0))
+    offloaded = _run(pipe, CLIPGuidance(clip, scale=1.0, start=0.0, stop=1.0, every=1))
     torch.testing.assert_close(offloaded, guided)
 
 
@@ -211,7 +213,7 @@ def test_nonfinite_gradient_is_skipped_with_one_warning(pipes, clip):
     def nan_decoder(latents):
         return latents[:, :3] * float("nan")
 
-    guidance = CLIPGuidance(clip, scale=1.0, stop=1.0, decoder=nan_decoder)
+    guidance = CLIPGuidance(clip, scale=1.0, start=0.0, stop=1.0, every=1, decoder=nan_decoder)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = _run(pipe, guidance)
@@ -276,7 +278,7 @@ def test_decode_size_decodes_a_smaller_copy(pipes, clip):
     base = _run(pipe, prompts=PROMPTS[:1], steps=2)
     guided = _run(
         pipe,
-        CLIPGuidance(clip, scale=2.0, stop=1.0, decoder=decoder, decode_size=4),
+        CLIPGuidance(clip, scale=2.0, start=0.0, stop=1.0, every=1, decoder=decoder, decode_size=4),
         prompts=PROMPTS[:1],
         steps=2,
     )
