@@ -1,6 +1,7 @@
 """CLIP-gradient guidance during sampling: pure maths plus thin diffusers adapters."""
 
-from .guidance import CLIPGuidance, GuidanceSettings, decode_latents
+from .decode import decode_latents
+from .guidance import CLIPGuidance, GuidanceSettings
 from .loss import cosine, make_views, spherical_distance
 from .modular import CLIPGuidanceLoopStep, add_to_modular_sdxl
 from .schedulers import (

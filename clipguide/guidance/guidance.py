@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
+from .decode import decode_latents, decoder_ready, shrink_latents
 from .loss import cosine, make_views, spherical_distance
 from .schedulers import NoiseLevel, output_change_from_eps, split_model_output
 from .update import eps_change
 
-__all__ = ["GuidanceSettings", "CLIPGuidance", "decode_latents"]
+__all__ = ["GuidanceSettings", "CLIPGuidance"]
 
 logger = logging.getLogger(__name__)
 MODES = ("fast", "full")
@@ -102,50 +102,6 @@ class GuidanceSettings:
         frac = position / max(total, 1)
         first = math.ceil(self.start * total - 1e-9)  # first evaluation in the window
         return self.start <= frac < self.stop and (position - first) % self.every == 0
-
-
-def _module_device(module: Any) -> torch.device | None:
-    if isinstance(module, torch.nn.Module):
-        for p in module.parameters():
-            return p.device
-    return None
-
-
-def _shrink(latents: torch.Tensor, size: int | None) -> torch.Tensor:
-    """Latents resized (area-averaged, differentiable) so the shorter side is ``size``."""
-    h, w = latents.shape[-2:]
-    if size is None or min(h, w) <= size:
-        return latents
-    scale = size / min(h, w)
-    new = (max(1, round(h * scale)), max(1, round(w * scale)))
-    return torch.nn.functional.interpolate(latents, size=new, mode="area")
-
-
-def decode_latents(decoder: Any, latents: torch.Tensor) -> torch.Tensor:
-    """Differentiable decode of scaled latents to float32 images in [0, 1].
-
-    ``decoder``: a diffusers autoencoder (``AutoencoderKL``, ``AutoencoderTiny``: its own
-    ``config.scaling_factor``, ``shift_factor``, ``latents_mean/std`` are applied, as the
-    pipelines do before ``decode``) or a callable mapping latents to images in [-1, 1].
-    """
-    if hasattr(decoder, "decode"):
-        cfg = decoder.config
-        z = latents
-        mean, std = getattr(cfg, "latents_mean", None), getattr(cfg, "latents_std", None)
-        if mean is not None and std is not None:
-            shape = (1, -1) + (1,) * (z.dim() - 2)
-            z = z * z.new_tensor(std).view(shape) / cfg.scaling_factor + z.new_tensor(mean).view(
-                shape
-            )
-        else:
-            z = z / cfg.scaling_factor
-            if getattr(cfg, "shift_factor", None) is not None:
-                z = z + cfg.shift_factor
-        dtype = next(decoder.parameters()).dtype
-        images = decoder.decode(z.to(dtype)).sample
-    else:
-        images = decoder(latents)
-    return (images.float() / 2 + 0.5).clamp(0, 1)
 
 
 class CLIPGuidance:
@@ -314,40 +270,6 @@ class CLIPGuidance:
         sim = cosine(feats, tgt).view(s.views, b).mean(0)
         return dist, sim
 
-    @contextlib.contextmanager
-    def _decoder_ready(self, fallback: Any, device: torch.device) -> Iterator[Any]:
-        """The decoder on ``device`` (fp32 if it needs upcasting), restored after the backward.
-
-        Under model CPU offload the pipeline keeps the VAE on the CPU during the loop, so it is
-        borrowed; the SDXL VAE overflows in fp16 (``config.force_upcast``), so it is decoded in
-        fp32 as the pipeline does. Both changes are undone (fp16 -> fp32 -> fp16 is lossless).
-        """
-        decoder = self.decoder if self.decoder is not None else fallback
-        if decoder is None:
-            raise ValueError("no decoder: pass decoder= or attach to a pipeline with a vae")
-        home = _module_device(decoder)
-        moved = home is not None and home != device
-        upcast = getattr(getattr(decoder, "config", None), "force_upcast", False) and (
-            isinstance(decoder, torch.nn.Module) and decoder.dtype == torch.float16
-        )
-        use_ckpt = self.settings.checkpointing and hasattr(decoder, "enable_gradient_checkpointing")
-        use_ckpt = use_ckpt and not getattr(decoder, "is_gradient_checkpointing", False)
-        try:
-            if moved:
-                decoder.to(device)
-            if upcast:
-                decoder.to(torch.float32)
-            if use_ckpt:
-                decoder.enable_gradient_checkpointing()
-            yield decoder
-        finally:
-            if use_ckpt:
-                decoder.disable_gradient_checkpointing()
-            if upcast:
-                decoder.to(torch.float16)
-            if moved:
-                decoder.to(home)
-
     def gradient(
         self,
         latents: torch.Tensor,
@@ -364,7 +286,13 @@ class CLIPGuidance:
         Jacobian dropped, MPGD); ``full`` differentiates through ``model_fn`` (latents -> model
         output, run with grad).
         """
-        with torch.enable_grad(), self._decoder_ready(decoder, latents.device) as ready:
+        decoder = self.decoder if self.decoder is not None else decoder
+        if decoder is None:
+            raise ValueError("no decoder: pass decoder= or attach to a pipeline with a vae")
+        ready_ctx = decoder_ready(
+            decoder, latents.device, checkpointing=self.settings.checkpointing
+        )
+        with torch.enable_grad(), ready_ctx as ready:
             if self.settings.mode == "fast":
                 leaf = x0.detach().float().clone().requires_grad_(True)
                 guided_x0 = leaf
@@ -373,7 +301,7 @@ class CLIPGuidance:
                     raise ValueError("mode='full' needs model_fn (the denoiser) to differentiate")
                 leaf = latents.detach().float().clone().requires_grad_(True)
                 guided_x0 = split_model_output(model_fn(leaf).float(), leaf, level)[0]
-            small = _shrink(guided_x0, self.settings.decode_size)
+            small = shrink_latents(guided_x0, self.settings.decode_size)
             dist, sim = self._distance(decode_latents(ready, small), targets)
             (grad,) = torch.autograd.grad(dist.sum(), leaf)
         if self.settings.mode == "fast":
