@@ -169,8 +169,9 @@ def _tiny_sdxl(seed: int, scheduler, with_clip_l: bool) -> StableDiffusionXLPipe
         vae=_tiny_vae(seed + 3),
         text_encoder=te1,
         text_encoder_2=text2.text_model,
-        tokenizer=offline_tokenizer() if with_clip_l else None,
-        tokenizer_2=text2.tokenizer,
+        # plain CLIPTokenizers, as SDXL repos ship them (save_pretrained/from_pretrained work)
+        tokenizer=offline_tokenizer(open_clip_cleaning=False) if with_clip_l else None,
+        tokenizer_2=offline_tokenizer(open_clip_cleaning=False),
         unet=_tiny_unet(width, cfg.projection_dim, seed + 2),
         scheduler=scheduler or _sdxl_scheduler(),
         add_watermarker=False,
@@ -195,7 +196,7 @@ def tiny_sd_pipeline(seed: int = 0, scheduler=None) -> StableDiffusionPipeline:
     return StableDiffusionPipeline(
         vae=_tiny_vae(seed + 3),
         text_encoder=te,
-        tokenizer=offline_tokenizer(),
+        tokenizer=offline_tokenizer(open_clip_cleaning=False),
         unet=_tiny_unet(te.config.hidden_size, None, seed + 2),
         scheduler=scheduler
         or PNDMScheduler(

@@ -75,10 +75,18 @@ def _clean_any(text):
     return text
 
 
-def offline_tokenizer(model_max_length: int = CONTEXT_LENGTH) -> OpenCLIPTokenizer:
-    """The bigG / SDXL ``tokenizer_2`` tokenizer, built offline (49,408 tokens, pad ``"!"``)."""
+def offline_tokenizer(
+    model_max_length: int = CONTEXT_LENGTH, *, open_clip_cleaning: bool = True
+) -> CLIPTokenizer:
+    """The bigG / SDXL ``tokenizer_2`` tokenizer, built offline (49,408 tokens, pad ``"!"``).
+
+    With ``open_clip_cleaning`` (default) it is an :class:`OpenCLIPTokenizer`, whose ids equal
+    open_clip's; without it, a plain ``CLIPTokenizer`` like the one SDXL repos ship (no
+    ftfy/HTML cleaning), which diffusers can save in and reload from a pipeline folder.
+    """
     vocab, merges = bpe_vocab_and_merges()  # read once; building a tokenizer takes ~40 ms
-    return OpenCLIPTokenizer(
+    cls = OpenCLIPTokenizer if open_clip_cleaning else CLIPTokenizer
+    return cls(
         vocab=dict(vocab),
         merges=list(merges),
         pad_token="!",

@@ -96,6 +96,8 @@ def pipeline(
     ``text_encoder_2`` (``text_encoder=None``), SDXL-style UNet, small AutoencoderKL."""
     from diffusers import AutoencoderKL, StableDiffusionXLPipeline, UNet2DConditionModel
 
+    from clipguide.tokenizer import offline_tokenizer
+
     dtype = dtype or torch.float32
     for part in ("unet", "vae"):
         if not (WEIGHTS_DIR / part).is_dir():
@@ -108,7 +110,7 @@ def pipeline(
         text_encoder=None,
         text_encoder_2=clip.text_model,
         tokenizer=None,
-        tokenizer_2=clip.tokenizer,
+        tokenizer_2=offline_tokenizer(open_clip_cleaning=False),  # plain: saves and reloads
         unet=unet,
         scheduler=make_scheduler(scheduler),
         force_zeros_for_empty_prompt=False,  # trained with the empty prompt as unconditional
