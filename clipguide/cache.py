@@ -200,6 +200,10 @@ def encode_token_rows(
             rows = _run_encoder(encoder, ids, hidden_layer, final_norm)
             for key, entry in zip(keys, rows, strict=True):
                 store.put(key, entry)
+                if hidden_layer is not None and "pooled" in entry:
+                    # the pooled vector does not depend on the layer: serve similarity
+                    # targets (scores, guidance) from conditioning encodes too
+                    store.put((key[0], None, False, key[3]), {"pooled": entry["pooled"]})
     hidden = torch.stack([r["hidden"] for r in rows]) if hidden_layer is not None else None
     pooled = torch.stack([r["pooled"] for r in rows]) if rows and "pooled" in rows[0] else None
     return hidden, pooled

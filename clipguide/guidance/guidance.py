@@ -181,7 +181,6 @@ class CLIPGuidance:
         self.target = target
         self.on_step = on_step
         self.history: list[dict] = []
-        self._text_cache: dict[str, torch.Tensor] = {}
         self._generator = torch.Generator().manual_seed(seed)
         self._warned_nonfinite = False
         self._attachment: Any = None
@@ -218,12 +217,10 @@ class CLIPGuidance:
         self._generator.manual_seed(self.settings.seed)
 
     def _encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
-        if missing:
-            embeds = self.clip.encode_text(list(missing)).embeds.float()
-            for text, emb in zip(missing, embeds, strict=True):
-                self._text_cache[text] = emb
-        return torch.stack([self._text_cache[t] for t in texts])
+        # the shared text-encoding cache: conditioning, guidance and scoring encode once
+        from clipguide.cache import cached_text_embeds
+
+        return cached_text_embeds(self.clip, list(texts)).float()
 
     def targets(self, batch: int, prompts: Any = None, per_prompt: int = 1) -> torch.Tensor:
         """Normalised fp32 target embeddings (batch, D), one per generated image."""
