@@ -180,6 +180,23 @@ def best_of_n(bench: Bench, ns: tuple[int, ...], base: dict) -> dict:
     return out
 
 
+def _linear_decoder(world: World):
+    """A ``LinearLatentDecoder`` fitted to the world's VAE on sample images."""
+    from clipguide.guidance import LinearLatentDecoder
+
+    if world.name == "shapes":
+        import numpy as np
+
+        from clipguide import shapes
+
+        arrays = [np.asarray(shapes.render(shapes.sample_scene(i))) for i in range(64)]
+        images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
+    else:
+        side = world.pipe.unet.config.sample_size * world.pipe.vae_scale_factor
+        images = torch.rand(16, 3, side, side, generator=torch.Generator().manual_seed(0))
+    return LinearLatentDecoder.fit(world.pipe.vae, images)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world", choices=("auto", "tiny", "shapes"), default="auto")
@@ -240,13 +257,19 @@ def main(argv: list[str] | None = None) -> int:
         {"start": 0.0, "stop": 1.0, "every": 1, "scale": 0.5},
         {"start": 0.0, "stop": 0.1, "every": 1},
         {"decode_size": half},
+        {"decoder": "linear"},
+        {"decoder": "linear", "every": 1},
+        {"decoder": "linear", "every": 4},
+        {"decoder": "linear", "scale": 8.0},
     ]
     if args.quick:
         variations = [variations[i] for i in (1, 4, 11)]
+    linear = _linear_decoder(world)  # fitted once, like loading a tiny decoder
     sweep = []
     for change in variations:
         settings = {**base_setting, **change}
-        row = {**settings, **bench.measure(CLIPGuidance(guide, **settings), base, args.repeats)}
+        kwargs = {**settings, "decoder": linear} if "decoder" in settings else settings
+        row = {**settings, **bench.measure(CLIPGuidance(guide, **kwargs), base, args.repeats)}
         sweep.append(row)
         print(f"sweep {_label(row)}", flush=True)
 

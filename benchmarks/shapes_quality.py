@@ -5,7 +5,8 @@ with each mode; every mode is a function ``mode(pipe, prompts, seeds, ctx) -> im
 MODES, so other features add theirs (best-of-N, guidance) without touching the rest.
 Prints a table, then one JSON line.
 
-    python benchmarks/shapes_quality.py --per-family 30 --steps 20
+    python benchmarks/shapes_quality.py --per-family 30            # every mode
+    python benchmarks/shapes_quality.py --modes plain fast --per-family 10
 """
 
 from __future__ import annotations
@@ -47,7 +48,56 @@ def plain(pipe, prompts: list[str], seeds: list[int], ctx: dict) -> list:
     return images
 
 
-MODES: dict[str, Mode] = {"plain": plain}
+def _guide(pipe, ctx: dict):
+    """The guide CLIP sharing the pipeline's text tower (loaded once per run)."""
+    if "guide_clip" not in ctx:
+        ctx["guide_clip"] = load_clip(pipe, vision="shapes")
+    return ctx["guide_clip"]
+
+
+def best_of(n: int) -> Mode:
+    """Plain sampling of ``n`` candidates per prompt; keep the one the guide CLIP scores best."""
+
+    def mode(pipe, prompts: list[str], seeds: list[int], ctx: dict) -> list:
+        scorer = CLIPScorer(_guide(pipe, ctx))
+        rep_prompts = [p for p in prompts for _ in range(n)]
+        rep_seeds = [s + 100_000 * j for s in seeds for j in range(n)]  # j = 0: plain's seed
+        inner = ctx.get("inner", plain)
+        candidates = inner(pipe, rep_prompts, rep_seeds, {**ctx, "batch": ctx["batch"] * n})
+        scores = scorer.score(candidates, rep_prompts).view(len(prompts), n)
+        best = scores.argmax(dim=1).tolist()
+        return [candidates[i * n + j] for i, j in enumerate(best)]
+
+    return mode
+
+
+def guided(mode_name: str) -> Mode:
+    """CLIP guidance (library defaults) attached to the stock pipeline."""
+
+    def mode(pipe, prompts: list[str], seeds: list[int], ctx: dict) -> list:
+        from clipguide import CLIPGuidance
+
+        guidance = CLIPGuidance(_guide(pipe, ctx), mode=mode_name)
+        with guidance.attach(pipe):
+            return plain(pipe, prompts, seeds, ctx)
+
+    return mode
+
+
+def guided_best_of(n: int, mode_name: str) -> Mode:
+    def mode(pipe, prompts: list[str], seeds: list[int], ctx: dict) -> list:
+        return best_of(n)(pipe, prompts, seeds, {**ctx, "inner": guided(mode_name)})
+
+    return mode
+
+
+MODES: dict[str, Mode] = {
+    "plain": plain,
+    "best_of_4": best_of(4),
+    "fast": guided("fast"),
+    "full": guided("full"),
+    "fast_best_of_4": guided_best_of(4, "fast"),
+}
 
 
 def evaluate(images, scenes, scorers) -> dict:
@@ -71,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--cfg", type=float, default=DEFAULT_GUIDANCE_SCALE)
     p.add_argument("--batch", type=int, default=35)
     p.add_argument("--scheduler", default=None)
-    p.add_argument("--modes", nargs="+", default=["plain"], choices=sorted(MODES))
+    p.add_argument("--modes", nargs="+", default=list(MODES), choices=sorted(MODES))
     p.add_argument("--seed", type=int, default=0, help="first sampling seed")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--save-sheet", default=None, help="write a contact sheet of the plain run")
@@ -112,14 +162,14 @@ def main(argv: list[str] | None = None) -> dict:
 
 def _table(results: dict) -> None:
     names = list(results)
-    print(f"{'family':<14}" + "".join(f"{n:>12}" for n in names))
+    print(f"{'family':<14}" + "".join(f"{n:>16}" for n in names))
     for fam in (*FAMILIES, "overall"):
-        print(f"{fam:<14}" + "".join(f"{results[n]['accuracy'][fam]:>12.1%}" for n in names))
+        print(f"{fam:<14}" + "".join(f"{results[n]['accuracy'][fam]:>16.1%}" for n in names))
     for key in ("guide", "judge"):
         print(
-            f"{key + ' score':<14}" + "".join(f"{results[n]['scores'][key]:>12.2f}" for n in names)
+            f"{key + ' score':<14}" + "".join(f"{results[n]['scores'][key]:>16.2f}" for n in names)
         )
-    print(f"{'time ratio':<14}" + "".join(f"{results[n]['time_ratio']:>12.2f}" for n in names))
+    print(f"{'time ratio':<14}" + "".join(f"{results[n]['time_ratio']:>16.2f}" for n in names))
 
 
 def _sheet(images, scenes, path: str, per_family: int = 4) -> None:

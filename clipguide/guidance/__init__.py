@@ -2,6 +2,7 @@
 
 from .decode import decode_latents
 from .guidance import CLIPGuidance, GuidanceSettings
+from .linear_decoder import LinearLatentDecoder
 from .loss import cosine, make_views, spherical_distance
 from .modular import CLIPGuidanceLoopStep, add_to_modular_sdxl
 from .schedulers import (
@@ -20,6 +21,7 @@ __all__ = [
     "CLIPGuidanceLoopStep",
     "add_to_modular_sdxl",
     "GuidanceSettings",
+    "LinearLatentDecoder",
     "NoiseLevel",
     "cosine",
     "decode_latents",
