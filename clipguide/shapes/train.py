@@ -257,9 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--pool", type=int, default=None, help="number of distinct training scenes")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument(
-        "--run-dir", default=None, help="checkpoint folder (default /work/train_runs/STAGE)"
-    )
+    p.add_argument("--run-dir", default=None, help="checkpoint folder (default runs/STAGE)")
     p.add_argument("--out", default=None, help="export folder (default inside the package)")
     p.add_argument("--eval-n", type=int, default=300)
     p.add_argument("--init-from", default=None, help="clip/judge: start from RUN_DIR/ckpt.pt")
@@ -296,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     for k, v in {"pool": 20_000, **STAGE_DEFAULTS[args.stage]}.items():
         if getattr(args, k, None) is None:
             setattr(args, k, v)
-    args.run_dir = args.run_dir or f"/work/train_runs/{args.stage}"
+    args.run_dir = args.run_dir or f"runs/{args.stage}"
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     t0 = time.monotonic()
