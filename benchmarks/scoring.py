@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from clipguide.testing import torchmetrics_clipscore
+
 _TEXT = {"context_length": 77, "vocab_size": 49408, "width": 256, "heads": 4, "layers": 4}
 CONFIGS = {
     "tiny": None,  # clipguide.testing's clipguide-tiny (32 px)
@@ -71,44 +73,6 @@ def build_clip(config: str, device: str, dtype: torch.dtype):
     return load_clip(model, device=device, dtype=dtype)
 
 
-def torchmetrics_metric(clip):
-    """torchmetrics CLIPScore on a transformers CLIPModel with the same weights."""
-    from torchmetrics.multimodal.clip_score import CLIPScore
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
-
-    class FeatureTensors(
-        CLIPModel
-    ):  # transformers 5 returns output objects; torchmetrics wants tensors
-        def get_text_features(self, *args, **kwargs):
-            return super().get_text_features(*args, **kwargs).pooler_output
-
-        def get_image_features(self, *args, **kwargs):
-            return super().get_image_features(*args, **kwargs).pooler_output
-
-    text_cfg, vision_cfg = clip.text_model.config, clip.vision_model.config
-    config = CLIPConfig(
-        text_config=text_cfg.to_dict(),
-        vision_config=vision_cfg.to_dict(),
-        projection_dim=text_cfg.projection_dim,
-    )
-    model = FeatureTensors(config).eval()
-    model.load_state_dict(
-        {**clip.text_model.state_dict(), **clip.vision_model.state_dict()}, strict=False
-    )
-    model.to(device=clip.device, dtype=clip.dtype)
-    pre = clip.preprocess
-    processor = CLIPProcessor(
-        image_processor=CLIPImageProcessor(
-            size={"shortest_edge": pre.image_size},
-            crop_size={"height": pre.image_size, "width": pre.image_size},
-            image_mean=list(pre.mean),
-            image_std=list(pre.std),
-        ),
-        tokenizer=clip.tokenizer,
-    )
-    return CLIPScore(model_name_or_path=lambda: (model, processor)).to(clip.device)
-
-
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -147,7 +111,7 @@ def main() -> None:
     b = args.batch_size
     pixel_batches = [clip.pixel_values(images[i : i + b]) for i in range(0, len(images), b)]
     scorer = CLIPScorer(clip, batch_size=b)
-    metric = torchmetrics_metric(clip)
+    metric = torchmetrics_clipscore(clip)
 
     def limit() -> None:
         with torch.no_grad():

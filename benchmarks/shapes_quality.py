@@ -93,6 +93,7 @@ def guided_best_of(n: int, mode_name: str) -> Mode:
 
 MODES: dict[str, Mode] = {
     "plain": plain,
+    "best_of_2": best_of(2),
     "best_of_4": best_of(4),
     "fast": guided("fast"),
     "full": guided("full"),

@@ -32,6 +32,7 @@ __all__ = [
     "tiny_sdxl_pipeline_bigg_only",
     "tiny_sd_pipeline",
     "offline_tokenizer",
+    "torchmetrics_clipscore",
 ]
 
 TINY_MODEL = "clipguide-tiny"
@@ -210,3 +211,45 @@ def tiny_sd_pipeline(seed: int = 0, scheduler=None) -> StableDiffusionPipeline:
         feature_extractor=None,
         requires_safety_checker=False,
     )
+
+
+def torchmetrics_clipscore(clip: CLIP):
+    """torchmetrics' ``CLIPScore`` fed a transformers ``CLIPModel`` holding ``clip``'s weights.
+
+    The reference scorer for tests and benchmarks (needs the dev extra's torchmetrics).
+    transformers 5 returns output objects from ``get_*_features``; torchmetrics wants tensors.
+    """
+    from torchmetrics.multimodal.clip_score import CLIPScore
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    class FeatureTensors(CLIPModel):
+        def get_text_features(self, *args, **kwargs):
+            return super().get_text_features(*args, **kwargs).pooler_output
+
+        def get_image_features(self, *args, **kwargs):
+            return super().get_image_features(*args, **kwargs).pooler_output
+
+    text_cfg, vision_cfg = clip.text_model.config, clip.vision_model.config
+    config = CLIPConfig(
+        text_config=text_cfg.to_dict(),
+        vision_config=vision_cfg.to_dict(),
+        projection_dim=text_cfg.projection_dim,
+    )
+    model = FeatureTensors(config).eval()
+    missing, unexpected = model.load_state_dict(
+        {**clip.text_model.state_dict(), **clip.vision_model.state_dict()}, strict=False
+    )
+    if missing != ["logit_scale"] or unexpected:
+        raise KeyError(f"weights do not fit CLIPModel: missing {missing}, unexpected {unexpected}")
+    model.to(device=clip.device, dtype=clip.dtype)
+    pre = clip.preprocess
+    processor = CLIPProcessor(
+        image_processor=CLIPImageProcessor(
+            size={"shortest_edge": pre.image_size},
+            crop_size={"height": pre.image_size, "width": pre.image_size},
+            image_mean=list(pre.mean),
+            image_std=list(pre.std),
+        ),
+        tokenizer=clip.tokenizer,
+    )
+    return CLIPScore(model_name_or_path=lambda: (model, processor)).to(clip.device)

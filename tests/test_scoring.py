@@ -22,6 +22,7 @@ from clipguide.scoring import (
     robust_view,
 )
 from clipguide.selection import best_of_n
+from clipguide.testing import torchmetrics_clipscore
 
 COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
 
@@ -341,45 +342,9 @@ def test_text_embeddings_equal_openclip_including_long_prompts(tiny_pair) -> Non
     assert (ours - ref).abs().max() <= 1e-5
 
 
-def _torchmetrics_reference(clip):
-    """torchmetrics' CLIPScore fed a transformers CLIPModel holding our towers' weights."""
-    from torchmetrics.multimodal.clip_score import CLIPScore
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
-
-    class FeatureTensors(
-        CLIPModel
-    ):  # transformers 5 returns output objects; torchmetrics wants tensors
-        def get_text_features(self, *args, **kwargs):
-            return super().get_text_features(*args, **kwargs).pooler_output
-
-        def get_image_features(self, *args, **kwargs):
-            return super().get_image_features(*args, **kwargs).pooler_output
-
-    text_cfg, vision_cfg = clip.text_model.config, clip.vision_model.config
-    config = CLIPConfig(
-        text_config=text_cfg.to_dict(),
-        vision_config=vision_cfg.to_dict(),
-        projection_dim=text_cfg.projection_dim,
-    )
-    model = FeatureTensors(config).eval()
-    missing, unexpected = model.load_state_dict(
-        {**clip.text_model.state_dict(), **clip.vision_model.state_dict()}, strict=False
-    )
-    assert missing == ["logit_scale"] and not unexpected
-    pre = clip.preprocess
-    image_processor = CLIPImageProcessor(
-        size={"shortest_edge": pre.image_size},
-        crop_size={"height": pre.image_size, "width": pre.image_size},
-        image_mean=list(pre.mean),
-        image_std=list(pre.std),
-    )
-    processor = CLIPProcessor(image_processor=image_processor, tokenizer=clip.tokenizer)
-    return CLIPScore(model_name_or_path=lambda: (model, processor))
-
-
 def test_scores_equal_torchmetrics_one_pair_at_a_time(tiny_pair) -> None:
     _, clip = tiny_pair
-    metric = _torchmetrics_reference(clip)
+    metric = torchmetrics_clipscore(clip)
     size = clip.preprocess.image_size  # at model size the two resizers agree exactly
     rng = np.random.default_rng(1)
     arrays = rng.integers(0, 256, (5, size, size, 3), dtype=np.uint8)
