@@ -95,6 +95,16 @@ def test_scale_zero_and_detach_reproduce_unguided_exactly(pipes, clip):
     assert all(p.grad is None for p in clip.vision_model.parameters())
 
 
+def test_record_only_measures_an_unguided_run_without_changing_it(pipes, clip):
+    pipe = _set_scheduler(pipes["sdxl"], "euler")
+    base = _run(pipe)
+    watcher = CLIPGuidance(clip, scale=0.0, record=True, start=0.0, stop=1.0, every=1)
+    assert torch.equal(_run(pipe, watcher), base)
+    assert [r["step"] for r in watcher.history] == list(range(len(pipe.scheduler.timesteps)))
+    assert all(len(r["similarity"]) == base.shape[0] for r in watcher.history)
+    assert CLIPGuidance(clip, scale=0.0).replace(scale=0.0).record is False
+
+
 @pytest.mark.parametrize("kind", ["sdxl", "sd"])
 @pytest.mark.parametrize("scheduler", list(SCHEDULERS))
 def test_guidance_raises_similarity_on_every_scheduler(pipes, clip, kind, scheduler):

@@ -106,7 +106,8 @@ class PipelineAttachment:
 
     def _hook(self, unet: Any, args: tuple, kwargs: dict, output: Any) -> Any:
         guidance, pipe = self.guidance, self.pipe
-        if self._busy or guidance.settings.scale == 0:
+        record_only = guidance.settings.scale == 0
+        if self._busy or (record_only and not guidance.record):
             return None
         sample_in = args[0] if args else kwargs["sample"]
         timestep = args[1] if len(args) > 1 else kwargs["timestep"]
@@ -137,7 +138,7 @@ class PipelineAttachment:
             reference = eps
         targets = guidance.targets(b, self.prompts, self.per_prompt)
         model_fn = None
-        if guidance.settings.mode == "full":
+        if guidance.settings.mode == "full" and not record_only:
             model_fn = self._rerun(unet, args, kwargs, n, b, level.input_scale)
         delta = guidance.output_change(
             x,
@@ -150,6 +151,8 @@ class PipelineAttachment:
             decoder=getattr(pipe, "vae", None),
             model_fn=model_fn,
         )
+        if record_only:  # measured and recorded; the sampling stays exactly unguided
+            return None
         delta = delta.to(device=out.device, dtype=out.dtype)
         new = out + (torch.cat([delta, delta]) if cfg else delta)
         if isinstance(output, tuple):

@@ -121,6 +121,8 @@ class CLIPGuidance:
         target: ``None`` (the prompt), a text or list of texts, or an embedding tensor (D,) or (N, D)
             (e.g. ``clip.encode_image(image)``).
         on_step: called with each step's record (dict), as appended to ``history``.
+        record: with ``scale=0``, still measure and record each active step's similarity
+            without touching the sampling (for plotting an unguided run against a guided one).
         checkpointing: gradient checkpointing in the decoder while guiding (less memory).
         decode_size: decode a resized copy of the predicted latents whose shorter side is this
             many latent pixels (e.g. 32 -> a 256 px image for an 8x VAE, enough for a 224 px
@@ -149,6 +151,7 @@ class CLIPGuidance:
         checkpointing: bool = False,
         decode_size: int | None = None,
         on_step: Callable[[dict], None] | None = None,
+        record: bool = False,
     ) -> None:
         if getattr(clip, "vision_model", None) is None or not hasattr(clip, "image_features"):
             raise TypeError(
@@ -180,6 +183,7 @@ class CLIPGuidance:
         self.decoder = decoder
         self.target = target
         self.on_step = on_step
+        self.record = bool(record)
         self.history: list[dict] = []
         self._generator = torch.Generator().manual_seed(seed)
         self._warned_nonfinite = False
@@ -191,7 +195,9 @@ class CLIPGuidance:
     def replace(self, **changes: Any) -> CLIPGuidance:
         """A copy with some settings (or ``decoder``/``target``/``on_step``) changed."""
         kwargs = dataclasses.asdict(self.settings)
-        kwargs.update(decoder=self.decoder, target=self.target, on_step=self.on_step)
+        kwargs.update(
+            decoder=self.decoder, target=self.target, on_step=self.on_step, record=self.record
+        )
         kwargs.update(changes)
         return CLIPGuidance(self.clip, **kwargs)
 
