@@ -146,7 +146,8 @@ def load_pipeline(model: str, scheduler: str | None, device: str | None, progres
     return pipe.to(device)
 
 
-def _scores(images, prompt: str, names: list[str]) -> dict[str, list[float]]:
+def _scores(images, prompt: str, names: list[str], loaded: dict) -> dict[str, list[float]]:
+    """Scores per CLIP name; ``loaded`` holds CLIPs already in memory (the guide)."""
     import torch
 
     from clipguide import load_clip
@@ -154,7 +155,8 @@ def _scores(images, prompt: str, names: list[str]) -> dict[str, list[float]]:
 
     out = {}
     for name in names:
-        scorer = CLIPScorer(load_clip(name, dtype=torch.float32))
+        clip = loaded.get(name) or load_clip(name, dtype=torch.float32)
+        scorer = CLIPScorer(clip)
         out[name] = [round(float(s), 4) for s in scorer.score(images, [prompt] * len(images))]
     return out
 
@@ -162,23 +164,26 @@ def _scores(images, prompt: str, names: list[str]) -> dict[str, list[float]]:
 def _sample(pipe, call: dict, seeds: list[int], args, micro: bool):
     """Sample, with CLIP guidance attached and best-of-N selection when asked.
 
-    Returns the images, the seed that regenerates each, and per-image best-of-N records.
+    Returns the images, the seed that regenerates each, per-image best-of-N records, and
+    the guide CLIP by name (``{}`` when none was loaded) for scoring without a reload.
     """
     import contextlib
 
     from clipguide import CLIPGuidance, CLIPScorer, best_of_n, load_clip
 
-    guide = None
+    guide, loaded = None, {}
+    vision = args.guide_clip or (MICRO_WORLD if micro else None)
     if args.clip_guidance or args.best_of > 1:
-        vision = args.guide_clip or (MICRO_WORLD if micro else None)
         guide = load_clip(pipe, vision=vision)
+        if vision is not None:
+            loaded[vision] = guide
     attached = contextlib.nullcontext()
     if args.clip_guidance:
         guidance = CLIPGuidance(guide, scale=args.clip_guidance, mode=args.clip_guidance_mode)
         attached = guidance.attach(pipe)
     with attached:
         if args.best_of == 1:
-            return pipe(**call).images, seeds, []
+            return pipe(**call).images, seeds, [], loaded
         n = args.best_of
         scorer = CLIPScorer(guide)
         kwargs = {k: v for k, v in call.items() if k not in ("prompt", "generator")}
@@ -205,7 +210,7 @@ def _sample(pipe, call: dict, seeds: list[int], args, micro: bool):
                     "candidate_scores": [round(float(x), 4) for x in result.scores],
                 }
             )
-        return images, chosen, picks
+        return images, chosen, picks, loaded
 
 
 def run(args: argparse.Namespace) -> int:
@@ -242,13 +247,13 @@ def run(args: argparse.Namespace) -> int:
         call.update(height=args.size, width=args.size)
     for hook in CALL_HOOKS:
         call = hook(pipe, call, args)
-    images, seeds, picks = _sample(pipe, call, seeds, args, micro)
+    images, seeds, picks, loaded = _sample(pipe, call, seeds, args, micro)
     names = (
         args.score_with
         if args.score_with is not None
         else (["shapes", "shapes-judge"] if micro else [])
     )
-    scores = _scores(images, args.prompt, names) if names else {}
+    scores = _scores(images, args.prompt, names, loaded) if names else {}
     verdicts = None
     if micro:
         from clipguide.shapes import check

@@ -63,7 +63,6 @@ class CLIP:
         self.preprocess = preprocess
         self.name = name
         self.logit_scale = logit_scale
-        self._warned_truncation = False
 
     def __repr__(self) -> str:
         towers = ", ".join(self.towers)
@@ -134,25 +133,20 @@ class CLIP:
             bad = next(p for p in prompts if not isinstance(p, str))
             raise TypeError(f"prompts must be str or a list of str; got an item {bad!r}")
         n = self.context_length
-        enc = self.tokenizer(  # type: ignore[misc]
-            list(prompts),
-            padding="max_length",
-            max_length=n,
-            truncation=True,
-            return_overflowing_tokens=False,
-            return_length=False,
-        )
-        ids = torch.tensor(enc["input_ids"], dtype=torch.long)
-        if warn:
-            lengths = [len(x) for x in self.tokenizer(list(prompts))["input_ids"]]  # type: ignore[misc]
-            long = [i for i, k in enumerate(lengths) if k > n]
-            if long:
-                warnings.warn(
-                    f"{len(long)} prompt(s) exceed the {n}-token context (longest {max(lengths)} "
-                    f"tokens) and were truncated, keeping the end token; use "
-                    f"clipguide.encode_prompt for long-prompt chunking.",
-                    stacklevel=2,
-                )
+        tok = self.tokenizer
+        rows = tok(list(prompts))["input_ids"]  # type: ignore[misc]  # one pass, untruncated
+        long = [len(r) for r in rows if len(r) > n]
+        if warn and long:
+            warnings.warn(
+                f"{len(long)} prompt(s) exceed the {n}-token context (longest {max(long)} "
+                f"tokens) and were truncated, keeping the end token; use "
+                f"clipguide.encode_prompt for long-prompt chunking.",
+                stacklevel=2,
+            )
+        # cut keeping the end token, then pad: what truncation=True, padding="max_length" gives
+        rows = [r[: n - 1] + r[-1:] if len(r) > n else r for r in rows]
+        pad = tok.pad_token_id  # type: ignore[union-attr]
+        ids = torch.tensor([r + [pad] * (n - len(r)) for r in rows], dtype=torch.long)
         return ids
 
     def encode_text(

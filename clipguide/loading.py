@@ -188,13 +188,13 @@ def _from_pipeline(pipe, vision, towers, device, dtype, cache_dir) -> CLIP:
             vision = getattr(pipe, "clipguide_vision_source", None) or DEFAULT_MODEL
         device = device or text.device
         dtype = dtype or text.dtype
-        if isinstance(vision, CLIP):
-            vis_clip = vision
-        else:
-            vis_clip = load_clip(
+        vis = (
+            vision
+            if isinstance(vision, CLIP)
+            else load_clip(
                 vision, towers=("vision",), device=device, dtype=dtype, cache_dir=cache_dir
             )
-        vis = vis_clip
+        )
     return CLIP(
         text_model=text,
         vision_model=vis.vision_model if vis is not None else None,
@@ -208,24 +208,16 @@ def _from_pipeline(pipe, vision, towers, device, dtype, cache_dir) -> CLIP:
 def _from_openclip_model(model, towers, device, dtype) -> CLIP:
     from open_clip.transformer import QuickGELU
 
-    sd = {
-        k: v.detach()
-        for k, v in model.state_dict().items()
-        if _keep_openclip(towers)(k) or k == "logit_scale"
-    }
+    full = {k: v.detach() for k, v in model.state_dict().items()}
+    keep = _keep_openclip(towers)
+    sd = {k: v for k, v in full.items() if keep(k) or k == "logit_scale"}
     text_tf = getattr(model, "transformer", None) or getattr(
         getattr(model, "text", None), "transformer", None
     )
     vis = model.visual
     quick = any(isinstance(m, QuickGELU) for m in model.modules())
-    text_prefix = "text." if any(k.startswith("text.transformer.") for k in sd) else ""
-    emb = (
-        sd["visual.proj"].shape[1]
-        if "visual.proj" in sd
-        else sd[text_prefix + "text_projection"].shape[1]
-    )
-    cfg: dict = {"embed_dim": int(emb), "quick_gelu": quick}
-    full = model.state_dict()
+    text_prefix = "text." if any(k.startswith("text.transformer.") for k in full) else ""
+    cfg: dict = {"embed_dim": int(full["visual.proj"].shape[1]), "quick_gelu": quick}
     if text_tf is not None:
         w = full[text_prefix + "token_embedding.weight"].shape[1]
         cfg["text_cfg"] = {
