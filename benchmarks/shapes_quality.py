@@ -7,6 +7,7 @@ Prints a table, then one JSON line.
 
     python benchmarks/shapes_quality.py --per-family 30            # every mode
     python benchmarks/shapes_quality.py --modes plain fast --per-family 10
+    python benchmarks/shapes_quality.py --modes plain best_of_2 --sweep   # guidance settings
 """
 
 from __future__ import annotations
@@ -71,13 +72,13 @@ def best_of(n: int) -> Mode:
     return mode
 
 
-def guided(mode_name: str) -> Mode:
-    """CLIP guidance (library defaults) attached to the stock pipeline."""
+def guided(mode_name: str, **settings) -> Mode:
+    """CLIP guidance (library defaults unless ``settings`` change them) on the stock pipeline."""
 
     def mode(pipe, prompts: list[str], seeds: list[int], ctx: dict) -> list:
         from clipguide import CLIPGuidance
 
-        guidance = CLIPGuidance(_guide(pipe, ctx), mode=mode_name)
+        guidance = CLIPGuidance(_guide(pipe, ctx), mode=mode_name, **settings)
         with guidance.attach(pipe):
             return plain(pipe, prompts, seeds, ctx)
 
@@ -99,6 +100,15 @@ MODES: dict[str, Mode] = {
     "full": guided("full"),
     "fast_best_of_4": guided_best_of(4, "fast"),
 }
+# Guidance settings compared on the full prompt set (run with --modes ... or --sweep).
+SWEEP: dict[str, Mode] = {
+    "fast_scale8": guided("fast", scale=8.0),
+    "fast_scale12": guided("fast", scale=12.0),
+    "fast_scale8_late": guided("fast", scale=8.0, start=0.4, stop=0.9),
+    "fast_scale8_every1": guided("fast", scale=8.0, every=1, start=0.3, stop=0.7),
+    "fast_scale16_every4": guided("fast", scale=16.0, every=4),
+}
+MODES.update(SWEEP)
 
 
 def evaluate(images, scenes, scorers) -> dict:
@@ -122,7 +132,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--cfg", type=float, default=DEFAULT_GUIDANCE_SCALE)
     p.add_argument("--batch", type=int, default=35)
     p.add_argument("--scheduler", default=None)
-    p.add_argument("--modes", nargs="+", default=list(MODES), choices=sorted(MODES))
+    p.add_argument(
+        "--modes",
+        nargs="+",
+        default=[m for m in MODES if m not in SWEEP],
+        choices=sorted(MODES),
+    )
+    p.add_argument("--sweep", action="store_true", help="add the guidance-settings sweep")
     p.add_argument("--seed", type=int, default=0, help="first sampling seed")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--save-sheet", default=None, help="write a contact sheet of the plain run")
@@ -139,7 +155,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     ctx = {"steps": args.steps, "cfg": args.cfg, "batch": args.batch, "scorers": scorers}
     results = {}
-    for name in args.modes:
+    modes = [*args.modes, *(m for m in SWEEP if args.sweep and m not in args.modes)]
+    for name in modes:
         t0 = time.perf_counter()
         images = MODES[name](pipe, prompts, seeds, ctx)
         wall = time.perf_counter() - t0
