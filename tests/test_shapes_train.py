@@ -59,3 +59,33 @@ def test_vae_stage_runs_resumes_and_exports(tmp_path):
     assert {t.dtype for t in stored.values()} == {torch.float16}
     main(argv)  # resumes at step 2: nothing left to train, exports again
     assert torch.load(tmp_path / "run" / "ckpt.pt", weights_only=False)["step"] == 2
+
+
+def test_decoder_stage_distils_the_vae_into_an_autoencoder_tiny(tmp_path):
+    from diffusers import AutoencoderTiny
+
+    argv = [
+        "decoder",
+        "--steps",
+        "3",
+        "--batch",
+        "4",
+        "--pool",
+        "8",
+        "--warmup",
+        "1",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--out",
+        str(tmp_path / "decoder"),
+    ]
+    main(argv)
+    data = torch.load(next((tmp_path / "run").glob("decoder_data_*.pt")), weights_only=False)
+    # 8 clean latents plus the predicted x0 of every step of one 20-step trajectory
+    assert data["latents"].shape == (8 + 20, 4, 16, 16)
+    assert data["latent_grads"].shape == data["latents"].shape
+    assert data["out_grads"].shape == data["images"].shape == (28, 3, 64, 64)
+    assert data["latent_grads"].abs().sum() > 0
+    decoder = AutoencoderTiny.from_pretrained(tmp_path / "decoder")
+    assert decoder.config.scaling_factor == 1.0
+    assert decoder.decoder(data["latents"][:2]).shape == (2, 3, 64, 64)

@@ -1,5 +1,6 @@
 """The micro world: seeded scenes of coloured shapes, an oracle that reads them, and the
-shipped model set trained on them (guide CLIP, judge CLIP, SDXL-style UNet, AutoencoderKL)."""
+shipped model set trained on them (guide CLIP, judge CLIP, SDXL-style UNet, AutoencoderKL, and
+an AutoencoderTiny distilled from it as a cheap guidance decoder)."""
 
 from clipguide.shapes.oracle import Detection, Verdict, check, detect
 from clipguide.shapes.scenes import (
@@ -21,6 +22,7 @@ from clipguide.shapes.shipped import (
     DEFAULT_STEPS,
     SCHEDULERS,
     load_shapes_clip,
+    load_tiny_decoder,
     make_scheduler,
     pipeline,
 )
@@ -42,6 +44,7 @@ __all__ = [
     "check",
     "detect",
     "load_shapes_clip",
+    "load_tiny_decoder",
     "make_scheduler",
     "parse_prompt",
     "pipeline",

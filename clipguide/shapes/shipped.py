@@ -13,6 +13,7 @@ __all__ = [
     "SCHEDULERS",
     "WEIGHTS_DIR",
     "load_shapes_clip",
+    "load_tiny_decoder",
     "make_scheduler",
     "pipeline",
 ]
@@ -46,7 +47,7 @@ SCHEDULERS = ("euler", "euler_a", "heun", "ddim", "ddpm", "dpm", "unipc", "lms")
 def _missing(path: Path) -> FileNotFoundError:
     return FileNotFoundError(
         f"micro-world weights missing at {path}; reinstall clipguide or retrain them with "
-        f"`python -m clipguide.shapes.train clip|vae|unet`"
+        f"`python -m clipguide.shapes.train clip|vae|unet|decoder`"
     )
 
 
@@ -83,6 +84,20 @@ def load_shapes_clip(name: str = "shapes", **kwargs):
     if name not in _CLIP_NAMES:
         raise ValueError(f"name={name!r} is not one of {_CLIP_NAMES}")
     return load_clip(name, **kwargs)
+
+
+def load_tiny_decoder(device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+    """The micro world's guidance decoder: a stock diffusers ``AutoencoderTiny`` distilled from
+    the shipped VAE (outputs and guidance gradients), as TAESDXL is for SDXL. Pass it as
+    ``CLIPGuidance(..., decoder=load_tiny_decoder())``; frozen, in eval mode, fp32 by default."""
+    from diffusers import AutoencoderTiny
+
+    folder = WEIGHTS_DIR / "decoder"
+    if not folder.is_dir():
+        raise _missing(folder)
+    decoder = AutoencoderTiny.from_pretrained(folder, torch_dtype=dtype or torch.float32)
+    decoder.eval().requires_grad_(False)
+    return decoder if device is None else decoder.to(device)
 
 
 def pipeline(

@@ -1,7 +1,8 @@
 """Train the micro-world models on CPU: ``python -m clipguide.shapes.train STAGE [options]``.
 
 Stages: ``clip`` and ``judge`` (open_clip, contrastive), ``vae`` (AutoencoderKL), ``unet``
-(SDXL-style UNet2DConditionModel on the trained CLIP text tower and VAE latents). Every stage
+(SDXL-style UNet2DConditionModel on the trained CLIP text tower and VAE latents), ``decoder``
+(an AutoencoderTiny distilled from the VAE, a cheap decoder for guidance). Every stage
 is seeded, checkpoints to ``--run-dir`` every few minutes and resumes from there; ``--export``
 writes the fp16 safetensors shipped in ``clipguide/shapes/weights``.
 """
@@ -249,7 +250,7 @@ def export_clip(model, config_name: str, out_dir: str | Path) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m clipguide.shapes.train", description=__doc__)
-    p.add_argument("stage", choices=["clip", "judge", "vae", "unet"])
+    p.add_argument("stage", choices=["clip", "judge", "vae", "unet", "decoder"])
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch", type=int, default=None)
@@ -274,8 +275,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--export-only", action="store_true", help="unet: export the checkpoint as it is"
     )
-    p.add_argument("--clip", default=None, help="unet: CLIP folder to condition on")
-    p.add_argument("--vae", default=None, help="unet: VAE folder")
+    p.add_argument("--clip", default=None, help="unet: CLIP folder to condition on; decoder: guide")
+    p.add_argument(
+        "--grad-weight",
+        type=float,
+        default=3.0,
+        help="decoder: weight of matching the VAE's guidance gradients",
+    )
+    p.add_argument("--vae", default=None, help="unet, decoder: VAE folder")
     return p
 
 
@@ -286,6 +293,7 @@ STAGE_DEFAULTS = {
     ),
     "vae": dict(seed=2, steps=700, batch=16, lr=1e-3, pool=8000),
     "unet": dict(seed=3, steps=3000, batch=32, lr=1e-3),
+    "decoder": dict(seed=4, steps=3000, batch=32, lr=2e-3, pool=4000),
 }
 
 
@@ -304,6 +312,10 @@ def main(argv: list[str] | None = None) -> None:
         from .train_vae import train_vae
 
         train_vae(args)
+    elif args.stage == "decoder":
+        from .train_decoder import train_decoder
+
+        train_decoder(args)
     else:
         from .train_unet import train_unet
 

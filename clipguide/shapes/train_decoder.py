@@ -1,0 +1,250 @@
+"""Stage ``decoder``: a tiny ``AutoencoderTiny`` distilled from the shipped VAE, for guidance.
+
+CLIP guidance decodes the predicted clean latents and back-propagates through the decoder at
+every guided step. The micro world's VAE decoder costs about three UNet evaluations for that;
+this stage fits a stock diffusers ``AutoencoderTiny`` (the same class as TAESD/TAESDXL, which
+play this role for real SDXL) to reproduce the VAE's decodes at a fraction of the cost.
+
+Training pairs are (latents, VAE decode of those latents): clean latents of rendered scenes,
+and the predicted x0 of the shipped UNet along sampling trajectories (what guidance decodes:
+blurrier, off the clean-latent distribution). The encoder is fitted to the VAE's scaled latent
+means so the exported autoencoder is whole, though guidance uses only its decoder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from .data import build_pool
+from .train import WEIGHTS_DIR, Checkpointer, cosine_lr
+
+__all__ = ["DECODER_CONFIG", "build_decoder", "train_decoder"]
+
+log = logging.getLogger("clipguide.shapes.train")
+
+# 16 channels everywhere; the decoder's work is at 16x16 and 32x32, then one convolution at 64x64.
+DECODER_CONFIG = dict(
+    in_channels=3,
+    out_channels=3,
+    encoder_block_out_channels=(16, 16, 16),
+    num_encoder_blocks=(1, 1, 1),
+    decoder_block_out_channels=(16, 16, 16),
+    num_decoder_blocks=(3, 1, 0),
+    latent_channels=4,
+    scaling_factor=1.0,  # takes the pipeline's (scaled) latents as they are, like TAESDXL
+    shift_factor=0.0,
+)
+
+
+def build_decoder():
+    from diffusers import AutoencoderTiny
+
+    return AutoencoderTiny(**DECODER_CONFIG)
+
+
+@torch.no_grad()
+def trajectory_latents(prompts: list[str], steps: int, seed: int, batch: int = 64) -> torch.Tensor:
+    """Predicted x0 at every step of the shipped pipeline's sampling of ``prompts``.
+
+    Returned in the order (chunk of ``batch`` prompts, step, prompt in chunk).
+    """
+    from clipguide.guidance.schedulers import noise_level, split_model_output
+    from clipguide.shapes.shipped import DEFAULT_GUIDANCE_SCALE, pipeline
+
+    pipe = pipeline(progress=False)
+    found: list[torch.Tensor] = []
+
+    def grab(unet, args, kwargs, output):
+        sample = args[0] if args else kwargs["sample"]
+        t = args[1] if len(args) > 1 else kwargs["timestep"]
+        level = noise_level(pipe.scheduler, t)
+        out = output[0] if isinstance(output, tuple) else output.sample
+        n = out.shape[0] // 2
+        combined = out[:n] + DEFAULT_GUIDANCE_SCALE * (out[n:] - out[:n])
+        found.append(split_model_output(combined, sample[n:] / level.input_scale, level)[0])
+
+    handle = pipe.unet.register_forward_hook(grab, with_kwargs=True)
+    try:
+        for i in range(0, len(prompts), batch):
+            pipe(
+                prompts[i : i + batch],
+                num_inference_steps=steps,
+                guidance_scale=DEFAULT_GUIDANCE_SCALE,
+                generator=torch.Generator().manual_seed(seed + i),
+                output_type="latent",
+            )
+    finally:
+        handle.remove()
+    return torch.cat(found)
+
+
+def _trajectory_captions(prompts: list[str], steps: int, batch: int = 64) -> list[str]:
+    """The prompt of each latent ``trajectory_latents`` returns, in its order."""
+    return [
+        p
+        for i in range(0, len(prompts), batch)
+        for _ in range(steps)
+        for p in prompts[i : i + batch]
+    ]
+
+
+def guidance_gradients(vae, clip, latents: torch.Tensor, captions: list[str], chunk: int = 64):
+    """Per latent: the guide CLIP loss gradient w.r.t. the VAE decoder's output (``u``) and
+    w.r.t. the latents through the VAE (``J^T u``), as guidance computes them."""
+    from clipguide.guidance.decode import decode_latents
+    from clipguide.guidance.loss import spherical_distance
+
+    outs, grads = [], []
+    for i in range(0, len(latents), chunk):
+        z = latents[i : i + chunk].clone().requires_grad_(True)
+        target = clip.encode_text(captions[i : i + chunk]).embeds.float()
+        captured: dict[str, torch.Tensor] = {}
+        images = decode_latents(_Capture(vae, captured), z)
+        feats = clip.image_features(clip.preprocess.from_tensor(images)).float()
+        spherical_distance(feats, target).sum().backward()
+        outs.append(captured["out"].grad.half())
+        grads.append(z.grad.detach())
+    return torch.cat(outs), torch.cat(grads)
+
+
+class _Capture:
+    """The VAE seen by ``decode_latents``, keeping the decoded output for its gradient."""
+
+    def __init__(self, vae, captured: dict) -> None:
+        self.vae, self.config, self.captured = vae, vae.config, captured
+
+    def parameters(self):
+        return self.vae.parameters()
+
+    def decode(self, z):
+        out = self.vae.decode(z)
+        out.sample.retain_grad()
+        self.captured["out"] = out.sample
+        return out
+
+
+def _dataset(args: argparse.Namespace, vae) -> dict[str, torch.Tensor]:
+    from clipguide import load_clip
+
+    from .train_unet import encode_latents
+
+    cache = Path(args.run_dir) / f"decoder_data_{args.seed}_{args.pool}.pt"
+    if cache.exists():
+        return torch.load(cache, weights_only=False)
+    pool = build_pool(args.pool, args.seed, cache_dir=Path(args.run_dir).parent / "pools")
+    with torch.no_grad():
+        clean = encode_latents(vae, pool.images)
+    prompts = pool.captions[: args.pool // 8]
+    predicted = trajectory_latents(prompts, 20, args.seed)
+    latents = torch.cat([clean, predicted])
+    captions = pool.captions + _trajectory_captions(prompts, 20)
+    with torch.no_grad():
+        images = torch.cat(
+            [
+                vae.decode(z / vae.config.scaling_factor).sample.clamp(-1, 1)
+                for z in latents.split(256)
+            ]
+        )
+    clip = load_clip(f"local-dir:{args.clip or WEIGHTS_DIR / 'shapes'}", dtype=torch.float32)
+    out_grads, latent_grads = guidance_gradients(vae, clip, latents, captions)
+    data = dict(
+        latents=latents,
+        images=images,
+        pool_images=pool.images,
+        clean=clean,
+        out_grads=out_grads,
+        latent_grads=latent_grads,
+    )
+    torch.save(data, cache)
+    return data
+
+
+def _gradient_agreement(model, data: dict, n: int = 512) -> float:
+    """Mean cosine between the tiny and the VAE guidance gradients on the last ``n`` latents."""
+    z = data["latents"][-n:].clone().requires_grad_(True)
+    (mine,) = torch.autograd.grad(model.decoder(z), z, grad_outputs=data["out_grads"][-n:].float())
+    ref = data["latent_grads"][-n:]
+    return float(torch.nn.functional.cosine_similarity(mine.flatten(1), ref.flatten(1)).mean())
+
+
+def train_decoder(args: argparse.Namespace) -> None:
+    """L1 + L2 between the tiny decoder's and the VAE's decodes, plus (``--grad-weight``) the
+    relative L2 between their vector-Jacobian products on the guide CLIP's loss gradient:
+    matching outputs alone left the two decoders' guidance gradients at cosine ~0.45; L2 on
+    the encoder's latents."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(args.seed)
+    vae = AutoencoderKL.from_pretrained(args.vae or WEIGHTS_DIR / "vae", torch_dtype=torch.float32)
+    vae.eval().requires_grad_(False)
+    Path(args.run_dir).mkdir(parents=True, exist_ok=True)
+    data = _dataset(args, vae)
+    latents, images = data["latents"], data["images"]
+    log.warning("decoder data: %d latents (%d clean)", len(latents), len(data["clean"]))
+    model = build_decoder()
+    log.warning(
+        "decoder: %.3f M params (decoder %.3f M)",
+        sum(p.numel() for p in model.parameters()) / 1e6,
+        sum(p.numel() for p in model.decoder.parameters()) / 1e6,
+    )
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    ckpt = Checkpointer(args.run_dir)
+    step = ckpt.load(model, opt)
+    model.train()
+    t0 = time.monotonic()
+    while step < args.steps:
+        g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+        idx = torch.randint(len(latents), (args.batch,), generator=g)
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step, args.steps, args.lr, args.warmup)
+        z = latents[idx].clone().requires_grad_(True)
+        rec = model.decoder(z)
+        target = images[idx]
+        loss = (rec - target).abs().mean() + (rec - target).pow(2).mean()
+        if args.grad_weight > 0:  # match the VAE's vector-Jacobian product on guidance's loss
+            u = data["out_grads"][idx].float()
+            (mine,) = torch.autograd.grad(rec, z, grad_outputs=u, create_graph=True)
+            ref = data["latent_grads"][idx]
+            norm = ref.flatten(1).pow(2).sum(1).clamp_min(1e-12)
+            grad_loss = ((mine - ref).flatten(1).pow(2).sum(1) / norm).mean()
+            loss = loss + args.grad_weight * grad_loss
+        cidx = torch.randint(len(data["clean"]), (args.batch // 4,), generator=g)
+        x = data["pool_images"][cidx].float() / 127.5 - 1.0
+        loss = loss + (model.encoder(x) - data["clean"][cidx]).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % 100 == 0 or step == args.steps:
+            log.warning("step %d loss %.4f %.1fs", step, loss.item(), time.monotonic() - t0)
+        ckpt.maybe_save(model, opt, step, force=step == args.steps)
+    model.eval()
+    with torch.no_grad():
+        held = build_pool(256, args.seed + 1000)
+        x = held.images.float() / 127.5 - 1.0
+        z = vae.encode(x).latent_dist.mean * vae.config.scaling_factor
+        ref = vae.decode(z / vae.config.scaling_factor).sample.clamp(-1, 1)
+        mine = model.decoder(z).clamp(-1, 1)
+        mse = ((mine - ref) / 2).pow(2).mean()
+        log.warning("held-out PSNR vs the VAE's decode %.2f dB", float(10 * torch.log10(1 / mse)))
+    cos = _gradient_agreement(model, data)
+    log.warning("guidance-gradient cosine to the VAE's (last 512 latents) %.3f", cos)
+    out = Path(args.out or WEIGHTS_DIR / "decoder")
+    model.to(torch.float16).save_pretrained(out, safe_serialization=True)
+    _drop_stray_config_key(out / "config.json")
+    log.warning("exported %s", out)
+
+
+def _drop_stray_config_key(path: Path) -> None:
+    """``AutoencoderTiny`` registers ``block_out_channels`` in its config but does not accept
+    it back, so ``from_pretrained`` would warn on every load; the key carries nothing."""
+    import json
+
+    config = json.loads(path.read_text())
+    config.pop("block_out_channels", None)
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
