@@ -79,6 +79,14 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "--clip-guidance-mode", choices=("fast", "full"), default="fast", help="guidance mode"
     )
     p.add_argument(
+        "--guide-decoder",
+        default=None,
+        metavar="DECODER",
+        help="decoder guidance differentiates through: 'vae' (the pipeline's), 'tiny' (the "
+        "micro world's distilled AutoencoderTiny; its default) or a folder holding an "
+        "AutoencoderTiny for this model's latents (e.g. madebyollin/taesdxl for SDXL)",
+    )
+    p.add_argument(
         "--guide-clip",
         default=None,
         metavar="CLIP",
@@ -161,6 +169,36 @@ def _scores(images, prompt: str, names: list[str], loaded: dict) -> dict[str, li
     return out
 
 
+def _decoder_choice(choice: str | None, micro: bool) -> str:
+    """``--guide-decoder`` checked before any model loads; its default filled in."""
+    choice = choice or ("tiny" if micro else "vae")
+    if choice == "tiny" and not micro:
+        raise SystemExit(
+            "--guide-decoder 'tiny' is the micro world's decoder; accepted for other models: "
+            "'vae' or a folder holding an AutoencoderTiny for their latents"
+        )
+    if choice not in ("vae", "tiny") and not Path(choice).is_dir():
+        raise SystemExit(
+            f"--guide-decoder {choice!r} is not a folder; accepted: 'vae', 'tiny' (micro world) "
+            "or a folder holding an AutoencoderTiny"
+        )
+    return choice
+
+
+def guide_decoder(choice: str, pipe):
+    """The decoder guidance uses: None (the pipeline's VAE) or an ``AutoencoderTiny``."""
+    if choice == "vae":
+        return None
+    if choice == "tiny":
+        from clipguide.shapes import load_tiny_decoder
+
+        return load_tiny_decoder(device=pipe.device)
+    from diffusers import AutoencoderTiny
+
+    decoder = AutoencoderTiny.from_pretrained(choice, torch_dtype=pipe.unet.dtype)
+    return decoder.to(pipe.device).eval().requires_grad_(False)
+
+
 def _sample(pipe, call: dict, seeds: list[int], args, micro: bool):
     """Sample, with CLIP guidance attached and best-of-N selection when asked.
 
@@ -179,7 +217,12 @@ def _sample(pipe, call: dict, seeds: list[int], args, micro: bool):
             loaded[vision] = guide
     attached = contextlib.nullcontext()
     if args.clip_guidance:
-        guidance = CLIPGuidance(guide, scale=args.clip_guidance, mode=args.clip_guidance_mode)
+        guidance = CLIPGuidance(
+            guide,
+            scale=args.clip_guidance,
+            mode=args.clip_guidance_mode,
+            decoder=guide_decoder(args.guide_decoder, pipe),
+        )
         attached = guidance.attach(pipe)
     with attached:
         if args.best_of == 1:
@@ -230,6 +273,7 @@ def run(args: argparse.Namespace) -> int:
     if args.steps is not None and args.steps < 1:
         raise SystemExit(f"--steps must be >= 1, got {args.steps}")
     micro = args.model == MICRO_WORLD
+    args.guide_decoder = _decoder_choice(args.guide_decoder, micro)
     steps = args.steps or (DEFAULT_STEPS if micro else 30)
     cfg = (
         args.cfg_scale if args.cfg_scale is not None else (DEFAULT_GUIDANCE_SCALE if micro else 7.0)
@@ -281,7 +325,11 @@ def run(args: argparse.Namespace) -> int:
             "scores": {k: v[i] for k, v in scores.items()},
         }
         if args.clip_guidance:
-            record["clip_guidance"] = {"scale": args.clip_guidance, "mode": args.clip_guidance_mode}
+            record["clip_guidance"] = {
+                "scale": args.clip_guidance,
+                "mode": args.clip_guidance_mode,
+                "decoder": args.guide_decoder,
+            }
         if picks:
             record["best_of"] = picks[i]
         if verdicts is not None:

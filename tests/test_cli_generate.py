@@ -29,7 +29,7 @@ def test_best_of_n_keeps_the_best_candidate_and_its_seed_regenerates_it(tmp_path
         assert picks["candidate_scores"] == sorted(picks["candidate_scores"], reverse=True)
         assert meta["seed"] == picks["candidate_seeds"][0]
         assert meta["scores"]["shapes"] == pytest.approx(picks["candidate_scores"][0], abs=0.05)
-        assert meta["clip_guidance"] == {"scale": 2.0, "mode": "fast"}
+        assert meta["clip_guidance"] == {"scale": 2.0, "mode": "fast", "decoder": "tiny"}
     # the recorded seed regenerates the chosen image on its own
     meta = json.loads(sidecars[0].read_text())
     again = BASE + ["--out", str(tmp_path / "again"), "--seed", str(meta["seed"])]
@@ -45,6 +45,25 @@ def test_guidance_changes_the_image_and_bad_values_are_refused(tmp_path):
     plain = next((tmp_path / "plain").glob("*.png"))
     guided = next((tmp_path / "guided").glob("*.png"))
     assert np.abs(_pixels(plain) - _pixels(guided)).max() > 0
-    for bad in (["--best-of", "0"], ["--clip-guidance", "-1"]):
-        with pytest.raises(SystemExit, match=bad[0]):
+    assert (
+        cli_main(
+            BASE
+            + ["--out", str(tmp_path / "vae"), "--clip-guidance", "4", "--guide-decoder", "vae"]
+        )
+        == 0
+    )
+    through_vae = next((tmp_path / "vae").glob("*.png"))
+    assert np.abs(_pixels(through_vae) - _pixels(guided)).max() > 0
+    assert (
+        json.loads(through_vae.with_suffix(".json").read_text())["clip_guidance"]["decoder"]
+        == "vae"
+    )
+    for bad in (
+        ["--best-of", "0"],
+        ["--clip-guidance", "-1"],
+        ["--guide-decoder", str(tmp_path / "no-such-folder")],
+        ["--model", str(tmp_path), "--guide-decoder", "tiny"],
+    ):
+        with pytest.raises(SystemExit, match=bad[-2]):
             cli_main(BASE + ["--out", str(tmp_path / "x")] + bad)
+    assert not (tmp_path / "x").exists()
