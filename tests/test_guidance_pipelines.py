@@ -253,7 +253,6 @@ def test_history_and_callback_record_each_guided_step(pipes, clip):
         ({"max_rms": 0}, "max_rms"),
         ({"target": 3}, "target"),
         ({"decode_size": 0}, "decode_size"),
-        ({"reuse": 1}, "reuse"),
     ],
 )
 def test_settings_are_validated(clip, kwargs, name):
@@ -297,57 +296,3 @@ def test_decode_size_decodes_a_smaller_copy(pipes, clip):
     # A random VAE does not decode shrunken latents to a shrunken image, so no gain is
     # asserted here; benchmarks/guidance.py measures it on the trained micro-world VAE.
     assert not torch.equal(guided, base)
-
-
-def test_schedule_actions_with_and_without_reuse():
-    from clipguide.guidance import GuidanceSettings
-
-    plain = GuidanceSettings(start=0.25, stop=0.75, every=3)
-    reuse = GuidanceSettings(start=0.25, stop=0.75, every=3, reuse=True)
-    assert [plain.action(i, 8) for i in range(8)] == [
-        None, None, "evaluate", None, None, "evaluate", None, None
-    ]  # fmt: skip
-    assert [reuse.action(i, 8) for i in range(8)] == [
-        None, None, "evaluate", "reuse", "reuse", "evaluate", None, None
-    ]  # fmt: skip
-
-
-def test_reuse_pushes_between_gradients_without_measuring(pipes, clip):
-    pipe = _set_scheduler(pipes["sdxl"], "euler")
-    prompts = ["a red circle", "a blue square", "two green triangles", "a yellow star"]
-    kw = dict(scale=2.0, start=0.0, stop=1.0, every=3)
-    once = CLIPGuidance(clip, **kw)
-    held = CLIPGuidance(clip, **kw, reuse=True)
-    sparse = _run(pipe, once, prompts=prompts, seed=3, steps=6)
-    reused = _run(pipe, held, prompts=prompts, seed=3, steps=6)
-    # the same gradients are computed (and recorded); reuse only adds pushes between them
-    assert [r["step"] for r in held.history] == [r["step"] for r in once.history] == [0, 3]
-    assert held.history[0]["similarity"] == once.history[0]["similarity"]
-    assert not torch.equal(sparse, reused)
-    base = _run(pipe, prompts=prompts, seed=3, steps=6)
-    gain = _similarity(clip, reused, prompts) - _similarity(clip, base, prompts)
-    assert gain.mean() > 0, gain
-    # scale 0 with reuse (and record) stays exactly unguided
-    watcher = CLIPGuidance(clip, **{**kw, "scale": 0.0}, reuse=True, record=True)
-    assert torch.equal(_run(pipe, watcher, prompts=prompts, seed=3, steps=6), base)
-
-
-def test_reused_change_rescales_the_x0_gradient_to_the_new_noise_level(clip):
-    from clipguide.guidance.schedulers import NoiseLevel, output_change_from_eps
-    from clipguide.guidance.update import eps_change
-
-    guidance = CLIPGuidance(clip, scale=1.5, normalize=False, reuse=True)
-    x = torch.randn(2, 4, 8, 8)
-    assert (
-        guidance.reused_change(x, NoiseLevel(0.8, 0.6, 1.0, "epsilon", "vp"), reference=None)
-        is None
-    )
-    grad = torch.randn_like(x)
-    guidance._last = (grad, 0.8)
-    level = NoiseLevel(0.6, 0.8, 1.0, "epsilon", "vp")
-    got = guidance.reused_change(x, level, reference=None)
-    want = output_change_from_eps(eps_change(grad * 0.8 / 0.6, 0.8, 1.5)[0], level)
-    torch.testing.assert_close(got, want)
-    assert guidance.reused_change(x[:1], level, reference=None) is None  # other batch: none
-    guidance.new_run()
-    assert guidance._last is None

@@ -115,8 +115,7 @@ class PipelineAttachment:
         position, total = step_position(scheduler, timestep)
         if position == 0:
             guidance.new_run()
-        action = guidance.settings.action(position, total)
-        if action is None or (action == "reuse" and record_only):
+        if not guidance.settings.active(position, total):
             return None
         level = noise_level(scheduler, timestep)
         out = output[0] if isinstance(output, tuple) else output.sample
@@ -137,9 +136,6 @@ class PipelineAttachment:
         x0, eps = split_model_output(combined, x, level)
         if reference is None:
             reference = eps
-        if action == "reuse":
-            delta = guidance.reused_change(x, level, reference=reference)
-            return None if delta is None else self._add(output, out, delta, cfg)
         targets = guidance.targets(b, self.prompts, self.per_prompt)
         model_fn = None
         if guidance.settings.mode == "full" and not record_only:
@@ -157,11 +153,6 @@ class PipelineAttachment:
         )
         if record_only:  # measured and recorded; the sampling stays exactly unguided
             return None
-        return self._add(output, out, delta, cfg)
-
-    @staticmethod
-    def _add(output: Any, out: torch.Tensor, delta: torch.Tensor, cfg: bool) -> Any:
-        """The UNet output with ``delta`` added to each CFG half."""
         delta = delta.to(device=out.device, dtype=out.dtype)
         new = out + (torch.cat([delta, delta]) if cfg else delta)
         if isinstance(output, tuple):

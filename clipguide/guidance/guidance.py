@@ -51,7 +51,6 @@ class GuidanceSettings:
     seed: int = 0
     checkpointing: bool = False
     decode_size: int | None = None
-    reuse: bool = False
 
     def __post_init__(self) -> None:
         num = (int, float)
@@ -89,7 +88,6 @@ class GuidanceSettings:
             isinstance(self.noise, num) and self.noise >= 0, "noise", self.noise, "a number >= 0"
         )
         _check(isinstance(self.seed, int), "seed", self.seed, "an int")
-        _check(isinstance(self.reuse, bool), "reuse", self.reuse, "True or False")
         _check(
             self.decode_size is None
             or (isinstance(self.decode_size, int) and self.decode_size >= 1),
@@ -98,23 +96,12 @@ class GuidanceSettings:
             "None or an int >= 1 (latent pixels of the shorter side)",
         )
 
-    def in_window(self, position: int, total: int) -> bool:
-        """Whether model evaluation ``position`` of ``total`` lies in the guided window."""
-        return self.start <= position / max(total, 1) < self.stop
-
     def active(self, position: int, total: int) -> bool:
-        """Whether model evaluation ``position`` of ``total`` computes a CLIP gradient: inside
-        the window, and every ``every``-th evaluation counted from the window's first."""
+        """Whether model evaluation ``position`` of ``total`` is guided: inside the window, and
+        every ``every``-th evaluation counted from the window's first."""
+        frac = position / max(total, 1)
         first = math.ceil(self.start * total - 1e-9)  # first evaluation in the window
-        return self.in_window(position, total) and (position - first) % self.every == 0
-
-    def action(self, position: int, total: int) -> str | None:
-        """``"evaluate"`` (a new gradient), ``"reuse"`` (the last gradient again) or ``None``."""
-        if self.active(position, total):
-            return "evaluate"
-        if self.reuse and self.in_window(position, total):
-            return "reuse"
-        return None
+        return self.start <= frac < self.stop and (position - first) % self.every == 0
 
 
 class CLIPGuidance:
@@ -128,13 +115,8 @@ class CLIPGuidance:
             He et al. 2024); ``"full"``: gradient through the UNet and decoder (classic CLIP
             guidance; one extra UNet forward+backward per guided step).
         views: number of random cutouts per image (1 = a plain resize of the centre square).
-        start, stop: guided window as fractions of the model evaluations; ``every``: compute a
-            CLIP gradient at one evaluation in ``every``.
-        reuse: at the other evaluations inside the window, push again along the last computed
-            gradient (rescaled to this step's CFG correction) at no CLIP or decoder cost. The
-            predicted x0 moves little between neighbouring steps, so the stale direction still
-            points the right way; this keeps the push on every step of the window while paying
-            for one gradient in ``every``.
+        start, stop: guided window as fractions of the model evaluations; ``every``: guide one
+            evaluation in ``every``.
         decoder: latents -> image decoder (default: the pipeline's VAE); e.g. ``AutoencoderTiny``.
         target: ``None`` (the prompt), a text or list of texts, or an embedding tensor (D,) or (N, D)
             (e.g. ``clip.encode_image(image)``).
@@ -168,7 +150,6 @@ class CLIPGuidance:
         seed: int = 0,
         checkpointing: bool = False,
         decode_size: int | None = None,
-        reuse: bool = False,
         on_step: Callable[[dict], None] | None = None,
         record: bool = False,
     ) -> None:
@@ -197,7 +178,6 @@ class CLIPGuidance:
             seed=seed,
             checkpointing=checkpointing,
             decode_size=decode_size,
-            reuse=reuse,
         )
         self.clip = clip
         self.decoder = decoder
@@ -208,7 +188,6 @@ class CLIPGuidance:
         self._generator = torch.Generator().manual_seed(seed)
         self._warned_nonfinite = False
         self._attachment: Any = None
-        self._last: tuple[torch.Tensor, float] | None = None  # (dL/dx, alpha) for reuse
 
     def __repr__(self) -> str:
         return f"CLIPGuidance({self.settings})"
@@ -241,7 +220,6 @@ class CLIPGuidance:
     def new_run(self) -> None:
         """Start a new sampling run: clear ``history`` and reseed the view generator."""
         self.history = []
-        self._last = None
         self._generator.manual_seed(self.settings.seed)
 
     def _encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
@@ -351,8 +329,6 @@ class CLIPGuidance:
         grad, dist, sim = self.gradient(
             latents, x0, level, targets, decoder=decoder, model_fn=model_fn
         )
-        if s.reuse:
-            self._last = (grad.detach(), level.alpha)
         delta, finite = eps_change(
             grad,
             level.sigma,
@@ -379,27 +355,4 @@ class CLIPGuidance:
         self.history.append(record)
         if self.on_step is not None:
             self.on_step(record)
-        return output_change_from_eps(delta, level)
-
-    def reused_change(
-        self, latents: torch.Tensor, level: NoiseLevel, *, reference: torch.Tensor | None
-    ) -> torch.Tensor | None:
-        """Output change along the last computed gradient (``reuse``), or None if there is none.
-
-        In ``fast`` mode the gradient was taken w.r.t. x0, so it is carried over as ``dL/dx0``
-        and mapped to x with this step's ``alpha``; with ``normalize`` only its direction counts.
-        """
-        if self._last is None or self._last[0].shape != latents.shape:
-            return None
-        s = self.settings
-        grad, alpha = self._last
-        if s.mode == "fast":
-            grad = grad * (alpha / level.alpha)
-        delta, _ = eps_change(
-            grad.to(latents.device),
-            level.sigma,
-            s.scale,
-            reference=reference if s.normalize else None,
-            max_rms=s.max_rms,
-        )
         return output_change_from_eps(delta, level)

@@ -66,18 +66,12 @@ class CLIPGuidanceLoopStep(ModularPipelineBlocks):
         position, total = step_position(scheduler, t)
         if position == 0:
             guidance.new_run()
-        action = guidance.settings.action(position, total)
-        if action is None:
+        if not guidance.settings.active(position, total):
             return components, block_state
         level = noise_level(scheduler, t)
         pred = block_state.noise_pred
         x = block_state.latents.float()
         x0, eps = split_model_output(pred.float(), x, level)
-        if action == "reuse":
-            delta = guidance.reused_change(x, level, reference=eps)
-            if delta is not None:
-                block_state.noise_pred = pred + delta.to(device=pred.device, dtype=pred.dtype)
-            return components, block_state
         per_prompt = int(getattr(block_state, "num_images_per_prompt", None) or 1)
         targets = guidance.targets(x.shape[0], getattr(block_state, "prompt", None), per_prompt)
         delta = guidance.output_change(
