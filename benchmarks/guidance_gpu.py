@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             mode="fast", start=0.0, stop=1.0, every=1, decode_size=4 if args.tiny else 32
         ),
         "fast_default_tiny_decoder": guide(mode="fast", decoder=decoder),
+        "fast_every5_tiny_decoder": guide(mode="fast", every=5, decoder=decoder),
         "fast_default_decode32": guide(mode="fast", decode_size=4 if args.tiny else 32),
         "full_default": guide(mode="full"),
         "full_all_steps": guide(mode="full", start=0.0, stop=1.0, every=1),

@@ -1,0 +1,42 @@
+"""Smoke runs of the guidance benchmarks on the tiny fixtures: they run and print their JSON."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture
+def bench_path(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    yield
+    for name in ("guidance", "guidance_gpu"):
+        sys.modules.pop(name, None)
+
+
+def _last_json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_guidance_gpu_tiny_smoke_run(bench_path, capsys):
+    import guidance_gpu
+
+    assert guidance_gpu.main(["--tiny", "--steps", "2"]) == 0
+    result = _last_json(capsys)
+    rows = result["results"]
+    assert rows["unguided"]["ratio"] == 1.0
+    assert rows["fast_every5_tiny_decoder"]["guided_steps"] >= 1
+    assert all("seconds" in row for row in rows.values())
+
+
+def test_guidance_benchmark_tiny_quick_run(bench_path, capsys):
+    import guidance
+
+    assert guidance.main(["--world", "tiny", "--quick", "--images", "2"]) == 0
+    result = _last_json(capsys)
+    assert set(result["modes"]) == {"fast", "full"}
+    assert all(row["cpu_ratio"] > 0 for row in [*result["modes"].values(), *result["sweep"]])
+    assert set(result["best_of_n"]) == {"best_of_2", "best_of_4"}
