@@ -31,25 +31,17 @@ def test_checkpointer_round_trip(tmp_path):
     assert opt2.state_dict()["state"][0]["step"] == 1
 
 
+def _smoke_argv(stage: str, tmp_path, *, steps: int, batch: int) -> list[str]:
+    """A few steps of ``stage`` on 8 scenes, checkpoints in tmp/run, weights in tmp/STAGE."""
+    sizes = ["--steps", str(steps), "--batch", str(batch), "--pool", "8", "--warmup", "1"]
+    return [stage, *sizes, "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / stage)]
+
+
 def test_vae_stage_runs_resumes_and_exports(tmp_path):
     from diffusers import AutoencoderKL
     from safetensors.torch import load_file
 
-    argv = [
-        "vae",
-        "--steps",
-        "2",
-        "--batch",
-        "2",
-        "--pool",
-        "8",
-        "--warmup",
-        "1",
-        "--run-dir",
-        str(tmp_path / "run"),
-        "--out",
-        str(tmp_path / "vae"),
-    ]
+    argv = _smoke_argv("vae", tmp_path, steps=2, batch=2)
     main(argv)
     assert (tmp_path / "run" / "ckpt.pt").exists()
     cfg = json.loads((tmp_path / "vae" / "config.json").read_text())
@@ -64,21 +56,7 @@ def test_vae_stage_runs_resumes_and_exports(tmp_path):
 def test_decoder_stage_distils_the_vae_into_an_autoencoder_tiny(tmp_path):
     from diffusers import AutoencoderTiny
 
-    argv = [
-        "decoder",
-        "--steps",
-        "3",
-        "--batch",
-        "4",
-        "--pool",
-        "8",
-        "--warmup",
-        "1",
-        "--run-dir",
-        str(tmp_path / "run"),
-        "--out",
-        str(tmp_path / "decoder"),
-    ]
+    argv = _smoke_argv("decoder", tmp_path, steps=3, batch=4)
     main(argv)
     data = torch.load(next((tmp_path / "run").glob("decoder_data_*.pt")), weights_only=False)
     # 8 clean latents plus the predicted x0 of every step of one 20-step trajectory

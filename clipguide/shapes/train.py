@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["main", "CLIP_MEAN", "CLIP_STD", "Checkpointer", "cosine_lr"]
+__all__ = ["main", "CLIP_MEAN", "CLIP_STD", "Checkpointer", "cosine_lr", "optimiser_step"]
 
 log = logging.getLogger("clipguide.shapes.train")
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -65,6 +65,18 @@ class Checkpointer:
 
 
 # ---------------------------------------------------------------- CLIP
+
+
+def optimiser_step(model, opt, loss, step: int, total: int, ckpt: Checkpointer, t0: float) -> int:
+    """Backward and step on ``loss``; log every 100 steps, checkpoint when due. Next step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    step += 1
+    if step % 100 == 0 or step == total:
+        log.warning("step %d loss %.4f %.1fs", step, loss.item(), time.monotonic() - t0)
+    ckpt.maybe_save(model, opt, step, force=step == total)
+    return step
 
 
 def build_open_clip(config_name: str):

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from .data import build_pool
-from .train import WEIGHTS_DIR, Checkpointer, cosine_lr
+from .train import WEIGHTS_DIR, Checkpointer, cosine_lr, optimiser_step
+from .train_vae import psnr
 
 __all__ = ["DECODER_CONFIG", "build_decoder", "train_decoder"]
 
@@ -216,22 +217,14 @@ def train_decoder(args: argparse.Namespace) -> None:
         cidx = torch.randint(len(data["clean"]), (args.batch // 4,), generator=g)
         x = data["pool_images"][cidx].float() / 127.5 - 1.0
         loss = loss + (model.encoder(x) - data["clean"][cidx]).pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        if step % 100 == 0 or step == args.steps:
-            log.warning("step %d loss %.4f %.1fs", step, loss.item(), time.monotonic() - t0)
-        ckpt.maybe_save(model, opt, step, force=step == args.steps)
+        step = optimiser_step(model, opt, loss, step, args.steps, ckpt, t0)
     model.eval()
     with torch.no_grad():
         held = build_pool(256, args.seed + 1000)
         x = held.images.float() / 127.5 - 1.0
         z = vae.encode(x).latent_dist.mean * vae.config.scaling_factor
         ref = vae.decode(z / vae.config.scaling_factor).sample.clamp(-1, 1)
-        mine = model.decoder(z).clamp(-1, 1)
-        mse = ((mine - ref) / 2).pow(2).mean()
-        log.warning("held-out PSNR vs the VAE's decode %.2f dB", float(10 * torch.log10(1 / mse)))
+        log.warning("held-out PSNR vs the VAE's decode %.2f dB", psnr(model.decoder(z), ref))
     cos = _gradient_agreement(model, data)
     log.warning("guidance-gradient cosine to the VAE's (last 512 latents) %.3f", cos)
     out = Path(args.out or WEIGHTS_DIR / "decoder")

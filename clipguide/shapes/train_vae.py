@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .data import build_pool
-from .train import WEIGHTS_DIR, Checkpointer, cosine_lr
+from .train import WEIGHTS_DIR, Checkpointer, cosine_lr, optimiser_step
 
 __all__ = ["VAE_CONFIG", "build_vae", "train_vae"]
 
@@ -67,13 +67,7 @@ def train_vae(args: argparse.Namespace) -> None:
         z = post.mean + post.std * torch.randn(post.mean.shape, generator=g)
         rec = vae.decode(z).sample
         loss = (rec - x).abs().mean() + (rec - x).pow(2).mean() + 1e-6 * post.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        if step % 100 == 0 or step == args.steps:
-            log.warning("step %d loss %.4f %.1fs", step, loss.item(), time.monotonic() - t0)
-        ckpt.maybe_save(vae, opt, step, force=step == args.steps)
+        step = optimiser_step(vae, opt, loss, step, args.steps, ckpt, t0)
     vae.eval()
     with torch.no_grad():
         x = _to_unit(held.images)
