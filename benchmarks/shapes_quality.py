@@ -3,7 +3,8 @@
 A fixed, seeded prompt set (``--per-family`` prompts in each GenEval-like family) is sampled
 with each mode; every mode is a function ``mode(pipe, prompts, seeds, ctx) -> images`` in
 MODES, so other features add theirs (best-of-N, guidance) without touching the rest.
-Prints a table, then one JSON line.
+Prints a table (with each mode's oracle difference from plain and from best-of-2, paired over
+the same prompts and seeds, in points ± one standard error), then one JSON line.
 
     python benchmarks/shapes_quality.py --per-family 60 --threads 2   # the README's table
     python benchmarks/shapes_quality.py --modes plain fast --per-family 10
@@ -146,7 +147,14 @@ def evaluate(images, scenes, scorers) -> dict:
     acc["overall"] = sum(ok) / len(ok)
     captions = [s.caption for s in scenes]
     scores = {name: float(sc.score(images, captions).mean()) for name, sc in scorers.items()}
-    return {"accuracy": acc, "scores": scores}
+    return {"accuracy": acc, "scores": scores, "ok": ok}
+
+
+def paired_difference(ok: list[bool], ref: list[bool]) -> tuple[float, float]:
+    """Oracle accuracy difference in points over the same prompts and seeds, and its standard
+    error (of the mean per-prompt difference)."""
+    d = torch.tensor(ok, dtype=torch.float64) - torch.tensor(ref, dtype=torch.float64)
+    return round(100 * float(d.mean()), 2), round(100 * float(d.std() / len(d) ** 0.5), 2)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -189,9 +197,17 @@ def main(argv: list[str] | None = None) -> dict:
         results[name] = {**evaluate(images, scenes, scorers), "wall_s": round(wall, 2)}
         if name == "plain" and args.save_sheet:
             _sheet(images, scenes, args.save_sheet)
+    ok_of = {name: r["ok"] for name, r in results.items()}
     base = results.get("plain", next(iter(results.values())))["wall_s"]
     for r in results.values():
         r["time_ratio"] = round(r["wall_s"] / base, 3)
+    for name, r in results.items():  # against the baselines the README compares with
+        oks = r.pop("ok")
+        r["paired_vs"] = {
+            ref: paired_difference(oks, ok_of[ref])
+            for ref in ("plain", "best_of_2")
+            if ref in ok_of and ref != name
+        }
     _table(results)
     summary = {
         "benchmark": "shapes_quality",
@@ -214,6 +230,12 @@ def _table(results: dict) -> None:
             f"{key + ' score':<14}" + "".join(f"{results[n]['scores'][key]:>16.2f}" for n in names)
         )
     print(f"{'time ratio':<14}" + "".join(f"{results[n]['time_ratio']:>16.2f}" for n in names))
+    for ref in ("plain", "best_of_2"):
+        cells = [
+            f"{d:+.1f} ± {se:.1f}" if (d, se) != (None, None) else "-"
+            for d, se in (results[n]["paired_vs"].get(ref, (None, None)) for n in names)
+        ]
+        print(f"{'vs ' + ref:<14}" + "".join(f"{c:>16}" for c in cells))
 
 
 def _sheet(images, scenes, path: str, per_family: int = 4) -> None:
