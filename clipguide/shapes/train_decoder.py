@@ -180,13 +180,13 @@ def train_decoder(args: argparse.Namespace) -> None:
     the encoder's latents."""
     from diffusers import AutoencoderKL
 
-    torch.manual_seed(args.seed)
     vae = AutoencoderKL.from_pretrained(args.vae or WEIGHTS_DIR / "vae", torch_dtype=torch.float32)
     vae.eval().requires_grad_(False)
     Path(args.run_dir).mkdir(parents=True, exist_ok=True)
     data = _dataset(args, vae)
     latents, images = data["latents"], data["images"]
     log.warning("decoder data: %d latents (%d clean)", len(latents), len(data["clean"]))
+    torch.manual_seed(args.seed)  # here: building the data (when not cached) draws from it too
     model = build_decoder()
     log.warning(
         "decoder: %.3f M params (decoder %.3f M)",
