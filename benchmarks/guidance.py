@@ -194,12 +194,10 @@ def _linear_decoder(world: World):
     from clipguide.guidance import LinearLatentDecoder
 
     if world.name == "shapes":
-        import numpy as np
-
         from clipguide import shapes
+        from clipguide.shapes.data import to_tensor
 
-        arrays = [np.asarray(shapes.render(shapes.sample_scene(i))) for i in range(64)]
-        images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
+        images = to_tensor(shapes.render(shapes.sample_scene(i)) for i in range(64)).float() / 255
     else:
         side = world.pipe.unet.config.sample_size * world.pipe.vae_scale_factor
         images = torch.rand(16, 3, side, side, generator=torch.Generator().manual_seed(0))

@@ -186,7 +186,8 @@ def main(argv: list[str] | None = None) -> dict:
         "judge": CLIPScorer(load_clip("shapes-judge", dtype=torch.float32)),
     }
     ctx = {"steps": args.steps, "cfg": args.cfg, "batch": args.batch, "scorers": scorers}
-    _guide(pipe, ctx), _tiny_decoder(ctx)  # loaded once, outside every timing
+    _guide(pipe, ctx)  # loaded once, outside every timing
+    _tiny_decoder(ctx)
     plain(pipe, prompts[: args.batch], seeds[: args.batch], ctx)  # warm-up: first calls pay extra
     results = {}
     modes = [*args.modes, *(m for m in SWEEP if args.sweep and m not in args.modes)]

@@ -1,18 +1,17 @@
 """LinearLatentDecoder: a fitted affine stand-in for the VAE decoder, usable by guidance."""
 
-import numpy as np
 import pytest
 import torch
 
 from clipguide import shapes
 from clipguide.guidance import LinearLatentDecoder, decode_latents
+from clipguide.shapes.data import to_tensor
 
 
 @pytest.fixture(scope="module")
 def micro():
     pipe = shapes.pipeline(progress=False)
-    arrays = [np.asarray(shapes.render(shapes.sample_scene(i))) for i in range(48)]
-    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
+    images = to_tensor(shapes.render(shapes.sample_scene(i)) for i in range(48)).float() / 255
     return pipe, images
 
 

@@ -8,6 +8,7 @@ from clipguide import CLIPGuidance, load_clip, shapes
 from clipguide.guidance import decode_latents
 from clipguide.guidance.schedulers import NoiseLevel
 from clipguide.shapes.data import build_pool
+from clipguide.shapes.train_unet import encode_latents
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +20,7 @@ def micro():
 def _held_out_latents(vae, n: int = 24) -> tuple[torch.Tensor, list[str]]:
     pool = build_pool(n, 777)  # seeds the decoder never saw
     with torch.no_grad():
-        z = vae.encode(pool.images.float() / 127.5 - 1).latent_dist.mean
-    return z * vae.config.scaling_factor, pool.captions
+        return encode_latents(vae, pool.images), pool.captions
 
 
 def test_tiny_decoder_is_a_frozen_stock_autoencoder_tiny_close_to_the_vae(micro):

@@ -22,6 +22,7 @@ import torch
 
 from .data import build_pool
 from .train import WEIGHTS_DIR, Checkpointer, cosine_lr, optimiser_step
+from .train_unet import encode_latents
 from .train_vae import psnr
 
 __all__ = ["DECODER_CONFIG", "build_decoder", "train_decoder"]
@@ -100,39 +101,27 @@ def guidance_gradients(vae, clip, latents: torch.Tensor, captions: list[str], ch
     from clipguide.guidance.decode import decode_latents
     from clipguide.guidance.loss import spherical_distance
 
+    decoded: list[torch.Tensor] = []  # the decoder's output, [-1, 1], before decode_latents maps it
+    handle = vae.decoder.register_forward_hook(lambda module, args, out: decoded.append(out))
     outs, grads = [], []
-    for i in range(0, len(latents), chunk):
-        z = latents[i : i + chunk].clone().requires_grad_(True)
-        target = clip.encode_text(captions[i : i + chunk]).embeds.float()
-        captured: dict[str, torch.Tensor] = {}
-        images = decode_latents(_Capture(vae, captured), z)
-        feats = clip.image_features(clip.preprocess.from_tensor(images)).float()
-        spherical_distance(feats, target).sum().backward()
-        outs.append(captured["out"].grad.half())
-        grads.append(z.grad.detach())
+    try:
+        for i in range(0, len(latents), chunk):
+            z = latents[i : i + chunk].clone().requires_grad_(True)
+            target = clip.encode_text(captions[i : i + chunk]).embeds.float()
+            decoded.clear()
+            images = decode_latents(vae, z)
+            feats = clip.image_features(clip.preprocess.from_tensor(images)).float()
+            dist = spherical_distance(feats, target).sum()
+            wrt_latents, wrt_output = torch.autograd.grad(dist, (z, decoded[0]))
+            outs.append(wrt_output.half())
+            grads.append(wrt_latents)
+    finally:
+        handle.remove()
     return torch.cat(outs), torch.cat(grads)
-
-
-class _Capture:
-    """The VAE seen by ``decode_latents``, keeping the decoded output for its gradient."""
-
-    def __init__(self, vae, captured: dict) -> None:
-        self.vae, self.config, self.captured = vae, vae.config, captured
-
-    def parameters(self):
-        return self.vae.parameters()
-
-    def decode(self, z):
-        out = self.vae.decode(z)
-        out.sample.retain_grad()
-        self.captured["out"] = out.sample
-        return out
 
 
 def _dataset(args: argparse.Namespace, vae) -> dict[str, torch.Tensor]:
     from clipguide import load_clip
-
-    from .train_unet import encode_latents
 
     cache = Path(args.run_dir) / f"decoder_data_{args.seed}_{args.pool}.pt"
     if cache.exists():
@@ -220,9 +209,7 @@ def train_decoder(args: argparse.Namespace) -> None:
         step = optimiser_step(model, opt, loss, step, args.steps, ckpt, t0)
     model.eval()
     with torch.no_grad():
-        held = build_pool(256, args.seed + 1000)
-        x = held.images.float() / 127.5 - 1.0
-        z = vae.encode(x).latent_dist.mean * vae.config.scaling_factor
+        z = encode_latents(vae, build_pool(256, args.seed + 1000).images)
         ref = vae.decode(z / vae.config.scaling_factor).sample.clamp(-1, 1)
         log.warning("held-out PSNR vs the VAE's decode %.2f dB", psnr(model.decoder(z), ref))
     cos = _gradient_agreement(model, data)
