@@ -204,6 +204,64 @@ def _linear_decoder(world: World):
     return LinearLatentDecoder.fit(world.pipe.vae, images)
 
 
+def decoder_costs(world: World, decoders: dict, batch: int = 16, repeats: int = 5) -> dict:
+    """Per decoder: decode + backward CPU ms for ``batch`` latents, its ratio to the VAE's, and
+    the mean cosine of its guidance gradient with the VAE's (guide CLIP). In the micro world the
+    cosine is taken on clean latents of unseen scenes and on the predicted x0 of the guided
+    window (steps 25-75 %) of 20-step samplings of their captions, what guidance decodes."""
+    from clipguide.guidance.decode import decode_latents
+    from clipguide.guidance.schedulers import NoiseLevel
+
+    vae = world.pipe.vae
+    side = world.pipe.unet.config.sample_size
+    g = torch.Generator().manual_seed(1)
+    latents = torch.randn(batch, vae.config.latent_channels, side, side, generator=g)
+    prompts = (world.prompts * batch)[:batch]
+    sets = {"random": (latents, prompts)}
+    if world.name == "shapes":  # real scene latents: the gradients mean something there
+        from clipguide.shapes.data import build_pool
+        from clipguide.shapes.train_decoder import trajectory_latents
+        from clipguide.shapes.train_unet import encode_latents
+
+        pool = build_pool(batch, 4242)  # scenes no decoder was trained on
+        with torch.no_grad():
+            latents = encode_latents(vae, pool.images)
+        prompts = pool.captions
+        steps = trajectory_latents(prompts, 20, 4242).view(20, batch, *latents.shape[1:])
+        sets = {"clean": (latents, prompts), "x0": (steps[5:15].flatten(0, 1), prompts * 10)}
+    guidance = CLIPGuidance(world.guide)
+    level = NoiseLevel(1.0, 1.0, 1.0, "epsilon", "sigma")  # fast mode: gradient w.r.t. x0
+
+    def gradients(decoder: Any) -> dict[str, torch.Tensor]:
+        return {
+            name: guidance.gradient(z, z, level, guidance.targets(len(p), p), decoder=decoder)[0]
+            for name, (z, p) in sets.items()
+        }
+
+    reference = gradients(vae)
+    out: dict[str, dict] = {}
+    for name, decoder in {"vae": vae, **decoders}.items():
+        if decoder is None:
+            continue
+
+        def step(decoder: Any = decoder) -> None:
+            z = latents.clone().requires_grad_(True)
+            decode_latents(decoder, z).sum().backward()
+
+        step()  # warm-up
+        t0 = time.process_time()
+        for _ in range(repeats):
+            step()
+        ms = (time.process_time() - t0) / repeats * 1000
+        out[name] = {"decode_backward_ms": round(ms, 1)}
+        for key, grad in gradients(decoder).items():
+            cos = torch.nn.functional.cosine_similarity(grad.flatten(1), reference[key].flatten(1))
+            out[name][f"gradient_cos_{key}"] = round(float(cos.mean()), 3)
+    for row in out.values():
+        row["cost_vs_vae"] = round(row["decode_backward_ms"] / out["vae"]["decode_backward_ms"], 3)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world", choices=("auto", "tiny", "shapes"), default="auto")
@@ -215,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="fewer steps and sweep points")
     parser.add_argument(
+        "--decoders-only", action="store_true", help="only the per-decoder cost and gradient table"
+    )
+    parser.add_argument(
         "--weights", default=None, help="micro-world weights folder (default: shipped)"
     )
     args = parser.parse_args(argv)
@@ -225,6 +286,13 @@ def main(argv: list[str] | None = None) -> int:
     world = build_world(args.world, args.images, args.weights)
     bench = Bench(world, args.steps, args.cfg, args.seed)
     guide = world.guide
+    decoders = {"linear": _linear_decoder(world), "tiny": world.tiny_decoder}
+    costs = decoder_costs(world, decoders)
+    for name, row in costs.items():
+        print(f"decoder {name:6s} {_label(row)}", flush=True)
+    if args.decoders_only:
+        print(json.dumps({"benchmark": "guidance", "world": world.name, "decoders": costs}))
+        return 0
     bench.generate(None)  # warm-up
     base_images, _, _ = bench.generate(None)
     base = bench.scores(base_images)
@@ -280,7 +348,6 @@ def main(argv: list[str] | None = None) -> int:
         ]
     if args.quick:
         variations = [variations[i] for i in (1, 4, 11)]
-    decoders = {"linear": _linear_decoder(world), "tiny": world.tiny_decoder}
     sweep = []
     for change in variations:
         settings = {**base_setting, **change}
@@ -312,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         "modes": modes,
         "sweep": sweep,
         "best_of_n": bon,
+        "decoders": costs,
         "fast_under_1_10x": best_cheap,
     }
     print(json.dumps(result))
