@@ -12,6 +12,7 @@ from diffusers import (
     DDPMScheduler,
     DEISMultistepScheduler,
     DPMSolverMultistepScheduler,
+    DPMSolverSDEScheduler,
     DPMSolverSinglestepScheduler,
     EDMEulerScheduler,
     EulerAncestralDiscreteScheduler,
@@ -43,7 +44,8 @@ RETURNING = [
     HeunDiscreteScheduler,
     KDPM2DiscreteScheduler,
     KDPM2AncestralDiscreteScheduler,
-    LMSDiscreteScheduler,
+    LMSDiscreteScheduler,  # needs scipy (a dependency: the CLI offers --scheduler lms)
+    DPMSolverSDEScheduler,  # needs torchsde (dev extra)
     DDIMScheduler,
     DDPMScheduler,
 ]
@@ -76,6 +78,7 @@ def _run(scheduler, fn, steps=STEPS):
 # diffusers itself raises for prediction_type="sample" in these.
 NO_SAMPLE = (
     EulerAncestralDiscreteScheduler,
+    DPMSolverSDEScheduler,
     KDPM2DiscreteScheduler,
     KDPM2AncestralDiscreteScheduler,
 )

@@ -6,7 +6,7 @@ output of any ``prediction_type`` converts to (x0, eps) and back with a few line
 
 - sigma-type (variance exploding, Karras et al. 2022): ``init_noise_sigma > 1``, ``alpha = 1``,
   ``sigma = sigmas[i]``, model input scaled by ``1 / sqrt(sigma^2 + 1)`` (Euler, Euler ancestral,
-  Heun, KDPM2, LMS, DPM-SDE).
+  Heun, KDPM2, LMS, DPM++ SDE).
 - VP (variance preserving, Ho et al. 2020): ``alpha = sqrt(alpha_bar)``, ``sigma = sqrt(1 - alpha_bar)``
   from ``alphas_cumprod[t]`` (DDIM, DDPM, PNDM), or from the VP sigma ``sigmas[i]`` where the
   scheduler indexes its own sigma table (DPM-Solver, UniPC, DEIS).
