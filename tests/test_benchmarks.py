@@ -13,7 +13,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 def bench_path(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     yield
-    for name in ("guidance", "guidance_gpu"):
+    for name in ("guidance", "guidance_gpu", "guidance_flops"):
         sys.modules.pop(name, None)
 
 
@@ -40,3 +40,19 @@ def test_guidance_benchmark_tiny_quick_run(bench_path, capsys):
     assert set(result["modes"]) == {"fast", "full"}
     assert all(row["cpu_ratio"] > 0 for row in [*result["modes"].values(), *result["sweep"]])
     assert set(result["best_of_n"]) == {"best_of_2", "best_of_4"}
+
+
+def test_guidance_flops_tiny_counts_every_setting(bench_path, capsys):
+    import guidance_flops
+
+    result = guidance_flops.main(["--tiny"])
+    assert _last_json(capsys) == json.loads(json.dumps(result))
+    rows = result["settings"]
+    assert result["unguided_flops"] > 0
+    for row in rows.values():  # guidance adds work, more with more guided evaluations
+        assert row["ratio"] > 1.0 and row["flops_per_guided_step"] > 0
+    assert rows["fast, tiny, every 10"]["ratio"] < rows["fast, tiny decoder"]["ratio"]
+    assert (
+        rows["full, VAE"]["flops_per_guided_step"]
+        > rows["fast, VAE (library defaults)"]["flops_per_guided_step"]
+    )
