@@ -143,7 +143,7 @@ def looks_adjectival(word: str) -> bool:
     """Whether a lower-case word looks like an adjective/participle/adverb by its suffix."""
     if word in ING_NOUNS or word in ED_NOUNS or word in LY_NOUNS or word in ADJ_NOUNS:
         return False
-    if word.endswith("eed"):
+    if word.endswith(("eed", "fish", "dish")):  # "seaweed", "goldfish", "radish"
         return False
     return bool(_ADJ_SUFFIX.fullmatch(word))
 

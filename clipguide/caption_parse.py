@@ -70,6 +70,7 @@ _PHRASES: dict[tuple[str, ...], tuple[str, str | None]] = {
     **{tuple(r.split()): ("rel", None) for r in lex.RELATIONS},
     **{tuple(p.split()): ("style", None) for p in ("in the style of", "in style of")},
     **{tuple(p.split()): ("conj", None) for p in ("as well as", "along with", "together with")},
+    **{tuple(p.split()): ("pron", None) for p in ("each other", "one another")},
     **{tuple(p.split()): ("word", None) for p in lex.COMPOUND_NOUNS},
 }
 _PHRASE_STARTS = frozenset(k[0] for k in _PHRASES)

@@ -38,8 +38,16 @@ from clipguide.shapes.scenes import (
     render,
 )
 
-DATA = Path(__file__).parent / "data" / "freeform_prompts.json"
-FREEFORM = json.loads(DATA.read_text(encoding="utf-8"))
+DATA = Path(__file__).parent / "data"
+# freeform_prompts.json was labelled before the rewriter was run on it (and the lexicon was then
+# tuned on it); freeform_prompts_heldout.json was labelled after, blind, and ran once before two
+# lexicon fixes ("goldfish" read as an adjective, "each other" as a phrase): see the report.
+DATASETS = {
+    name: json.loads((DATA / f"{name}.json").read_text(encoding="utf-8"))
+    for name in ("freeform_prompts", "freeform_prompts_heldout")
+}
+FREEFORM = DATASETS["freeform_prompts"]
+ALL_FREEFORM = [row for rows in DATASETS.values() for row in rows]
 MICRO = prompt_set(40, seed=77, families=TRAIN_FAMILIES)  # 320 captions, all families
 
 # ------------------------------------------------------------------ micro-world reference
@@ -190,19 +198,12 @@ def _words(text: str) -> list[str]:
     return ["a" if w == "an" else w for w in words]
 
 
-def _stem(w: str) -> str:
-    for end, new in (("ies", "y"), ("es", ""), ("s", "")):
-        if w.endswith(end) and len(w) > len(end) + 2:
-            return w[: -len(end)] + new
-    return w
-
-
 def _is_number(w: str) -> bool:
     return w in _NUMBERS or w.isdigit()
 
 
 def _inflected(a: str, b: str) -> bool:
-    return a[:1] == b[:1] and difflib.SequenceMatcher(None, a, b).ratio() >= 0.5
+    return a[:1] == b[:1] and difflib.SequenceMatcher(None, a, b).ratio() >= 0.4
 
 
 def _blocks(a: list[str], b: list[str]) -> list[tuple[str, list[str], list[str]]]:
@@ -218,8 +219,13 @@ def edit_is_valid(prompt: str, neg: str, kind: str) -> bool:
     blocks = _blocks(a, b)
     if kind == "swap_attribute" or kind == "swap_relation" and Counter(a) == Counter(b):
         return Counter(a) == Counter(b)
-    if kind == "swap_objects":
-        return Counter(map(_stem, a)) == Counter(map(_stem, b))
+    if kind == "swap_objects":  # two nouns trade places, each inflected for its new phrase
+        if len(a) != len(b):
+            return False
+        diff = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+        return len(diff) == 2 and all(
+            _inflected(a[i], b[j]) and a[i] != a[j] for i, j in (diff, diff[::-1])
+        )
     if kind == "swap_relation":
         return (
             len(blocks) == 1
@@ -260,7 +266,7 @@ def test_edit_checker_rejects_wrong_edits():
 
 def test_freeform_data_is_well_formed():
     assert len(FREEFORM) >= 60
-    for row in FREEFORM:
+    for row in ALL_FREEFORM:
         assert set(row) == {"prompt", "noun_phrases", "expected"}
         for e in row["expected"]:
             assert e["kind"] in ALL_KINDS
@@ -269,15 +275,16 @@ def test_freeform_data_is_well_formed():
 
 def test_freeform_labelled_negatives_are_produced():
     missing = []
-    for row in FREEFORM:
+    for row in ALL_FREEFORM:
         got = {(n.kind, n.text) for n in hard_negatives(row["prompt"])}
         missing += [e for e in row["expected"] if (e["kind"], e["text"]) not in got]
     assert not missing
 
 
-def test_freeform_rate_of_prompts_with_a_valid_negative():
-    multi = [r for r in FREEFORM if r["noun_phrases"] >= 2]
-    assert len(multi) >= 50
+@pytest.mark.parametrize("name", DATASETS)
+def test_freeform_rate_of_prompts_with_a_valid_negative(name):
+    multi = [r for r in DATASETS[name] if r["noun_phrases"] >= 2]
+    assert len(multi) >= 20
     ok = 0
     valid = total = 0
     for row in multi:
@@ -285,19 +292,21 @@ def test_freeform_rate_of_prompts_with_a_valid_negative():
         flags = [edit_is_valid(row["prompt"], n.text, n.kind) for n in negs]
         valid, total = valid + sum(flags), total + len(flags)
         ok += any(flags)
-    assert ok / len(multi) >= 0.8  # the goal; measured: 1.0 (see the report)
-    assert valid / total >= 0.95, (valid, total)
+    assert ok / len(multi) >= 0.8  # the goal; measured: 1.0 on both sets
+    assert valid / total >= 0.95, (valid, total)  # measured: 718/718 and 310/310
 
 
-def test_freeform_object_phrase_counts_match_the_labels():
+@pytest.mark.parametrize("name", DATASETS)
+def test_freeform_object_phrase_counts_match_the_labels(name):
+    rows = DATASETS[name]
     agree = sum(
-        sum(np.is_object for np in noun_phrases(r["prompt"])) == r["noun_phrases"] for r in FREEFORM
+        sum(np.is_object for np in noun_phrases(r["prompt"])) == r["noun_phrases"] for r in rows
     )
-    assert agree / len(FREEFORM) >= 0.9
+    assert agree / len(rows) >= 0.9  # measured: 68/68 (tuned on), 24/25 (held out)
 
 
 def test_freeform_is_fast():
-    prompts = [r["prompt"] for r in FREEFORM]
+    prompts = [r["prompt"] for r in ALL_FREEFORM]
     for p in prompts:  # warm the word caches
         hard_negatives(p)
     start = time.perf_counter()
@@ -343,6 +352,17 @@ def test_tags_with_digits_are_objects_but_not_rewritten():
     for neg in hard_negatives(prompt):
         if neg.kind != "drop_object":
             assert neg.text.startswith("1girl, "), neg
+
+
+@pytest.mark.parametrize(
+    ("prompt", "objects"),
+    [
+        ("a goldfish inside of a glass bowl", ["a goldfish", "a glass bowl"]),  # not "-ish"
+        ("two knights facing each other", ["two knights"]),  # a pronoun, not a phrase
+    ],
+)
+def test_held_out_misreadings_stay_fixed(prompt, objects):
+    assert [n.text for n in noun_phrases(prompt) if n.is_object] == objects
 
 
 def test_capitals_follow_the_sentence_start():
@@ -456,7 +476,7 @@ def test_order_is_deterministic_and_mixes_kinds():
 
 
 def test_no_duplicates_and_never_the_prompt():
-    for prompt in [r["prompt"] for r in FREEFORM] + [s.caption for s in MICRO]:
+    for prompt in [r["prompt"] for r in ALL_FREEFORM] + [s.caption for s in MICRO]:
         texts = [n.text.lower() for n in hard_negatives(prompt)]
         assert len(texts) == len(set(texts)), prompt
         assert " ".join(plain_prompt(prompt).lower().split()) not in texts
