@@ -155,8 +155,9 @@ def _attribute_edits(doc: PromptDoc, a: NounPhrase, b: NounPhrase, kind: str) ->
 
 
 def _swap_attribute(doc: PromptDoc) -> list[Negative]:
+    """Swaps of two attributes first (the harder negatives), then moves of one."""
     objs = doc.editable
-    out = []
+    swaps, moves = [], []
     for kind in lex.ATTRIBUTE_KINDS:
         if not any(kind in np.roles for np in objs):
             continue
@@ -164,8 +165,8 @@ def _swap_attribute(doc: PromptDoc) -> list[Negative]:
             for b in objs[i + 1 :]:
                 neg = _attribute_edits(doc, a, b, kind)
                 if neg is not None:
-                    out.append(neg)
-    return out
+                    (swaps if kind in a.roles and kind in b.roles else moves).append(neg)
+    return swaps + moves
 
 
 # ------------------------------------------------------------------ change_count

@@ -173,8 +173,9 @@ NON_OBJECT_HEADS = _words(
     "minimalist retro futuristic sharp soft volumetric ambient natural dynamic symmetrical best "
     "ultra hyper highres lowres professional atmospheric magical mystical majestic serene "
     "peaceful cozy bright colorful colourful monochrome sepia solo trending unreal studio "
-    "sunlight moonlight starlight candlelight backlight glow still poly headshot poster tale row breakfast lunch dinner lay underwater blurry funny "
-    "scary creepy happy sad angry gloomy spooky fancy kawaii chibi"
+    "sunlight moonlight starlight candlelight backlight glow still poly headshot poster tale "
+    "row breakfast lunch dinner lay underwater blurry funny scary creepy happy sad angry gloomy "
+    "spooky fancy kawaii chibi"
 )
 # Names whose colour word is part of the name, read as one word ("a golden retriever").
 COMPOUND_NOUNS = _words(
@@ -227,8 +228,8 @@ RELATIONS = tuple(
         key=lambda r: (-len(r.split()), r),
     )
 )
-# Relations whose two sides can be exchanged to make a different scene ("A on B" vs "B on A").
 RELATION_WORDS = frozenset(r for r in RELATIONS if " " not in r)
+# Relations whose two sides can be exchanged to make a different scene ("A on B" vs "B on A").
 ASYMMETRIC_RELATIONS = frozenset(set(_FLIPS) | set(_LEFT_RIGHT) | {"in"})
 # Phrases that only place their subject ("a cat on the left"): no landmark follows.
 POSITIONAL_RELATIONS = frozenset(

@@ -187,6 +187,7 @@ class NounPhrase:
 
 
 def _is_object(head: str, modifiers: list[str], before: Token | None, has_det: bool) -> bool:
+    """False for heads naming style, light, camera, time, weather, credits ("by X")."""
     low = head.lower().rpartition(" ")[2]
     if len(low) == 1 and low.isascii():
         return False

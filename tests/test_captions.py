@@ -456,6 +456,15 @@ def test_no_negative_when_it_would_mean_the_same(prompt, kind):
     assert hard_negatives(prompt, kinds=[kind]) == []
 
 
+def test_attribute_swaps_come_before_moves():
+    negs = hard_negatives("a red cat next to a lamp on a blue mat", kinds=["swap_attribute"])
+    assert [n.text for n in negs] == [
+        "a blue cat next to a lamp on a red mat",
+        "a cat next to a red lamp on a blue mat",
+        "a red cat next to a blue lamp on a mat",
+    ]
+
+
 def test_counts_above_four_only_go_down():
     texts = [n.text for n in hard_negatives("ten lanterns", kinds=["change_count"])]
     assert texts == ["nine lanterns"]
