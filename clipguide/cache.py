@@ -14,22 +14,29 @@ differs from the last time it was looked at. It compares, on every call:
   e.g. ``training``, PEFT's ``scaling``, ``merged_adapters``, ``active_adapters`` and
   ``disable_adapters``) and the keys of its forward hooks, so ``set_adapters`` scales,
   ``disable_lora``/``enable_lora``, ``fuse_lora``/``unfuse_lora`` and added hooks are seen;
-- a content sample: the first row and first column of every tensor of two or more dimensions
-  and all of every smaller tensor, compared bit for bit. In-place writes through ``.data``
-  (which bumps no version counter: PEFT's fusing, ``p.data.copy_(...)``, ``p.data[i] = ...``)
-  are seen when they change a sampled element, which any dense change (a LoRA delta, a copied
-  checkpoint, a scaled tensor) and any row write (an embedding row) does.
+- a content sample, compared bit for bit: the first and last rows of every tensor of two or
+  more dimensions, the first column of every embedding table (one element per token row),
+  and all of every smaller tensor (biases, norms). In-place writes through ``.data`` (which
+  bump no version counter: PEFT's fusing, ``p.data.copy_(...)``, ``p.data[i] = ...``) are
+  seen when they change a sampled element, which any dense change does (a LoRA delta, a
+  copied checkpoint, a scaled tensor), and so does any write to an embedding row.
 
 Not seen: a write through ``.data`` (or a numpy view, or any alias without a version counter)
-that changes no sampled element, e.g. ``w.data[3, 7] = 0``; a change of behaviour outside the
-module's own state (a patched ``forward``, a global module hook, ``config`` attributes such as
-the attention implementation, which change results by float rounding only). After such edits
-call ``TEXT_CACHE.clear()`` or pass ``cache=False``. A module whose tensors cannot be sampled
-(quantised layouts) gets a fresh key on every call: it is never served from the cache.
+that changes no sampled element, e.g. ``linear.weight.data[3, 7] = 0``; a change of behaviour
+outside the module's own state (a patched ``forward``, a global module hook, ``config``
+attributes such as the attention implementation, which change results by float rounding
+only). After such edits call ``TEXT_CACHE.clear()`` or pass ``cache=False``. A module whose
+tensors cannot be sampled (quantised layouts) gets a fresh key on every call: it is never
+served from the cache.
 
-Cost, measured on CPU (2 threads) for a text tower of bigG's size (1280 wide, 32 layers,
-695 M parameters, fp32): about 20-30 ms per key against seconds for one encode; the key is
-computed once per :func:`clipguide.encode_prompt` call and tower.
+Cost: the key walks every submodule and tensor in Python and reads the sample. Measured on
+this project's CPU machine (2 shared cores, fp32) for a text tower of bigG's size (1280 wide,
+32 layers, 695 M parameters, 393 modules, 517 tensors): 50-60 ms per key, against 7-17 s to
+encode two prompts, so a hit costs well under 1% of an encode. It does not scale with the
+batch, and most of it is Python, so on a GPU, where bigG encodes a short batch in
+milliseconds, a key can cost about as much as the encode (not measured here): there, pass
+``cache=False`` unless the same prompts recur. :func:`clipguide.encode_prompt` takes one key
+per tower and call.
 
 Use it through:
 
@@ -46,16 +53,15 @@ or a :class:`TextEncodingCache` of your own. Encoding runs under ``torch.no_grad
 
 from __future__ import annotations
 
-import itertools
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from clipguide.cache_key import model_key
 
 __all__ = [
     "TextEncodingCache",
@@ -75,7 +81,7 @@ class TextEncodingCache:
 
     def __init__(self, max_entries: int = 4096, max_bytes: int = 512 * 2**20) -> None:
         for name, value in (("max_entries", max_entries), ("max_bytes", max_bytes)):
-            if not isinstance(value, int) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}")
         self.max_entries = max_entries
         self.max_bytes = max_bytes
@@ -97,6 +103,7 @@ class TextEncodingCache:
 
     def get(self, key: Hashable) -> Entry | None:
         """The entry for ``key`` (marked most recently used), or None."""
+        _check_key(key)
         with self._lock:
             entry = self._data.get(key)
             if entry is None:
@@ -108,6 +115,11 @@ class TextEncodingCache:
 
     def put(self, key: Hashable, entry: Entry) -> None:
         """Store ``entry`` (tensors are detached and copied), evicting least recently used."""
+        _check_key(key)
+        if not isinstance(entry, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in entry.items()
+        ):
+            raise TypeError(f"entry must be a dict of str -> torch.Tensor, got {entry!r:.80}")
         entry = {k: v.detach().clone() for k, v in entry.items()}
         size = sum(v.numel() * v.element_size() for v in entry.values())
         if size > self.max_bytes or self.max_entries == 0:
@@ -128,154 +140,19 @@ class TextEncodingCache:
             self.nbytes = self.hits = self.misses = 0
 
 
+def _check_key(key: Any) -> None:
+    try:
+        hash(key)
+    except TypeError:
+        raise TypeError(f"key must be hashable, got {key!r:.80}") from None
+
+
 def _nbytes(entry: Entry) -> int:
     return sum(v.numel() * v.element_size() for v in entry.values())
 
 
 TEXT_CACHE = TextEncodingCache()
 """The process-wide cache used when ``cache=True``."""
-
-_counter = itertools.count()
-_state_lock = threading.Lock()
-_OPAQUE = object()  # stands for a value model_key does not compare (a tensor, a function...)
-_BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-
-
-@dataclass
-class _Record:
-    refs: list[weakref.ref]
-    signature: tuple
-    sample: tuple[bytes, tuple[torch.Tensor, ...]]
-    generation: int
-
-
-_records: weakref.WeakKeyDictionary[torch.nn.Module, _Record] = weakref.WeakKeyDictionary()
-
-
-def model_key(module: torch.nn.Module) -> tuple:
-    """Key of a module's current state: ``(generation, dtype, device)``.
-
-    The generation changes whenever anything the module docstring lists differs from the last
-    call for this module, so a key never names two different states.
-    """
-    if not isinstance(module, torch.nn.Module):
-        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
-    try:
-        objects, signature, tensors = _describe(module)
-    except (RuntimeError, TypeError, NotImplementedError):  # tensors without plain storage
-        return (next(_counter), "unknown", "unknown")  # never matches: never cached
-    sample = _sample(tensors)
-    first = tensors[0] if tensors else torch.empty(0)
-    with _state_lock:
-        record = _records.get(module)
-        if (
-            sample is None
-            or record is None
-            or record.signature != signature
-            or len(record.refs) != len(objects)
-            or any(r() is not o for r, o in zip(record.refs, objects, strict=True))
-            or not _same(record.sample, sample)
-        ):
-            record = _Record([weakref.ref(o) for o in objects], signature, sample or (b"", ()), 0)
-            record.generation = next(_counter)
-            _records[module] = record
-        generation = record.generation
-    return (generation, str(first.dtype), str(first.device))
-
-
-def _describe(module: torch.nn.Module) -> tuple[list[Any], tuple, list[torch.Tensor]]:
-    """Objects to compare by identity, a comparable signature, and the module's tensors."""
-    objects: list[Any] = []
-    signature: list[Any] = []
-    for name, sub in module.named_modules(remove_duplicate=False):
-        objects.append(sub)
-        signature.append((name, tuple(_plain_state(sub))))
-    tensors = [t for _, t in module.named_parameters(remove_duplicate=False)]
-    tensors += [t for _, t in module.named_buffers(remove_duplicate=False)]
-    for t in tensors:
-        objects += [t, t.untyped_storage()]
-        signature.append((t._version, t.dtype, t.device, t.shape, t.stride(), t.storage_offset()))
-    return objects, tuple(signature), tensors
-
-
-# transformers 5 adds forward hooks on a model's first forward that only record hidden states
-# (they return None), and a flag saying so: not a change of the encoder's results.
-_OBSERVER_MODULES = ("transformers.utils.output_capturing",)
-_IGNORED_ATTRS = ("_output_capturing_hooks_installed",)
-
-
-def _plain_state(module: torch.nn.Module) -> list[tuple[str, Any]]:
-    """The module's plain attributes; dicts of other things (hooks, children) by their keys."""
-    out = []
-    for name, value in module.__dict__.items():
-        if name in _IGNORED_ATTRS:
-            continue
-        if isinstance(value, dict) and "hook" in name:
-            keys = (k for k, h in value.items() if _hook_module(h) not in _OBSERVER_MODULES)
-            out.append((name, tuple(keys)))
-        elif isinstance(value, dict):
-            out.append((name, tuple((k, _leaf(v)) for k, v in value.items())))
-        elif isinstance(value, (list, tuple, set, frozenset)):
-            items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
-            out.append((name, tuple(_leaf(v) for v in items)))
-        else:
-            out.append((name, _leaf(value)))
-    return out
-
-
-def _hook_module(hook: Any) -> str | None:
-    hook = hook[0] if isinstance(hook, tuple) and hook else hook  # some dicts hold tuples
-    return getattr(getattr(hook, "__func__", hook), "__module__", None)
-
-
-def _leaf(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return _OPAQUE
-
-
-Sample = tuple[bytes, tuple[torch.Tensor, ...]]
-
-
-def _sample(tensors: list[torch.Tensor]) -> Sample | None:
-    """Bit patterns of each tensor's first row and column (all of it below 2-D): bytes for CPU
-    tensors, one tensor per device and element size otherwise; None if a tensor cannot be read
-    that way."""
-    host: list[bytes] = []
-    groups: dict[tuple[str, int], list[torch.Tensor]] = {}
-    try:
-        for t in tensors:
-            if t.numel() == 0:
-                continue
-            if t.is_meta or t.is_quantized or t.element_size() not in _BITS:
-                return None
-            data = t.detach()
-            if data.dtype == torch.bool:
-                data = data.to(torch.uint8)
-            parts = [data.reshape(-1)]
-            if data.ndim >= 2:
-                rows = data if data.ndim == 2 else data.reshape(data.shape[0], -1)
-                parts = [rows[:, 0], rows[0, 1:]]
-            for part in parts:
-                bits = part.view(_BITS[part.element_size()])
-                if bits.device.type == "cpu":  # numpy: no thread pool, ~10x faster than cat
-                    host.append(bits.numpy().tobytes())
-                else:
-                    groups.setdefault((str(bits.device), bits.element_size()), []).append(bits)
-    except (RuntimeError, TypeError, NotImplementedError):
-        return None
-    return b"".join(host), tuple(torch.cat(groups[k]) for k in sorted(groups))
-
-
-def _same(old: Sample, new: Sample) -> bool:
-    return (
-        old[0] == new[0]
-        and len(old[1]) == len(new[1])
-        and all(
-            a.shape == b.shape and a.device == b.device and torch.equal(a, b)
-            for a, b in zip(old[1], new[1], strict=True)
-        )
-    )
 
 
 def resolve_cache(cache: TextEncodingCache | bool | None) -> TextEncodingCache | None:
@@ -342,9 +219,8 @@ def encode_token_rows(
     exactly what one forward of the same batch computes. ``key`` is a :func:`model_key` of
     ``encoder`` taken by the caller for several calls in a row (default: taken here).
     """
-    if not isinstance(ids, torch.Tensor) or ids.ndim != 2 or ids.is_floating_point():
-        shape = tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__
-        raise ValueError(f"ids must be an (N, L) tensor of token ids, got {shape}")
+    _check_ids(encoder, ids)
+    _check_layer(encoder, hidden_layer)
     store = resolve_cache(cache)
     if store is None:
         rows = _run_encoder(encoder, ids, hidden_layer, final_norm)
@@ -367,6 +243,47 @@ def encode_token_rows(
     return hidden, pooled
 
 
+def _check_ids(encoder: torch.nn.Module, ids: Any) -> None:
+    """Token ids the encoder can take: (N >= 1, L) integers within its vocabulary and context."""
+    if (
+        not isinstance(ids, torch.Tensor)
+        or ids.ndim != 2
+        or ids.shape[0] == 0
+        or ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+    ):
+        got = (
+            f"a {ids.dtype} tensor of shape {tuple(ids.shape)}"
+            if isinstance(ids, torch.Tensor)
+            else f"{type(ids).__name__} {ids!r:.60}"
+        )
+        raise ValueError(f"ids must be an (N, L) integer tensor of token ids, N >= 1, got {got}")
+    config = getattr(encoder, "config", None)
+    context = getattr(config, "max_position_embeddings", None)
+    if isinstance(context, int) and ids.shape[1] > context:
+        raise ValueError(
+            f"ids has {ids.shape[1]} tokens per row; the text model takes at most {context} "
+            "(max_position_embeddings): use clipguide.encode_prompt for long prompts"
+        )
+    table = encoder.get_input_embeddings() if hasattr(encoder, "get_input_embeddings") else None
+    vocab = getattr(table, "num_embeddings", getattr(config, "vocab_size", None))
+    low, high = int(ids.min()), int(ids.max())
+    if isinstance(vocab, int) and (low < 0 or high >= vocab):
+        raise ValueError(f"ids must be token ids in [0, {vocab}), got values {low} to {high}")
+
+
+def _check_layer(encoder: torch.nn.Module, layer: Any) -> None:
+    if layer is None:
+        return
+    n = getattr(getattr(encoder, "config", None), "num_hidden_layers", None)
+    if (
+        isinstance(layer, bool)
+        or not isinstance(layer, int)
+        or (isinstance(n, int) and not -(n + 1) <= layer <= n)
+    ):
+        span = f"[{-(n + 1)}, {n}]" if isinstance(n, int) else "the model's layers"
+        raise ValueError(f"hidden_layer must be None or an int in {span}, got {layer!r}")
+
+
 def _clip_parts(clip: Any) -> tuple[torch.nn.Module, Any]:
     text_model = getattr(clip, "text_model", None)
     if text_model is None or not callable(getattr(clip, "tokenize", None)):
@@ -379,8 +296,20 @@ def _clip_parts(clip: Any) -> tuple[torch.nn.Module, Any]:
 
 def _ids(clip: Any, prompts: str | Sequence[str] | torch.Tensor) -> torch.Tensor:
     if isinstance(prompts, torch.Tensor):
+        if prompts.ndim != 2 or prompts.is_floating_point() or prompts.is_complex():
+            raise ValueError(
+                "prompts given as a tensor must be (N, L) integer token ids, got a "
+                f"{prompts.dtype} tensor of shape {tuple(prompts.shape)}"
+            )
         return prompts
-    return clip.tokenize(prompts)
+    if isinstance(prompts, str) or (
+        isinstance(prompts, Sequence) and prompts and all(isinstance(p, str) for p in prompts)
+    ):
+        return clip.tokenize(prompts)
+    raise TypeError(
+        "prompts must be a str, a non-empty list of str or an (N, L) tensor of token ids, "
+        f"got {prompts!r:.80}"
+    )
 
 
 def cached_encode_text(

@@ -67,6 +67,31 @@ class Conditioning(Mapping):
     __eq__ = object.__eq__  # identity: Mapping's item-wise == is ambiguous for tensors
     __hash__ = object.__hash__
 
+    def __post_init__(self) -> None:
+        prompt, negative = self.prompt_embeds, self.negative_prompt_embeds
+        _check_tensor(prompt, "prompt_embeds", 3, "(B, L, D)")
+        _check_tensor(negative, "negative_prompt_embeds", 3, "(B, L, D)")
+        if negative.shape != prompt.shape:
+            raise ValueError(
+                f"negative_prompt_embeds must have prompt_embeds' shape {tuple(prompt.shape)}, "
+                f"got {tuple(negative.shape)}"
+            )
+        pooled, neg_pooled = self.pooled_prompt_embeds, self.negative_pooled_prompt_embeds
+        if (pooled is None) != (neg_pooled is None):
+            raise ValueError(
+                "pooled_prompt_embeds and negative_pooled_prompt_embeds must both be tensors or "
+                f"both None, got {_kind(pooled)} and {_kind(neg_pooled)}"
+            )
+        if pooled is not None:
+            _check_tensor(pooled, "pooled_prompt_embeds", 2, "(B, D)")
+            _check_tensor(neg_pooled, "negative_pooled_prompt_embeds", 2, "(B, D)")
+            if pooled.shape[0] != prompt.shape[0] or neg_pooled.shape != pooled.shape:
+                raise ValueError(
+                    f"pooled_prompt_embeds {tuple(pooled.shape)} and "
+                    f"negative_pooled_prompt_embeds {tuple(neg_pooled.shape)} must be "
+                    f"({prompt.shape[0]}, D), one row per row of prompt_embeds"
+                )
+
     def __getitem__(self, key: str) -> torch.Tensor:
         if key not in self._names():
             raise KeyError(key)
@@ -91,7 +116,21 @@ class Conditioning(Mapping):
 
     def to(self, device: Any = None, dtype: torch.dtype | None = None) -> Conditioning:
         """A copy with every tensor moved/cast."""
+        device = _device(device) if device is not None else None
+        if dtype is not None and not isinstance(dtype, torch.dtype):
+            raise TypeError(f"dtype must be a torch.dtype (e.g. torch.float16), got {dtype!r}")
         return replace(self, **{k: v.to(device=device, dtype=dtype) for k, v in self.items()})
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    return f"{type(value).__name__} {value!r:.40}"
+
+
+def _check_tensor(value: Any, name: str, ndim: int, shape: str) -> None:
+    if not isinstance(value, torch.Tensor) or value.ndim != ndim:
+        raise ValueError(f"{name} must be a {shape} tensor, got {_kind(value)}")
 
 
 def weight_hidden_states(

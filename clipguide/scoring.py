@@ -360,7 +360,7 @@ class CLIPScorer:
     def rerank(self, images: ImageInput, prompt: str) -> Ranking:
         """Rank images against one prompt, best first (ties: lower index first)."""
         if not isinstance(prompt, str):
-            raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+            raise TypeError(f"prompt must be a str, got {type(prompt).__name__}: {prompt!r:.80}")
         return rank(self.score(images, prompt))
 
     def robust_scores(self, images: ImageInput, prompts: str | Sequence[str]) -> RobustScores:
