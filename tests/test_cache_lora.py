@@ -14,6 +14,12 @@ from clipguide.cache import TextEncodingCache
 from clipguide.conditioning import encode_prompt
 from clipguide.testing import tiny_sdxl_pipeline
 
+# PEFT's own notices when a second adapter is added or the active one deleted: expected here
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Already found a `peft_config`:UserWarning"),
+    pytest.mark.filterwarnings("ignore:Adapter one was active:UserWarning"),
+]
+
 PROMPTS = ["a (red:1.2) circle above a square", "two blue triangles"]
 NEG = "blurry"
 TEXT_ENCODERS = ["text_encoder", "text_encoder_2"]
