@@ -5,11 +5,18 @@ mapping whose keys are exactly the pipeline's embedding arguments, so ``pipe(**c
 
 Conventions (see also :mod:`clipguide.prompts`):
 
-- a prompt longer than 75 tokens is cut into chunks of up to 75 tokens, each wrapped in start
-  and end tokens and padded to 77, encoded separately and concatenated along the sequence;
+- a prompt longer than the context (the tokenizer's ``model_max_length``: 77 for SD/SDXL) is
+  cut into chunks of up to ``model_max_length - 2`` tokens, each wrapped in start and end
+  tokens and padded to the context, encoded separately and concatenated along the sequence;
   every prompt and negative prompt of a call is padded with empty chunks to the same count;
-- weights interpolate each token's hidden state from the empty prompt's:
-  ``z_empty + w * (z - z_empty)`` (as compel and ComfyUI do); tokens of weight 1 are untouched;
+- weights interpolate each token's hidden state from the empty prompt's,
+  ``z_empty + w * (z - z_empty)``, for every weight (above and below 1); tokens of weight 1
+  are untouched. ComfyUI (``ClipTokenWeightEncoder``) does exactly this. compel's
+  ``EmbeddingsProvider`` applies the same interpolation to every token, but for a fragment
+  weighted below 1 it then also blends the whole sequence with an encode in which that
+  fragment is masked out (its default ``DownweightMode.MASK``; or removed), so compel's
+  results differ from ours for weights below 1. A weighted state that overflows the tower's
+  dtype (``(x:1e9)`` in fp16) raises ``ValueError`` naming the span;
 - the pooled embedding is the end-token embedding of the *first* chunk, unweighted
   (the A1111/ComfyUI convention);
 - ``clip_skip`` selects the layer for the prompt *and* the negative prompt (diffusers applies it
@@ -18,8 +25,9 @@ Conventions (see also :mod:`clipguide.prompts`):
   ``""`` encodes the empty prompt;
 - textual-inversion tokens are expanded by the pipeline's ``maybe_convert_prompt``; a
   ``lora_scale`` is not applied (text-encoder LoRA layers run at their loaded scale);
-- encodes are cached (:mod:`clipguide.cache`); results equal a fresh encode of the same batch
-  bit for bit, and a fresh encode of any other batch to float rounding (<= 1e-6 in fp32).
+- encodes are cached (:mod:`clipguide.cache`, which says which weight changes it sees);
+  results equal a fresh encode of the same batch bit for bit, and a fresh encode of any other
+  batch to float rounding (<= 1e-6 in fp32).
 """
 
 from __future__ import annotations
@@ -31,8 +39,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from clipguide.cache import TextEncodingCache, encode_token_rows
-from clipguide.prompts import PromptChunks, chunk_tensors, plain_text, tokenize_prompt
+from clipguide.cache import TextEncodingCache, encode_token_rows, model_key, resolve_cache
+from clipguide.prompts import (
+    PromptChunks,
+    chunk_tensors,
+    context_length,
+    plain_text,
+    tokenize_prompt,
+    weight_spans,
+)
 
 __all__ = ["Conditioning", "encode_prompt", "weight_hidden_states"]
 
@@ -51,6 +66,31 @@ class Conditioning(Mapping):
 
     __eq__ = object.__eq__  # identity: Mapping's item-wise == is ambiguous for tensors
     __hash__ = object.__hash__
+
+    def __post_init__(self) -> None:
+        prompt, negative = self.prompt_embeds, self.negative_prompt_embeds
+        _check_tensor(prompt, "prompt_embeds", 3, "(B, L, D)")
+        _check_tensor(negative, "negative_prompt_embeds", 3, "(B, L, D)")
+        if negative.shape != prompt.shape:
+            raise ValueError(
+                f"negative_prompt_embeds must have prompt_embeds' shape {tuple(prompt.shape)}, "
+                f"got {tuple(negative.shape)}"
+            )
+        pooled, neg_pooled = self.pooled_prompt_embeds, self.negative_pooled_prompt_embeds
+        if (pooled is None) != (neg_pooled is None):
+            raise ValueError(
+                "pooled_prompt_embeds and negative_pooled_prompt_embeds must both be tensors or "
+                f"both None, got {_kind(pooled)} and {_kind(neg_pooled)}"
+            )
+        if pooled is not None:
+            _check_tensor(pooled, "pooled_prompt_embeds", 2, "(B, D)")
+            _check_tensor(neg_pooled, "negative_pooled_prompt_embeds", 2, "(B, D)")
+            if pooled.shape[0] != prompt.shape[0] or neg_pooled.shape != pooled.shape:
+                raise ValueError(
+                    f"pooled_prompt_embeds {tuple(pooled.shape)} and "
+                    f"negative_pooled_prompt_embeds {tuple(neg_pooled.shape)} must be "
+                    f"({prompt.shape[0]}, D), one row per row of prompt_embeds"
+                )
 
     def __getitem__(self, key: str) -> torch.Tensor:
         if key not in self._names():
@@ -76,7 +116,21 @@ class Conditioning(Mapping):
 
     def to(self, device: Any = None, dtype: torch.dtype | None = None) -> Conditioning:
         """A copy with every tensor moved/cast."""
+        device = _device(device) if device is not None else None
+        if dtype is not None and not isinstance(dtype, torch.dtype):
+            raise TypeError(f"dtype must be a torch.dtype (e.g. torch.float16), got {dtype!r}")
         return replace(self, **{k: v.to(device=device, dtype=dtype) for k, v in self.items()})
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    return f"{type(value).__name__} {value!r:.40}"
+
+
+def _check_tensor(value: Any, name: str, ndim: int, shape: str) -> None:
+    if not isinstance(value, torch.Tensor) or value.ndim != ndim:
+        raise ValueError(f"{name} must be a {shape} tensor, got {_kind(value)}")
 
 
 def weight_hidden_states(
@@ -122,14 +176,14 @@ def _target(obj: Any, force_zeros: bool | None, device: Any) -> _Target:
         if obj.text_model is None:
             raise ValueError(f"this CLIP ({obj.name!r}) has no text tower; load it with 'text'")
         tower = _Tower(obj.tokenizer, obj.text_model, pooled=True, final_norm=False)
-        dev = torch.device(device) if device is not None else obj.text_model.device
+        dev = _device(device) if device is not None else obj.text_model.device
         return _Target((tower,), bool(force_zeros), obj.text_model.dtype, dev)
     if not hasattr(obj, "text_encoder") or not hasattr(obj, "tokenizer"):
         raise TypeError(
             "pipe_or_clip must be a diffusers pipeline with text encoders (SD, SDXL, SDXL "
             f"refiner, SD3) or a clipguide CLIP with a text tower, got {type(obj).__name__}"
         )
-    dev = torch.device(device) if device is not None else obj._execution_device
+    dev = _device(device) if device is not None else obj._execution_device
     config_zeros = bool(getattr(obj.config, "force_zeros_for_empty_prompt", False))
     zeros = config_zeros if force_zeros is None else bool(force_zeros)
     te, te2 = obj.text_encoder, getattr(obj, "text_encoder_2", None)
@@ -159,6 +213,16 @@ def _target(obj: Any, force_zeros: bool | None, device: Any) -> _Target:
     )
 
 
+def _device(device: Any) -> torch.device:
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"device must be a torch.device or a device string such as 'cpu' or 'cuda:0', "
+            f"got {device!r}"
+        ) from err
+
+
 def _layer(tower: _Tower, clip_skip: int | None) -> int:
     n = tower.model.config.num_hidden_layers
     if clip_skip is not None and (
@@ -179,49 +243,66 @@ def _as_list(value: Any, name: str) -> list[str]:
 
 def _encode_side(
     target: _Target,
+    texts: list[str],
     chunks: list[PromptChunks],
     num_chunks: int,
-    clip_skip: int | None,
+    layers: list[int],
+    keys: list[Any],
     cache: TextEncodingCache | bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(B, num_chunks*77, sum d) hidden states and (B, sum D) first-chunk pooled."""
+    """(B, num_chunks*L, sum d) hidden states and (B, sum D) first-chunk pooled."""
     b = len(chunks)
     hidden_parts, pooled_parts = [], []
-    for tower in target.towers:
+    for tower, layer, key in zip(target.towers, layers, keys, strict=True):
         tok = tower.tokenizer
-        length = tok.model_max_length
-        rows = [
-            chunk_tensors(
-                c,
-                bos=tok.bos_token_id,
-                eos=tok.eos_token_id,
-                pad=tok.pad_token_id,
-                num_chunks=num_chunks,
-                length=length,
-            )
-            for c in chunks
-        ]
+        length = context_length(tok, tower.model)
+        special = {"bos": tok.bos_token_id, "eos": tok.eos_token_id, "pad": tok.pad_token_id}
+        rows = [chunk_tensors(c, **special, num_chunks=num_chunks, length=length) for c in chunks]
         ids = torch.cat([r[0] for r in rows])
         weights = torch.cat([r[1] for r in rows])
-        layer = _layer(tower, clip_skip)
-        kw = {"hidden_layer": layer, "final_norm": tower.final_norm, "cache": cache}
+        kw = {"hidden_layer": layer, "final_norm": tower.final_norm, "cache": cache, "key": key}
         hidden, pooled = encode_token_rows(tower.model, ids, **kw)
         if bool((weights != 1).any()):
-            empty_ids, _ = chunk_tensors(
-                PromptChunks(((),), ((),)),
-                bos=tok.bos_token_id,
-                eos=tok.eos_token_id,
-                pad=tok.pad_token_id,
-                length=length,
-            )
+            empty_ids, _ = chunk_tensors(PromptChunks(((),), ((),)), **special, length=length)
             empty, _ = encode_token_rows(tower.model, empty_ids, **kw)
-            hidden = weight_hidden_states(hidden, weights, empty[0])
+            weighted = weight_hidden_states(hidden, weights, empty[0])
+            _check_finite(weighted.to(target.dtype), hidden, weights, texts, num_chunks)
+            hidden = weighted
         hidden_parts.append(hidden.reshape(b, num_chunks * length, hidden.shape[-1]))
         if tower.pooled:
             pooled_parts.append(pooled.reshape(b, num_chunks, -1)[:, 0])
     hidden = torch.cat(hidden_parts, dim=-1)
     pooled = torch.cat(pooled_parts, dim=-1) if pooled_parts else None
     return hidden, pooled
+
+
+def _check_finite(
+    weighted: torch.Tensor,
+    hidden: torch.Tensor,
+    weights: torch.Tensor,
+    texts: list[str],
+    num_chunks: int,
+) -> None:
+    """Refuse token weights whose interpolated state overflows the embeddings' dtype."""
+    bad = (~torch.isfinite(weighted).all(dim=-1) & torch.isfinite(hidden).all(dim=-1)).cpu()
+    if not bool(bad.any()):
+        return
+    row, pos = (int(i) for i in bad.nonzero()[0])
+    w = float(weights[row, pos])
+    text = texts[row // num_chunks]
+    spans = weight_spans(text, w)
+    where = f"the span {spans[0][0]!r} at position {spans[0][1]}" if spans else "a span"
+    limit = torch.finfo(weighted.dtype).max
+    raise ValueError(
+        f"prompt {text!r:.80}: {where} has weight {w:.4g}, and z_empty + w * (z - z_empty) "
+        f"overflows {weighted.dtype} (|value| > {limit:.3g}); use a smaller weight"
+    )
+
+
+def _check_flag(value: Any, name: str, allow_none: bool = False) -> None:
+    if not (isinstance(value, bool) or (allow_none and value is None)):
+        accepted = "True, False or None" if allow_none else "True or False"
+        raise TypeError(f"{name} must be {accepted}, got {value!r}")
 
 
 def encode_prompt(
@@ -232,6 +313,7 @@ def encode_prompt(
     num_images_per_prompt: int = 1,
     clip_skip: int | None = None,
     parse_weights: bool = True,
+    strict: bool = False,
     force_zeros_for_empty_prompt: bool | None = None,
     max_sequence_length: int = 256,
     device: torch.device | str | None = None,
@@ -248,6 +330,8 @@ def encode_prompt(
         num_images_per_prompt: rows per prompt, as the pipeline argument of that name.
         clip_skip: layers skipped before the one the pipeline conditions on.
         parse_weights: False reads brackets, ``:`` and ``BREAK`` literally.
+        strict: raise ``ValueError`` for malformed or unsupported prompt syntax instead of
+            reading it as A1111 does with a :class:`~clipguide.prompts.PromptSyntaxWarning`.
         force_zeros_for_empty_prompt: zeros for ``negative_prompt=None``; default: the
             pipeline's config (False for a CLIP).
         max_sequence_length: SD3's T5 sequence length (T5 gets the text without weights).
@@ -258,7 +342,23 @@ def encode_prompt(
         raise TypeError(f"num_images_per_prompt must be an int, got {num_images_per_prompt!r}")
     if num_images_per_prompt < 1:
         raise ValueError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
+    _check_flag(parse_weights, "parse_weights")
+    _check_flag(strict, "strict")
+    _check_flag(force_zeros_for_empty_prompt, "force_zeros_for_empty_prompt", allow_none=True)
+    if isinstance(max_sequence_length, bool) or not isinstance(max_sequence_length, int):
+        raise TypeError(f"max_sequence_length must be an int, got {max_sequence_length!r}")
+    if max_sequence_length < 1:
+        raise ValueError(f"max_sequence_length must be >= 1, got {max_sequence_length}")
+    store = resolve_cache(cache)
     target = _target(pipe_or_clip, force_zeros_for_empty_prompt, device)
+    layers = [_layer(t, clip_skip) for t in target.towers]
+    lengths = {context_length(t.tokenizer, t.model) for t in target.towers}
+    if len(lengths) > 1:
+        raise ValueError(
+            f"the pipeline's text encoders have different contexts {sorted(lengths)}; their "
+            "hidden states cannot be joined token by token"
+        )
+    chunk_size = lengths.pop() - 2
     prompts = _as_list(prompt, "prompt")
     b = len(prompts)
     negatives = None
@@ -281,24 +381,37 @@ def encode_prompt(
     if not any(t not in special for t in getattr(toks[0], "added_tokens_encoder", {})):
         convert = None  # no textual-inversion tokens loaded (and no long-prompt warning)
 
+    def converted(text: str) -> str:
+        return convert(text, toks[0]) if callable(convert) else text
+
     def tokenize(text: str) -> PromptChunks:
-        if callable(convert):
-            text = convert(text, toks[0])
-        return tokenize_prompt(text, toks, parse_weights=parse_weights)
+        return tokenize_prompt(
+            text, toks, parse_weights=parse_weights, chunk_size=chunk_size, strict=strict
+        )
 
-    pos = [tokenize(p) for p in prompts]
-    neg = [tokenize(p) for p in negatives] if negatives is not None else []
+    pos_texts = [converted(p) for p in prompts]
+    neg_texts = [converted(p) for p in negatives] if negatives is not None else []
+    pos = [tokenize(p) for p in pos_texts]
+    neg = [tokenize(p) for p in neg_texts]
     num_chunks = max(len(c.ids) for c in pos + neg)
+    # one weights check per tower and call (the key is what the cache is keyed on)
+    keys = [model_key(t.model) if store is not None else None for t in target.towers]
 
-    hidden, pooled = _encode_side(target, pos, num_chunks, clip_skip, cache)
+    def side(texts: list[str], chunks: list[PromptChunks]) -> tuple:
+        return _encode_side(target, texts, chunks, num_chunks, layers, keys, cache)
+
+    hidden, pooled = side(pos_texts, pos)
     if negatives is None:
         neg_hidden, neg_pooled = torch.zeros_like(hidden), None
         neg_pooled = torch.zeros_like(pooled) if pooled is not None else None
     else:
-        neg_hidden, neg_pooled = _encode_side(target, neg, num_chunks, clip_skip, cache)
+        neg_hidden, neg_pooled = side(neg_texts, neg)
 
     if target.t5 is not None:
-        texts = lambda ps: [plain_text(p) if parse_weights else p for p in ps]  # noqa: E731
+
+        def texts(ps: list[str]) -> list[str]:
+            return [plain_text(p, strict=strict, warn=False) if parse_weights else p for p in ps]
+
         hidden = _join_t5(hidden, target.t5(texts(prompts), max_sequence_length))
         if negatives is None:
             neg_hidden = torch.zeros_like(hidden)

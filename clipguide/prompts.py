@@ -1,28 +1,42 @@
 """Prompt weight syntax and long-prompt chunking (pure; a tokenizer is the only dependency).
 
-Syntax (A1111 style):
+Syntax (A1111's attention syntax, read as ``parse_prompt_attention`` of stable-diffusion-webui
+reads it, with the differences listed below):
 
 - ``(text)`` multiplies the weight of ``text`` by 1.1, ``[text]`` divides it by 1.1;
-- ``(text:1.3)`` multiplies it by 1.3 (the number after the last ``:`` of a round group);
+- ``(text:1.3)`` multiplies it by 1.3 (a number after the last ``:`` of a round group);
 - groups nest and their weights multiply: ``((a) b:2)`` gives ``a`` 2.2 and ``b`` 2;
-- ``\\(``, ``\\)``, ``\\[``, ``\\]``, ``\\:`` and ``\\\\`` are literal characters; a backslash
-  before any other character is itself literal;
-- ``BREAK`` (upper case, on its own between spaces) starts a new 75-token chunk;
-- a ``:`` outside round groups is literal (``16:9``).
+- ``\\(``, ``\\)``, ``\\[``, ``\\]``, ``\\:`` and ``\\\\`` are literal characters;
+- ``BREAK`` (upper case, a whole word) starts a new chunk;
+- a ``:`` that does not end a round group in a number is literal (``16:9 ratio``, ``[a:b]``).
 
-Malformed prompts are errors, never silently read literally: an unclosed or unexpected bracket,
-a ``:`` weight that is not a finite number, or a ``:`` weight inside square brackets raises
-``ValueError`` naming the character position. Pass ``parse_weights=False`` (in
-``encode_prompt``) to read a prompt literally instead.
+Malformed prompts are read the way A1111 reads them, with one :class:`PromptSyntaxWarning` per
+prompt naming each repair and its character position: a group left open closes at the end of
+the prompt, a closing bracket with no open group of its kind is a literal character, a ``)``
+closes the last open ``(`` even across an open ``[`` (and ``]`` the last ``[``), and a malformed
+weight such as ``(a:1.2.3)`` leaves its ``:`` literal. A1111 syntax that clipguide does not
+implement is read as text with the same warning: prompt editing ``[a:b:0.5]`` / ``[a:0.5]``,
+alternation ``[a|b]`` and composable diffusion ``a AND b``. ``strict=True`` raises
+``ValueError`` naming the position instead of any warning (and for any ``:`` directly inside
+square brackets); ``parse_weights=False`` (in ``encode_prompt``) reads a prompt literally.
 
-Chunking works on the tokenizer's per-word token ids: a chunk holds at most 75 tokens (77 with
-start and end tokens) and is cut after the last comma among its final ``comma_backtrack``
-tokens, else after the last whole word, and only mid-word when one word is longer than a chunk.
+A weight whose product over the nested groups is not finite or exceeds float32's range
+(``((a:1e300):1e300)``, 1,000 nested ``(``) raises ``ValueError`` naming the span and its
+position, in either mode.
+
+Differences from A1111: a weight may carry spaces and an exponent (``( red : 1e-1 )`` is
+``red`` at 0.1; A1111 reads such a tail as literal text and multiplies by 1.1); a backslash
+before any other character stays in the text (A1111 drops it); ``BREAK`` inside a group still
+starts a chunk.
+
+Chunking works on the tokenizer's per-word token ids: a chunk holds at most the tokenizer's
+``model_max_length - 2`` tokens (75 for CLIP's 77) and is cut after the last comma among its
+final ``comma_backtrack`` tokens, else after the last whole word, and only mid-word when one
+word is longer than a chunk.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import weakref
 from collections import OrderedDict
@@ -32,149 +46,28 @@ from typing import Any
 
 import torch
 
+from clipguide.prompt_syntax import (
+    MAX_WEIGHT,
+    PromptSyntaxWarning,
+    Section,
+    parse_prompt,
+    plain_text,
+    weight_spans,
+)
+
 __all__ = [
     "PromptChunks",
+    "PromptSyntaxWarning",
     "parse_prompt",
     "plain_text",
     "chunk_tokens",
     "tokenize_prompt",
     "chunk_tensors",
     "word_ids",
+    "weight_spans",
+    "context_length",
+    "MAX_WEIGHT",
 ]
-
-ROUND_FACTOR = 1.1
-_ESCAPABLE = "()[]:\\"
-_BREAK = re.compile(r"(?<!\S)BREAK(?!\S)")
-_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
-
-Section = list[tuple[str, float]]
-
-
-def parse_prompt(prompt: str) -> list[Section]:
-    """Split ``prompt`` into sections (separated by ``BREAK``) of ``(text, weight)`` runs.
-
-    Adjacent runs of equal weight are merged; empty runs are dropped; sections that hold no
-    text are dropped, except that an empty prompt gives one empty section.
-    """
-    if not isinstance(prompt, str):
-        raise TypeError(f"prompt must be a str, got {type(prompt).__name__}: {prompt!r}")
-    runs: list[tuple[str, tuple[int, ...]]] = []  # (text, indices of enclosing groups)
-    factors: list[float] = []  # one multiplier per group, in opening order
-    stack: list[tuple[str, int, int]] = []  # open groups: (bracket, position, group index)
-    buf: list[str] = []
-
-    def flush() -> None:
-        if buf:
-            runs.append(("".join(buf), tuple(g for _, _, g in stack)))
-            buf.clear()
-
-    i, n = 0, len(prompt)
-    while i < n:
-        c = prompt[i]
-        if c == "\\":
-            if i + 1 < n and prompt[i + 1] in _ESCAPABLE:
-                buf.append(prompt[i + 1])
-                i += 2
-            else:
-                buf.append(c)
-                i += 1
-            continue
-        if c in "([":
-            flush()
-            stack.append((c, i, len(factors)))
-            factors.append(ROUND_FACTOR if c == "(" else 1 / ROUND_FACTOR)
-        elif c in ")]":
-            want = "(" if c == ")" else "["
-            if not stack:
-                raise ValueError(
-                    f"prompt has an unexpected {c!r} at position {i}: {_excerpt(prompt, i)}; "
-                    f"escape it as '\\{c}' for a literal bracket"
-                )
-            opener, start, group = stack[-1]
-            if opener != want:
-                raise ValueError(
-                    f"prompt has {c!r} at position {i} closing {opener!r} opened at position "
-                    f"{start}: {_excerpt(prompt, i)}"
-                )
-            explicit = _take_weight(buf, prompt, i, opener)
-            if explicit is not None:
-                factors[group] = explicit
-            flush()
-            stack.pop()
-        else:
-            buf.append(c)
-        i += 1
-    if stack:
-        opener, start, _ = stack[-1]
-        raise ValueError(
-            f"prompt has an unclosed {opener!r} opened at position {start}: "
-            f"{_excerpt(prompt, start)}; close it or escape it as '\\{opener}'"
-        )
-    flush()
-    return _sections([(t, math.prod((factors[g] for g in gs), start=1.0)) for t, gs in runs])
-
-
-def _take_weight(buf: list[str], prompt: str, close_at: int, opener: str) -> float | None:
-    """Pop a trailing ``:number`` from the group's last text buffer; None if there is none."""
-    text = "".join(buf)
-    # only an unescaped colon counts; escaped ones were already unescaped into buf, so find
-    # the position in the source: scan back from the closing bracket
-    j = close_at - 1
-    while j >= 0 and prompt[j] not in "()[]":
-        if prompt[j] == ":" and not _escaped(prompt, j):
-            break
-        j -= 1
-    if j < 0 or prompt[j] != ":":
-        return None
-    tail = prompt[j + 1 : close_at]
-    if opener == "[":
-        raise ValueError(
-            f"prompt has a ':' weight inside square brackets at position {j}: "
-            f"{_excerpt(prompt, j)}; explicit weights go in round brackets, '(text:1.2)'"
-        )
-    if not _NUMBER.fullmatch(tail) or not math.isfinite(float(tail)):
-        raise ValueError(
-            f"prompt has a non-numeric weight {tail.strip()!r} at position {j + 1}: "
-            f"{_excerpt(prompt, j)}; write '(text:1.2)', or '\\:' for a literal colon"
-        )
-    cut = len(text) - (close_at - j)
-    del buf[cut:]
-    return float(tail)
-
-
-def _escaped(prompt: str, j: int) -> bool:
-    k, slashes = j - 1, 0
-    while k >= 0 and prompt[k] == "\\":
-        slashes += 1
-        k -= 1
-    return slashes % 2 == 1
-
-
-def _excerpt(prompt: str, i: int, width: int = 20) -> str:
-    lo, hi = max(0, i - width), min(len(prompt), i + width + 1)
-    return f"...{prompt[lo:hi]!r}..." if (lo or hi < len(prompt)) else repr(prompt)
-
-
-def _sections(runs: list[tuple[str, float]]) -> list[Section]:
-    sections: list[Section] = [[]]
-    for text, w in runs:
-        for k, piece in enumerate(_BREAK.split(text)):
-            if k:
-                sections.append([])
-            if not piece:
-                continue
-            sec = sections[-1]
-            if sec and sec[-1][1] == w:
-                sec[-1] = (sec[-1][0] + piece, w)
-            else:
-                sec.append((piece, w))
-    kept = [s for s in sections if any(t.strip() for t, _ in s)]
-    return kept or [[]]
-
-
-def plain_text(prompt: str) -> str:
-    """The prompt without weight syntax (for encoders that take no weights, e.g. T5)."""
-    return " ".join("".join(t for t, _ in sec).strip() for sec in parse_prompt(prompt)).strip()
 
 
 @dataclass(frozen=True)
@@ -264,20 +157,73 @@ def word_ids(tokenizer: Any, words: Sequence[str]) -> list[list[int]]:
     return [list(memo[w]) for w in words]
 
 
+_UNSET_LENGTH = 10**6  # transformers' "no limit" model_max_length is ~1e30
+
+
+def context_length(tokenizer: Any, model: Any = None) -> int:
+    """Tokens per sequence, start and end included: the tokenizer's ``model_max_length``.
+
+    With ``model`` (a transformers text model), a tokenizer without a real limit falls back
+    to the model's ``max_position_embeddings``, and a tokenizer limit beyond it is an error.
+    """
+    length = getattr(tokenizer, "model_max_length", None)
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if not isinstance(length, int) or length >= _UNSET_LENGTH:
+        if positions is None:
+            raise ValueError(
+                f"the tokenizer has no usable model_max_length ({length!r}); set it to the text "
+                "model's context (e.g. tokenizer.model_max_length = 77) or pass chunk_size"
+            )
+        length = int(positions)
+    if positions is not None and length > positions:
+        raise ValueError(
+            f"the tokenizer's model_max_length ({length}) exceeds the text model's "
+            f"max_position_embeddings ({positions}); set tokenizer.model_max_length = {positions}"
+        )
+    if length < 3:
+        raise ValueError(
+            f"a context of {length} tokens leaves no room for text between start and end"
+        )
+    return length
+
+
 def tokenize_prompt(
     prompt: str,
     tokenizers: Sequence[Any],
     *,
     parse_weights: bool = True,
-    chunk_size: int = 75,
+    chunk_size: int | None = None,
     comma_backtrack: int = 20,
+    strict: bool = False,
 ) -> PromptChunks:
     """Parse ``prompt`` and cut its tokens into chunks (no start/end tokens yet).
 
-    Every tokenizer must give the same ids for each word (true of SDXL's two tokenizers,
-    which share one BPE vocabulary and differ only in the padding token).
+    ``chunk_size`` defaults to the smallest ``model_max_length - 2`` of the tokenizers (room
+    for the start and end tokens). Every tokenizer must give the same ids for each word (true
+    of SDXL's two tokenizers, which share one BPE vocabulary and differ only in the padding
+    token). ``strict`` as in :func:`parse_prompt`.
     """
-    sections = parse_prompt(prompt) if parse_weights else [[(prompt, 1.0)]]
+    if (
+        isinstance(tokenizers, (str, bytes))
+        or not isinstance(tokenizers, Sequence)
+        or not tokenizers
+    ):
+        raise TypeError(
+            f"tokenizers must be a non-empty list of tokenizers, got {tokenizers!r:.80}"
+        )
+    if chunk_size is None:
+        chunk_size = min(context_length(t) for t in tokenizers) - 2
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+    if (
+        isinstance(comma_backtrack, bool)
+        or not isinstance(comma_backtrack, int)
+        or comma_backtrack < 0
+    ):
+        raise ValueError(f"comma_backtrack must be an int >= 0, got {comma_backtrack!r}")
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str, got {type(prompt).__name__}: {prompt!r:.80}")
+    sections = parse_prompt(prompt, strict=strict) if parse_weights else [[(prompt, 1.0)]]
     words = [w for sec in sections for w in _words(sec)]
     texts = [w for w, _, _ in words]
     per_tok = [word_ids(tokenizers[0], texts)]

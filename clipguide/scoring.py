@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import torch
 from PIL import Image
 
+from clipguide.cache import cached_text_embeds, model_key, resolve_cache
 from clipguide.images import ImageInput, as_image_list
 
 __all__ = [
@@ -35,7 +36,9 @@ __all__ = [
 ]
 
 CLIPSCORE_SCALE = 100.0
-"""torchmetrics' CLIPScore scale: 100 * max(cos, 0)."""
+"""The scale torchmetrics' ``CLIPScore`` uses. torchmetrics computes ``100 * cos`` per sample and
+clamps only the batch mean, ``max(mean(100 * cos), 0)``; :func:`clip_score` clamps each sample,
+``100 * max(cos, 0)`` (Hessel et al.), so the two agree whenever no cosine is negative."""
 HESSEL_SCALE = 2.5
 """Hessel et al. 2021, "CLIPScore", eq. 1: w = 2.5."""
 ROBUST_VIEWS = ("jpeg", "crop", "grayscale")
@@ -82,7 +85,8 @@ def cosine_matrix(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torc
 
 
 def clip_score(cos: torch.Tensor, scale: float = CLIPSCORE_SCALE) -> torch.Tensor:
-    """CLIPScore per sample, ``scale * max(cos, 0)`` (Hessel et al. 2021; clamped per sample)."""
+    """CLIPScore per sample, ``scale * max(cos, 0)`` (Hessel et al. 2021; clamped per sample,
+    where torchmetrics clamps the batch mean)."""
     if scale <= 0:
         raise ValueError(f"scale must be positive (100 or {HESSEL_SCALE}), got {scale}")
     return scale * cos.float().clamp_min(0.0)
@@ -166,12 +170,16 @@ class CLIPScorer:
     Args:
         clip: the judge; needs ``encode_image``, ``encode_text(...).embeds`` and ``tokenizer``.
         batch_size: images per vision-tower forward.
-        scale: CLIPScore scale, 100 (torchmetrics) or :data:`HESSEL_SCALE` (Hessel et al.).
+        scale: CLIPScore scale, 100 (torchmetrics' scale) or :data:`HESSEL_SCALE` (Hessel et
+            al.); scores are clamped per sample (see :data:`CLIPSCORE_SCALE`).
         cache: text-embedding cache: True for the shared :data:`clipguide.cache.TEXT_CACHE`
-            (keyed by weights and token ids), False for none, or a ``TextEncodingCache``.
-        cache_size: size of the per-scorer LRU (keyed by prompt) used instead when the clip
-            has no transformers ``text_model`` (duck-typed models) or ``cache`` is True and
-            :mod:`clipguide.cache` is unavailable; 0 disables it.
+            (keyed by the text tower's state and token ids, see :mod:`clipguide.cache`),
+            False for none, or a ``TextEncodingCache``.
+        cache_size: size of the per-scorer LRU used instead when the clip has no transformers
+            ``text_model`` (duck-typed models), keyed by prompt and by the state
+            (:func:`clipguide.cache.model_key`) of every ``torch.nn.Module`` the clip is or
+            holds as an attribute; a clip holding no module is keyed by prompt alone. 0 turns
+            off all text caching, the shared cache included (as ``cache=False``).
         progress: show a tqdm bar while encoding images.
         workers: threads decoding files and preprocessing images (resize, crop, normalise),
             one batch ahead of the vision tower; default ``min(4, cpu_count)``.
@@ -196,9 +204,12 @@ class CLIPScorer:
                 )
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if cache_size < 0:
-            raise ValueError(f"cache_size must be >= 0, got {cache_size!r}")
+        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
+            raise ValueError(f"cache_size must be an int >= 0, got {cache_size!r}")
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+            raise TypeError(f"scale must be a number (100 or {HESSEL_SCALE}), got {scale!r}")
         clip_score(torch.zeros(1), scale)  # validates scale
+        store = resolve_cache(cache)  # validates cache
         self.clip = clip
         self.batch_size = batch_size
         self.scale = float(scale)
@@ -206,10 +217,11 @@ class CLIPScorer:
         if workers is not None and (not isinstance(workers, int) or workers < 1):
             raise ValueError(f"workers must be a positive int or None, got {workers!r}")
         self.workers = workers or min(4, os.cpu_count() or 1)
-        self._shared = _shared_cache_fn() if cache is not False else None
-        self._shared_cache = cache
-        self._cache_size = cache_size if cache is not False else 0
-        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        if cache_size == 0:
+            store = None
+        self._shared_cache = store if store is not None else False
+        self._cache_size = cache_size if store is not None else 0
+        self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
 
     # -- text -------------------------------------------------------------------------------
     def _warn_if_long(self, prompts: Sequence[str]) -> None:
@@ -242,27 +254,37 @@ class CLIPScorer:
         prompts = _prompt_list(prompts, "prompts")
         unique = list(dict.fromkeys(prompts))
         self._warn_if_long(unique)
-        if self._shared is not None and getattr(self.clip, "text_model", None) is not None:
-            table = self._shared(self.clip, self._tokenize(unique), cache=self._shared_cache)
+        if isinstance(getattr(self.clip, "text_model", None), torch.nn.Module):
+            table = cached_text_embeds(self.clip, self._tokenize(unique), cache=self._shared_cache)
             found = dict(zip(unique, table, strict=True))
             return _normalise(torch.stack([found[p] for p in prompts]))
-        found = {p: self._cache[p] for p in unique if p in self._cache}
+        state = self._clip_state() if self._cache_size else ()
+        found = {p: self._cache[(state, p)] for p in unique if (state, p) in self._cache}
         for p in found:
-            self._cache.move_to_end(p)
+            self._cache.move_to_end((state, p))
         missing = [p for p in unique if p not in found]
         if missing:
             with torch.no_grad():
                 embeds = self.clip.encode_text(self._tokenize(missing)).embeds.float()
             for prompt, embed in zip(missing, embeds, strict=True):
                 found[prompt] = embed
-                self._remember(prompt, embed)
+                self._remember((state, prompt), embed)
         return _normalise(torch.stack([found[p] for p in prompts]))
 
-    def _remember(self, prompt: str, embed: torch.Tensor) -> None:
+    def _clip_state(self) -> tuple:
+        """model_key of every module the (duck-typed) clip is or holds as an attribute."""
+        clip = self.clip
+        found = [clip] if isinstance(clip, torch.nn.Module) else []
+        found += [
+            v for v in getattr(clip, "__dict__", {}).values() if isinstance(v, torch.nn.Module)
+        ]
+        return tuple(model_key(m) for m in found)
+
+    def _remember(self, key: tuple, embed: torch.Tensor) -> None:
         if self._cache_size == 0:
             return
-        self._cache[prompt] = embed.detach()
-        self._cache.move_to_end(prompt)
+        self._cache[key] = embed.detach()
+        self._cache.move_to_end(key)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
 
@@ -338,7 +360,7 @@ class CLIPScorer:
     def rerank(self, images: ImageInput, prompt: str) -> Ranking:
         """Rank images against one prompt, best first (ties: lower index first)."""
         if not isinstance(prompt, str):
-            raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+            raise TypeError(f"prompt must be a str, got {type(prompt).__name__}: {prompt!r:.80}")
         return rank(self.score(images, prompt))
 
     def robust_scores(self, images: ImageInput, prompts: str | Sequence[str]) -> RobustScores:
@@ -348,15 +370,6 @@ class CLIPScorer:
         return RobustScores(
             clean=self.score(items, prompts), **{v: self.score(views[v], prompts) for v in views}
         )
-
-
-def _shared_cache_fn() -> Any:
-    """``clipguide.cache.cached_text_embeds`` when that module is present, else None."""
-    try:
-        from clipguide.cache import cached_text_embeds
-    except ImportError:
-        return None
-    return cached_text_embeds
 
 
 def _prompt_list(prompts: str | Sequence[str], name: str) -> list[str]:

@@ -1,5 +1,7 @@
 """The shared text-encoding cache: LRU bounds, model identity, and the CLIP conveniences."""
 
+import copy
+
 import pytest
 import torch
 
@@ -110,5 +112,126 @@ def test_bad_arguments(clip):
         cached_text_embeds(clip, "x", cache="yes")
     with pytest.raises(TypeError, match="clip must be a clipguide CLIP"):
         cached_text_embeds(object(), "x")
-    with pytest.raises(ValueError, match=r"ids must be \(N, L\)"):
+    with pytest.raises(ValueError, match=r"ids must be an \(N, L\) integer tensor.*shape \(77,\)"):
         encode_token_rows(clip.text_model, torch.zeros(77, dtype=torch.long))
+
+
+# -- every way weights change is seen (defect: .data writes and new storages served stale) ------
+_BASE = {}
+
+
+def _fresh_copy(seed=1):
+    if seed not in _BASE:
+        _BASE[seed] = testing.tiny_clip(seed=seed, towers=("text",))
+    return copy.deepcopy(_BASE[seed])
+
+
+def _assert_serves_fresh(clip, cache, ids):
+    _, cached = encode_token_rows(clip.text_model, ids, hidden_layer=None, cache=cache)
+    _, fresh = encode_token_rows(clip.text_model, ids, hidden_layer=None, cache=False)
+    assert torch.equal(cached, fresh)
+    return fresh
+
+
+def _edits():
+    def data_assign(m):
+        w = m.text_projection.weight
+        w.data = w.data * 2
+
+    def data_inplace(m):
+        m.text_projection.weight.data.mul_(2)  # .data shares no version counter
+
+    def data_row(m):
+        m.get_input_embeddings().weight.data[320] = 0  # one embedding row ("a")
+
+    def data_copy(m):
+        m.text_projection.weight.data.copy_(torch.randn_like(m.text_projection.weight))
+
+    def assign_state(m):
+        sd = {k: v * 1.5 for k, v in m.state_dict().items() if v.is_floating_point()}
+        m.load_state_dict(sd, strict=False, assign=True)
+
+    def copy_state(m):
+        sd = {k: v * 1.5 for k, v in m.state_dict().items() if v.is_floating_point()}
+        m.load_state_dict(sd, strict=False)
+
+    def dtype_round_trip(m):
+        m.to(torch.float16).to(torch.float32)  # same dtype as before, rounded weights
+
+    def scaled_attr(m):
+        m.text_model.encoder.layers[0].self_attn.scale *= 3  # plain Python state
+
+    def forward_hook(m):
+        m.text_projection.register_forward_hook(lambda mod, args, out: out * 2)
+
+    return [
+        data_assign,
+        data_inplace,
+        data_row,
+        data_copy,
+        assign_state,
+        copy_state,
+        dtype_round_trip,
+        scaled_attr,
+        forward_hook,
+    ]
+
+
+@pytest.mark.parametrize("edit", _edits(), ids=lambda f: f.__name__)
+def test_weight_edits_invalidate(edit):
+    clip = _fresh_copy()
+    model = clip.text_model
+    cache = TextEncodingCache()
+    ids = clip.tokenize(["a red cube", "a blue sphere"])
+    before = _assert_serves_fresh(clip, cache, ids)
+    key = model_key(model)
+    edit(model)
+    assert model_key(model) != key
+    after = _assert_serves_fresh(clip, cache, ids)
+    assert not torch.equal(before, after)  # the edit changed the result
+
+
+def test_key_is_stable_and_names_one_state():
+    clip = _fresh_copy(seed=4)
+    model = clip.text_model
+    key = model_key(model)
+    assert model_key(model) == key
+    hooks = lambda: sum(len(m._forward_hooks) for m in model.modules())  # noqa: E731
+    assert hooks() == 0
+    with torch.no_grad():  # transformers adds output-recording hooks on the first forward
+        model(input_ids=clip.tokenize(["x"]), output_hidden_states=True)
+    assert hooks() > 0
+    assert model_key(model) == key  # ...which do not change results, so they keep the key
+    other = _fresh_copy(seed=4).text_model  # same weights, another module
+    assert model_key(other)[0] != key[0]
+
+
+def test_sparse_data_write_outside_the_sample_is_not_seen():
+    """The documented limit: a .data write to an unsampled element keeps the key."""
+    model = _fresh_copy().text_model
+    key = model_key(model)
+    model.text_projection.weight.data[3, 7] += 1.0
+    assert model_key(model) == key
+    model.text_projection.weight.data[0, 7] += 1.0  # first row: sampled
+    assert model_key(model) != key
+
+
+def test_unsampleable_tensors_are_never_cached():
+    model = _fresh_copy().text_model
+    model.register_buffer("odd", torch.zeros(2, dtype=torch.complex128))  # 16-byte elements
+    assert model_key(model) != model_key(model)
+
+
+def test_scorer_cache_size_zero_caches_nothing(clip):
+    from clipguide import TEXT_CACHE, CLIPScorer
+
+    TEXT_CACHE.clear()
+    count = Counter(clip.text_model)
+    try:
+        scorer = CLIPScorer(clip, cache_size=0)
+        first = scorer.embed_texts(["a red cube"])
+        second = scorer.embed_texts(["a red cube"])
+        assert count.n == 2 and len(TEXT_CACHE) == 0
+        assert torch.equal(first, second)
+    finally:
+        count.handle.remove()

@@ -337,8 +337,8 @@ def test_bad_inputs(sdxl):
         encode_prompt(sdxl, "x", num_images_per_prompt=0)
     with pytest.raises(TypeError, match="pipe_or_clip must be"):
         encode_prompt(object(), "x")
-    with pytest.raises(ValueError, match="unclosed '\\('"):
-        encode_prompt(sdxl, "a (cat")
+    with pytest.raises(ValueError, match="unclosed '\\(' opened at position 2"):
+        encode_prompt(sdxl, "a (cat", strict=True)
     literal = encode_prompt(sdxl, "a (cat", parse_weights=False, cache=False)
     ref = _reference(sdxl, "a (cat")
     _assert_close(literal, ref, ["prompt_embeds"])
