@@ -3,9 +3,12 @@ and preprocessing, held in transformers layout whatever the source."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import warnings
-from collections.abc import Sequence
+import weakref
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +22,7 @@ from transformers import (
 from clipguide.images import as_image_list
 from clipguide.preprocess import Preprocess
 
-__all__ = ["CLIP", "TextEncoding"]
+__all__ = ["CLIP", "TextEncoding", "Placement", "plan_placement", "same_device"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +39,49 @@ class TextEncoding:
     hidden_states: torch.Tensor
     pooled: torch.Tensor
     embeds: torch.Tensor
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where the vision tower works, where it rests between uses, and its dtype."""
+
+    work: torch.device
+    home: torch.device
+    dtype: torch.dtype
+
+
+def same_device(a: torch.device | str, b: torch.device | str) -> bool:
+    """``cuda`` and ``cuda:0`` are the same place when one of them names no index."""
+    a, b = torch.device(a), torch.device(b)
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
+def plan_placement(
+    vision_device: torch.device,
+    vision_dtype: torch.dtype,
+    *,
+    work: torch.device | str | None = None,
+    stays: bool = False,
+    dtype: torch.dtype | None = None,
+) -> Placement:
+    """Where the vision tower should be while working (pure).
+
+    ``work``: where the work happens (a followed pipeline's execution device, or the device a
+    caller borrows the tower for); None keeps it where it is. ``stays``: it remains at ``work``
+    afterwards (a pipeline kept on its execution device); otherwise it is borrowed and goes back
+    to ``vision_device`` (a standalone CLIP; a pipeline under CPU offload). ``dtype``: the dtype
+    to take and keep (a followed pipeline's text tower's), else its own.
+    """
+    dtype = dtype or vision_dtype
+    if work is None:
+        return Placement(vision_device, vision_device, dtype)
+    work = torch.device(work)
+    return Placement(work, work if stays else vision_device, dtype)
+
+
+def _offloaded(module: torch.nn.Module) -> bool:
+    """Whether accelerate offload hooks manage ``module`` (model or sequential CPU offload)."""
+    return any(hasattr(m, "_hf_hook") for m in module.modules())
 
 
 class CLIP:
@@ -63,6 +109,8 @@ class CLIP:
         self.preprocess = preprocess
         self.name = name
         self.logit_scale = logit_scale
+        self._pipeline: Any = None  # weakref to a followed pipeline, see follow()
+        self._follow = (False, False)
 
     def __repr__(self) -> str:
         towers = ", ".join(self.towers)
@@ -109,6 +157,58 @@ class CLIP:
             if model is not None:
                 model.to(device=device, dtype=dtype)
         return self
+
+    def follow(self, pipe: Any, *, device: bool = True, dtype: bool = True) -> CLIP:
+        """Make the vision tower follow ``pipe`` (held weakly) whenever it works: on the
+        pipeline's execution device (borrowed and returned under CPU offload) and in its text
+        tower's dtype. ``load_clip(pipe)`` sets this; ``device``/``dtype`` False keep yours."""
+        self._pipeline = weakref.ref(pipe)
+        self._follow = (bool(device), bool(dtype))
+        return self
+
+    def placement(self, device: torch.device | str | None = None) -> Placement:
+        """Where the vision tower works now (see :func:`plan_placement`); ``device`` is used
+        when no followed pipeline decides it."""
+        self._require("vision")
+        param = next(self.vision_model.parameters())  # type: ignore[union-attr]
+        pipe = self._pipeline() if self._pipeline is not None else None
+        follow_device, follow_dtype = self._follow if pipe is not None else (False, False)
+        text = self.text_model
+        text_param = next(text.parameters()) if text is not None else None
+        work, stays = device, False
+        if follow_device:
+            work = getattr(pipe, "_execution_device", None)
+            if work is None and text_param is not None:
+                work = text_param.device
+            stays = (
+                text is not None and not _offloaded(text) and same_device(text_param.device, work)  # type: ignore[union-attr]
+            )
+        return plan_placement(
+            param.device,
+            param.dtype,
+            work=work,
+            stays=stays,
+            dtype=text_param.dtype if (follow_dtype and text_param is not None) else None,
+        )
+
+    @contextlib.contextmanager
+    def working(self, device: torch.device | str | None = None) -> Iterator[CLIP]:
+        """The vision tower placed for work (see :meth:`placement`), put back at its home after."""
+        if self.vision_model is None:
+            yield self
+            return
+        vision = self.vision_model
+        plan = self.placement(device)
+        if vision.dtype != plan.dtype:
+            vision.to(dtype=plan.dtype)
+        moved = not same_device(vision.device, plan.work)
+        if moved:
+            vision.to(plan.work)
+        try:
+            yield self
+        finally:
+            if moved and not same_device(plan.home, plan.work):
+                vision.to(plan.home)
 
     def requires_grad_(self, flag: bool = False) -> CLIP:
         for model in (self.text_model, self.vision_model):
@@ -197,4 +297,5 @@ class CLIP:
 
     def encode_image(self, images) -> torch.Tensor:
         """float32 L2-normalised image embeddings (B, D); differentiable for tensors."""
-        return F.normalize(self.image_features(self.pixel_values(images)).float(), dim=-1)
+        with self.working():
+            return F.normalize(self.image_features(self.pixel_values(images)).float(), dim=-1)

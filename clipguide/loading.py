@@ -174,6 +174,12 @@ def _is_pipeline(obj: Any) -> bool:
 
 
 def _from_pipeline(pipe, vision, towers, device, dtype, cache_dir) -> CLIP:
+    """The pipeline's text tower plus a vision tower that follows the pipeline.
+
+    The vision tower is created where the text tower is (on the CPU when that tower is
+    offloaded to ``meta``) in its dtype; unless ``device``/``dtype`` were given, it then follows
+    the pipeline (``CLIP.follow``): its execution device and text tower dtype at each use.
+    """
     text = getattr(pipe, "text_encoder_2", None) or getattr(pipe, "text_encoder", None)
     tok = getattr(pipe, "tokenizer_2", None) or getattr(pipe, "tokenizer", None)
     if not isinstance(text, CLIPTextModelWithProjection) or tok is None:
@@ -186,16 +192,19 @@ def _from_pipeline(pipe, vision, towers, device, dtype, cache_dir) -> CLIP:
     if "vision" in towers:
         if vision is None:
             vision = getattr(pipe, "clipguide_vision_source", None) or DEFAULT_MODEL
-        device = device or text.device
-        dtype = dtype or text.dtype
+        home = text.device if text.device.type != "meta" else torch.device("cpu")
         vis = (
             vision
             if isinstance(vision, CLIP)
             else load_clip(
-                vision, towers=("vision",), device=device, dtype=dtype, cache_dir=cache_dir
+                vision,
+                towers=("vision",),
+                device=device or home,
+                dtype=dtype or text.dtype,
+                cache_dir=cache_dir,
             )
         )
-    return CLIP(
+    clip = CLIP(
         text_model=text,
         vision_model=vis.vision_model if vis is not None else None,
         tokenizer=tok,
@@ -203,6 +212,7 @@ def _from_pipeline(pipe, vision, towers, device, dtype, cache_dir) -> CLIP:
         name=f"{type(pipe).__name__}@{id(pipe):x}+{vis.name if vis is not None else 'text'}",
         logit_scale=vis.logit_scale if vis is not None else None,
     )
+    return clip.follow(pipe, device=device is None, dtype=dtype is None)
 
 
 def _from_openclip_model(model, towers, device, dtype) -> CLIP:
@@ -280,7 +290,8 @@ def load_clip(
         towers: which towers to load: ``("text",)``, ``("vision",)`` or both.
         device, dtype: where and in which precision (fp32/fp16/bf16) to put new weights;
             weights read from files default to fp32 whatever their stored precision (as
-            open_clip does), a pipeline's vision tower to its text tower's dtype.
+            open_clip does), a pipeline's vision tower to its text tower's dtype; without
+            them a pipeline's vision tower follows the pipeline's device and dtype at each use.
         vision: with a pipeline source, where the vision tower comes from (any source above).
     """
     towers = _check_towers(towers)

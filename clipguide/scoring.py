@@ -6,6 +6,7 @@ embedding cache and input handling around any CLIP that :func:`clipguide.load_cl
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
@@ -310,7 +311,10 @@ class CLIPScorer:
             getattr(self.clip, "image_features", None)
         )
         out = []
-        with torch.no_grad(), ThreadPoolExecutor(max_workers=self.workers) as pool:
+        # a CLIP made from a pipeline works where the pipeline executes (see CLIP.working)
+        working = getattr(self.clip, "working", None)
+        placed = working() if callable(working) else contextlib.nullcontext()
+        with torch.no_grad(), placed, ThreadPoolExecutor(max_workers=self.workers) as pool:
             if split:
                 pending = self._submit(pool, batches[0])
             for k, batch in enumerate(batches):

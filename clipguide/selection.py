@@ -52,21 +52,20 @@ def best_of_n(
     from ``generator``, or from torch's global RNG when neither is given), so any image can be
     regenerated alone with :meth:`BestOfN.generator`.
     """
-    if not isinstance(prompt, str):
-        raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if seed is not None and generator is not None:
-        raise ValueError("pass seed or generator, not both")
-    for reserved in ("generator", "num_images_per_prompt", "prompt"):
-        if reserved in pipe_kwargs:
-            raise ValueError(f"{reserved!r} is set by best_of_n; do not pass it in pipe_kwargs")
+    _check_args(pipe, prompt, n, scorer, batch_size, seed, generator, pipe_kwargs)
+    _check_flags(robust=robust, progress=progress)
+    try:  # an unknown or unavailable device fails here, before any image is made
+        torch.Generator(device=generator_device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"generator_device must be a device torch can make generators on ('cpu', 'cuda', "
+            f"...), got {generator_device!r}: {err}"
+        ) from None
     if seed is not None:
         seeds = [seed + i for i in range(n)]
-    else:
-        seeds = torch.randint(0, 2**62, (n,), generator=generator).tolist()
+    else:  # drawn on the generator's own device (a CUDA generator cannot fill a CPU tensor)
+        device = generator.device if generator is not None else None
+        seeds = torch.randint(0, 2**62, (n,), generator=generator, device=device).tolist()
     images: list[Any] = []
     batches = [seeds[i : i + batch_size] for i in range(0, n, batch_size)]
     if progress:
@@ -76,7 +75,7 @@ def best_of_n(
     for batch in batches:
         generators = [torch.Generator(device=generator_device).manual_seed(s) for s in batch]
         out = pipe(prompt, num_images_per_prompt=len(batch), generator=generators, **pipe_kwargs)
-        images.extend(list(out.images))  # PIL list, NHWC array or NCHW tensor
+        images.extend(_batch_images(out, len(batch)))
     scores = scorer.score(images, prompt)
     ranking = rank(scores)
     order = ranking.indices
@@ -91,3 +90,82 @@ def best_of_n(
         robust=robust_scores,
         generator_device=generator_device,
     )
+
+
+def _check_args(
+    pipe: Any,
+    prompt: Any,
+    n: Any,
+    scorer: Any,
+    batch_size: Any,
+    seed: Any,
+    generator: Any,
+    pipe_kwargs: dict,
+) -> None:
+    """Cheap checks before any image is made; each message names the argument and value."""
+
+    def positive_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+    if not callable(pipe):
+        raise TypeError(f"pipe must be a callable diffusers pipeline, got {_got(pipe)}")
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str, got {_got(prompt)}")
+    if not prompt.strip():
+        raise ValueError(f"prompt must be a non-empty str, got {prompt!r}")
+    if not positive_int(n):
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    if not callable(getattr(scorer, "score", None)):
+        raise TypeError(f"scorer must be a CLIPScorer (with .score), got {_got(scorer)}")
+    if not positive_int(batch_size):
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if seed is not None and generator is not None:
+        raise ValueError("pass seed or generator, not both")
+    if seed is not None and (
+        not isinstance(seed, int) or isinstance(seed, bool) or not -(2**63) <= seed <= 2**64 - n
+    ):  # seed .. seed + n - 1 must all be seeds torch.Generator.manual_seed takes
+        raise ValueError(f"seed must be None or an int in [-2**63, 2**64 - n], got {seed!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {_got(generator)}")
+    for reserved in ("generator", "num_images_per_prompt", "prompt"):
+        if reserved in pipe_kwargs:
+            raise ValueError(
+                f"{reserved!r} is set by best_of_n; do not pass it in pipe_kwargs "
+                f"(got {reserved}={pipe_kwargs[reserved]!r})"
+            )
+    output_type = pipe_kwargs.get("output_type", "pil")
+    if output_type not in ("pil", "np", "pt"):
+        raise ValueError(
+            f"output_type must be 'pil', 'np' or 'pt' (images the scorer can read), "
+            f"got {output_type!r}"
+        )
+
+
+def _got(value: Any) -> str:
+    """``repr`` (shortened) and type of a received value, for error messages."""
+    text = repr(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def _check_flags(**flags: Any) -> None:
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def _batch_images(out: Any, expected: int) -> list[Any]:
+    """The images of one pipeline call (PIL list, NHWC array or NCHW tensor), counted."""
+    images = getattr(out, "images", None)
+    if images is None:
+        raise TypeError(
+            f"pipe returned {type(out).__name__} without .images; best_of_n needs a diffusers "
+            "pipeline output"
+        )
+    images = list(images)
+    if len(images) != expected:
+        raise ValueError(
+            f"pipe returned {len(images)} images for num_images_per_prompt={expected}; "
+            "best_of_n needs one image per generator"
+        )
+    return images

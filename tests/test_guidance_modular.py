@@ -60,6 +60,9 @@ def test_modular_block_matches_stock_hook():
 
     zero = _call(_modular(stock, CLIPGuidance(clip, scale=0.0)), True)
     assert torch.equal(zero, _call(_modular(stock, None), True))
+    watcher = CLIPGuidance(clip, scale=0.0, record=True, start=0.0, stop=1.0, every=1)
+    assert torch.equal(_call(_modular(stock, watcher), True), zero)  # measured, not changed
+    assert [r["step"] for r in watcher.history] == [0, 1, 2]
 
 
 def test_modular_block_rejects_full_mode():

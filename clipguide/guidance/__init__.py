@@ -6,6 +6,7 @@ from .linear_decoder import LinearLatentDecoder
 from .loss import cosine, make_views, spherical_distance
 from .modular import CLIPGuidanceLoopStep, add_to_modular_sdxl
 from .schedulers import (
+    EvaluationCounter,
     NoiseLevel,
     noise_level,
     output_change_from_eps,
@@ -19,6 +20,7 @@ from .update import eps_change
 __all__ = [
     "CLIPGuidance",
     "CLIPGuidanceLoopStep",
+    "EvaluationCounter",
     "add_to_modular_sdxl",
     "GuidanceSettings",
     "LinearLatentDecoder",

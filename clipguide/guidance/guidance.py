@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import logging
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .checks import check, check_clip, check_decoder, check_target, is_int, is_real
 from .decode import decode_latents, decoder_ready, shrink_latents
 from .loss import cosine, make_views, spherical_distance
 from .schedulers import NoiseLevel, output_change_from_eps, split_model_output
@@ -18,25 +19,18 @@ from .update import eps_change
 
 __all__ = ["GuidanceSettings", "CLIPGuidance"]
 
-logger = logging.getLogger(__name__)
 MODES = ("fast", "full")
-
-
-def _check(cond: bool, name: str, value: Any, accepted: str) -> None:
-    if not cond:
-        raise ValueError(f"{name}={value!r} is not valid; accepted: {accepted}")
 
 
 @dataclasses.dataclass(frozen=True)
 class GuidanceSettings:
     """Frozen, validated guidance settings (see ``CLIPGuidance`` for their meaning).
 
-    Defaults come from ``benchmarks/guidance.py`` and ``benchmarks/shapes_quality.py`` on the
-    micro world: a push of 4x the CFG correction on every other evaluation of the middle half of
-    the steps gave the largest held-out gain per unit of cost; guiding the first steps (the later
-    steps undo or spoil it), larger scales (8+) or more views gave less. For the cheapest useful
-    guidance, pass a tiny decoder and ``every=10`` or ``every=5`` (micro world: 1.04x / 1.10x
-    unguided, oracle +2.1 / +2.4 points; README).
+    The defaults (a push of 4x the classifier-free-guidance correction on every other model
+    evaluation of the middle half of the run) were chosen on the micro world with
+    ``benchmarks/guidance.py`` and ``benchmarks/shapes_quality.py``, whose measured costs and
+    gains the README reports. For the cheapest guidance, pass a tiny decoder and ``every=10``
+    or ``every=5``. Numbers are stored as Python ``float``/``int``; every float is finite.
     """
 
     scale: float = 4.0
@@ -55,48 +49,56 @@ class GuidanceSettings:
     decode_size: int | None = None
 
     def __post_init__(self) -> None:
-        num = (int, float)
-        _check(
-            isinstance(self.scale, num) and self.scale >= 0, "scale", self.scale, "a number >= 0"
+        real, integer = is_real, is_int
+        check(real(self.scale) and self.scale >= 0, "scale", self.scale, "a finite number >= 0")
+        check(
+            isinstance(self.mode, str) and self.mode in MODES, "mode", self.mode, f"one of {MODES}"
         )
-        _check(self.mode in MODES, "mode", self.mode, f"one of {MODES}")
-        _check(isinstance(self.views, int) and self.views >= 1, "views", self.views, "an int >= 1")
-        _check(
-            isinstance(self.start, num) and 0 <= self.start < 1,
-            "start",
-            self.start,
-            "0 <= start < 1",
-        )
-        _check(
-            isinstance(self.stop, num) and self.start < self.stop <= 1,
+        check(integer(self.views) and self.views >= 1, "views", self.views, "an int >= 1")
+        check(real(self.start) and 0 <= self.start < 1, "start", self.start, "0 <= start < 1")
+        check(
+            real(self.stop) and self.start < self.stop <= 1,
             "stop",
             self.stop,
             f"start ({self.start}) < stop <= 1",
         )
-        _check(isinstance(self.every, int) and self.every >= 1, "every", self.every, "an int >= 1")
-        _check(
-            self.max_rms is None or (isinstance(self.max_rms, num) and self.max_rms > 0),
+        check(integer(self.every) and self.every >= 1, "every", self.every, "an int >= 1")
+        for flag in ("normalize", "flip", "checkpointing"):
+            value = getattr(self, flag)
+            check(isinstance(value, bool), flag, value, "True or False")
+        check(
+            self.max_rms is None or (real(self.max_rms) and self.max_rms > 0),
             "max_rms",
             self.max_rms,
-            "None or a number > 0",
+            "None or a finite number > 0",
         )
-        _check(
-            isinstance(self.min_crop, num) and 0 < self.min_crop <= 1,
+        check(
+            real(self.min_crop) and 0 < self.min_crop <= 1,
             "min_crop",
             self.min_crop,
             "0 < min_crop <= 1",
         )
-        _check(
-            isinstance(self.noise, num) and self.noise >= 0, "noise", self.noise, "a number >= 0"
+        check(real(self.noise) and self.noise >= 0, "noise", self.noise, "a finite number >= 0")
+        check(
+            integer(self.seed) and -(2**63) <= self.seed < 2**64,
+            "seed",
+            self.seed,
+            "an int in [-2**63, 2**64) (what torch.Generator.manual_seed takes)",
         )
-        _check(isinstance(self.seed, int), "seed", self.seed, "an int")
-        _check(
-            self.decode_size is None
-            or (isinstance(self.decode_size, int) and self.decode_size >= 1),
+        check(
+            self.decode_size is None or (integer(self.decode_size) and self.decode_size >= 1),
             "decode_size",
             self.decode_size,
             "None or an int >= 1 (latent pixels of the shorter side)",
         )
+        for name in ("scale", "start", "stop", "min_crop", "noise"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        for name in ("views", "every", "seed"):
+            object.__setattr__(self, name, int(getattr(self, name)))
+        if self.max_rms is not None:
+            object.__setattr__(self, "max_rms", float(self.max_rms))
+        if self.decode_size is not None:
+            object.__setattr__(self, "decode_size", int(self.decode_size))
 
     def active(self, position: int, total: int) -> bool:
         """Whether model evaluation ``position`` of ``total`` is guided: inside the window, and
@@ -126,7 +128,8 @@ class CLIPGuidance:
             (e.g. ``clip.encode_image(image)``).
         on_step: called with each step's record (dict), as appended to ``history``.
         record: with ``scale=0``, still measure and record each active step's similarity
-            without touching the sampling (for plotting an unguided run against a guided one).
+            without touching the sampling (for plotting an unguided run against a guided one);
+            in ``full`` mode the conditional prediction's x0 is measured, as a guided run would.
         checkpointing: gradient checkpointing in the decoder while guiding (less memory).
         decode_size: decode a resized copy of the predicted latents whose shorter side is this
             many latent pixels (e.g. 32 -> a 256 px image for an 8x VAE, enough for a 224 px
@@ -157,16 +160,11 @@ class CLIPGuidance:
         on_step: Callable[[dict], None] | None = None,
         record: bool = False,
     ) -> None:
-        if getattr(clip, "vision_model", None) is None or not hasattr(clip, "image_features"):
-            raise TypeError(
-                f"clip must be a clipguide.CLIP with a vision tower, got {type(clip).__name__}"
-            )
-        ok_target = (
-            target is None
-            or isinstance(target, (str, torch.Tensor))
-            or (isinstance(target, Sequence) and all(isinstance(t, str) for t in target))
-        )
-        _check(ok_target, "target", target, "None, a str, a list of str or an embedding tensor")
+        check_clip(clip)
+        check_target(target, clip)
+        check_decoder(decoder)
+        check(on_step is None or callable(on_step), "on_step", on_step, "None or a callable")
+        check(isinstance(record, bool), "record", record, "True or False")
         self.settings = GuidanceSettings(
             scale=scale,
             mode=mode,
@@ -187,9 +185,9 @@ class CLIPGuidance:
         self.decoder = decoder
         self.target = target
         self.on_step = on_step
-        self.record = bool(record)
+        self.record = record
         self.history: list[dict] = []
-        self._generator = torch.Generator().manual_seed(seed)
+        self._generator = torch.Generator().manual_seed(self.settings.seed)
         self._warned_nonfinite = False
         self._attachment: Any = None
 
@@ -197,21 +195,29 @@ class CLIPGuidance:
         return f"CLIPGuidance({self.settings})"
 
     def replace(self, **changes: Any) -> CLIPGuidance:
-        """A copy with some settings (or ``decoder``/``target``/``on_step``) changed."""
+        """A copy with some settings (or ``clip``/``decoder``/``target``/``on_step``) changed."""
         kwargs = dataclasses.asdict(self.settings)
         kwargs.update(
             decoder=self.decoder, target=self.target, on_step=self.on_step, record=self.record
         )
+        clip = changes.pop("clip", self.clip)
         kwargs.update(changes)
-        return CLIPGuidance(self.clip, **kwargs)
+        return CLIPGuidance(clip, **kwargs)
 
     # -- attaching ---------------------------------------------------------------------------
     def attach(self, pipe: Any) -> Any:
-        """Hook into a stock diffusers pipeline; use as ``with guidance.attach(pipe): pipe(...)``."""
+        """Hook into a stock diffusers pipeline; use as ``with guidance.attach(pipe): pipe(...)``.
+
+        Several guidances may be attached to one pipeline at once and detached in any order.
+        """
         from .attach import PipelineAttachment
 
         if self._attachment is not None:
-            raise RuntimeError("this CLIPGuidance is already attached; call detach() first")
+            raise RuntimeError(
+                f"this CLIPGuidance is already attached to pipe="
+                f"{type(self._attachment.pipe).__name__}; call detach() first, or attach a copy "
+                "(guidance.replace())"
+            )
         self._attachment = PipelineAttachment(self, pipe)
         return self._attachment
 
@@ -277,6 +283,18 @@ class CLIPGuidance:
         sim = cosine(feats, tgt).view(s.views, b).mean(0)
         return dist, sim
 
+    def _decoder(self, decoder: Any) -> Any:
+        decoder = self.decoder if self.decoder is not None else decoder
+        if decoder is None:
+            raise ValueError("no decoder: pass decoder= or attach to a pipeline with a vae")
+        return decoder
+
+    def _clip_working(self, device: torch.device) -> Any:
+        """The CLIP's vision tower placed for this step (following its pipeline, or borrowing
+        ``device``); a duck-typed CLIP without ``working`` is used where it is."""
+        working = getattr(self.clip, "working", None)
+        return working(device) if callable(working) else contextlib.nullcontext()
+
     def gradient(
         self,
         latents: torch.Tensor,
@@ -293,27 +311,70 @@ class CLIPGuidance:
         Jacobian dropped, MPGD); ``full`` differentiates through ``model_fn`` (latents -> model
         output, run with grad).
         """
-        decoder = self.decoder if self.decoder is not None else decoder
-        if decoder is None:
-            raise ValueError("no decoder: pass decoder= or attach to a pipeline with a vae")
+        full = self.settings.mode == "full"
+        if full and model_fn is None:
+            raise ValueError(
+                "mode='full' needs model_fn (the denoiser, latents -> model output) to "
+                "differentiate through; attach() provides it"
+            )
+        decoder = self._decoder(decoder)
         ready_ctx = decoder_ready(
             decoder, latents.device, checkpointing=self.settings.checkpointing
         )
-        with torch.enable_grad(), ready_ctx as ready:
-            if self.settings.mode == "fast":
-                leaf = x0.detach().float().clone().requires_grad_(True)
-                guided_x0 = leaf
-            else:
-                if model_fn is None:
-                    raise ValueError("mode='full' needs model_fn (the denoiser) to differentiate")
+        with torch.enable_grad(), ready_ctx as ready, self._clip_working(latents.device):
+            if full:
                 leaf = latents.detach().float().clone().requires_grad_(True)
                 guided_x0 = split_model_output(model_fn(leaf).float(), leaf, level)[0]
+            else:
+                leaf = x0.detach().float().clone().requires_grad_(True)
+                guided_x0 = leaf
             small = shrink_latents(guided_x0, self.settings.decode_size)
             dist, sim = self._distance(decode_latents(ready, small), targets)
             (grad,) = torch.autograd.grad(dist.sum(), leaf)
-        if self.settings.mode == "fast":
+        if not full:
             grad = grad / level.alpha
         return grad, dist.detach(), sim.detach()
+
+    @torch.no_grad()
+    def measure(
+        self, x0: torch.Tensor, targets: torch.Tensor, *, decoder: Any = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(distance, similarity) per image of the decoded ``x0``, without gradients."""
+        decoder = self._decoder(decoder)
+        with decoder_ready(decoder, x0.device) as ready, self._clip_working(x0.device):
+            small = shrink_latents(x0.float(), self.settings.decode_size)
+            return self._distance(decode_latents(ready, small), targets)
+
+    def _record(self, step: int, timestep: float, level: NoiseLevel, dist, sim, skipped) -> dict:
+        record = {
+            "step": step,
+            "timestep": timestep,
+            "sigma": level.sigma,
+            "loss": dist.tolist(),
+            "similarity": sim.tolist(),
+            "skipped": skipped.tolist(),
+        }
+        self.history.append(record)
+        if self.on_step is not None:
+            self.on_step(record)
+        return record
+
+    def record_step(
+        self,
+        x0: torch.Tensor,
+        level: NoiseLevel,
+        targets: torch.Tensor,
+        *,
+        step: int,
+        timestep: float,
+        decoder: Any = None,
+    ) -> dict:
+        """Measure and record a step without guiding it (``scale=0, record=True``).
+
+        ``skipped`` marks images whose measurement is not finite.
+        """
+        dist, sim = self.measure(x0, targets, decoder=decoder)
+        return self._record(step, timestep, level, dist, sim, ~torch.isfinite(dist))
 
     def output_change(
         self,
@@ -348,15 +409,5 @@ class CLIPGuidance:
                 RuntimeWarning,
                 stacklevel=2,
             )
-        record = {
-            "step": step,
-            "timestep": timestep,
-            "sigma": level.sigma,
-            "loss": dist.tolist(),
-            "similarity": sim.tolist(),
-            "skipped": (~finite).tolist(),
-        }
-        self.history.append(record)
-        if self.on_step is not None:
-            self.on_step(record)
+        self._record(step, timestep, level, dist, sim, ~finite)
         return output_change_from_eps(delta, level)

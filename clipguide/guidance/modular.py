@@ -15,8 +15,9 @@ import torch
 from diffusers.modular_pipelines import ModularPipelineBlocks
 from diffusers.modular_pipelines.modular_pipeline_utils import InputParam, OutputParam
 
+from .checks import describe_object
 from .guidance import CLIPGuidance
-from .schedulers import noise_level, split_model_output, step_position
+from .schedulers import EvaluationCounter, noise_level, split_model_output
 
 __all__ = ["CLIPGuidanceLoopStep", "add_to_modular_sdxl"]
 
@@ -28,13 +29,9 @@ class CLIPGuidanceLoopStep(ModularPipelineBlocks):
 
     def __init__(self, guidance: CLIPGuidance) -> None:
         super().__init__()
-        if not isinstance(guidance, CLIPGuidance):
-            raise TypeError(f"guidance must be a CLIPGuidance, got {type(guidance).__name__}")
-        if guidance.settings.mode != "fast":
-            raise ValueError(
-                f"mode={guidance.settings.mode!r} is not supported in the modular loop; accepted: 'fast'"
-            )
+        _check_guidance(guidance)
         self.guidance = guidance
+        self._counter = EvaluationCounter()
 
     def __deepcopy__(self, memo: dict) -> CLIPGuidanceLoopStep:
         # init_pipeline deep-copies the blocks; share the guidance (and its CLIP) instead.
@@ -60,11 +57,14 @@ class CLIPGuidanceLoopStep(ModularPipelineBlocks):
     @torch.no_grad()
     def __call__(self, components: Any, block_state: Any, i: int, t: Any) -> tuple[Any, Any]:
         guidance = self.guidance
-        if guidance.settings.scale == 0:
+        record_only = guidance.settings.scale == 0
+        if record_only and not guidance.record:
             return components, block_state
         scheduler = components.scheduler
-        position, total = step_position(scheduler, t)
-        if position == 0:
+        if i == 0:
+            self._counter.start_run()
+        position, total, new = self._counter.advance(scheduler, t)
+        if new:
             guidance.new_run()
         if not guidance.settings.active(position, total):
             return components, block_state
@@ -74,18 +74,28 @@ class CLIPGuidanceLoopStep(ModularPipelineBlocks):
         x0, eps = split_model_output(pred.float(), x, level)
         per_prompt = int(getattr(block_state, "num_images_per_prompt", None) or 1)
         targets = guidance.targets(x.shape[0], getattr(block_state, "prompt", None), per_prompt)
+        step = dict(step=position, timestep=float(torch.as_tensor(t).reshape(-1)[0]))
+        decoder = getattr(components, "vae", None)
+        if record_only:
+            guidance.record_step(x0, level, targets, decoder=decoder, **step)
+            return components, block_state
         delta = guidance.output_change(
-            x,
-            x0,
-            level,
-            targets,
-            reference=eps,
-            step=position,
-            timestep=float(torch.as_tensor(t).reshape(-1)[0]),
-            decoder=getattr(components, "vae", None),
+            x, x0, level, targets, reference=eps, decoder=decoder, **step
         )
         block_state.noise_pred = pred + delta.to(device=pred.device, dtype=pred.dtype)
         return components, block_state
+
+
+def _check_guidance(guidance: Any) -> None:
+    if not isinstance(guidance, CLIPGuidance):
+        raise TypeError(
+            f"guidance={describe_object(guidance)} is not valid; accepted: a CLIPGuidance"
+        )
+    if guidance.settings.mode != "fast":
+        raise ValueError(
+            f"mode={guidance.settings.mode!r} is not supported in the modular loop; "
+            "accepted: 'fast' (guidance.replace(mode='fast'))"
+        )
 
 
 def _find_loop(blocks: Any) -> Any:
@@ -106,11 +116,23 @@ def add_to_modular_sdxl(blocks: Any, guidance: CLIPGuidance) -> Any:
 
     ``blocks``: e.g. ``StableDiffusionXLAutoBlocks()``, before ``init_pipeline``. Returns the loop.
     """
-    loop = _find_loop(blocks)
+    _check_guidance(guidance)  # cheap checks first
+    loop = _find_loop(blocks) if hasattr(blocks, "sub_blocks") else None
     if loop is None:
+        hint = (
+            " (a pipeline: pass its blocks before init_pipeline)"
+            if hasattr(blocks, "blocks")
+            else ""
+        )
         raise ValueError(
-            f"blocks={type(blocks).__name__} has no SDXL denoise loop with 'denoiser' and "
+            f"blocks={describe_object(blocks)} is not valid{hint}; accepted: modular SDXL blocks (e.g. "
+            "StableDiffusionXLAutoBlocks()) holding a denoise loop with 'denoiser' and "
             "'after_denoiser' steps"
+        )
+    if "clip_guidance" in loop.sub_blocks:
+        raise ValueError(
+            f"blocks={describe_object(blocks)} already holds a 'clip_guidance' step; add guidance once "
+            "(for another setting, build the blocks again)"
         )
     index = list(loop.sub_blocks).index("after_denoiser")
     loop.sub_blocks.insert("clip_guidance", CLIPGuidanceLoopStep(guidance), index)

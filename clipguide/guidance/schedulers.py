@@ -27,6 +27,7 @@ __all__ = [
     "parameterisation",
     "noise_level",
     "step_position",
+    "EvaluationCounter",
     "split_model_output",
     "predict_x0",
     "output_change_from_eps",
@@ -104,11 +105,64 @@ def _first_match(scheduler: Any, timestep: Any) -> int:
 
 
 def step_position(scheduler: Any, timestep: Any) -> tuple[int, int]:
-    """(position of this model evaluation in ``scheduler.timesteps``, number of evaluations)."""
+    """(position of the evaluation at ``timestep`` in ``scheduler.timesteps``, their number).
+
+    The position is the scheduler's ``step_index`` where it keeps one, else the first entry equal
+    to ``timestep``. Timesteps can repeat (PNDM evaluates some twice), so within a sampling run
+    count the evaluations with :class:`EvaluationCounter` instead; this gives where a run starts.
+    """
     total = len(scheduler.timesteps)
     if hasattr(scheduler, "step_index"):
         return min(_index(scheduler, timestep), total - 1), total
     return _first_match(scheduler, timestep), total
+
+
+def _same_timestep(a: Any, b: Any) -> bool:
+    x = float(torch.as_tensor(a).reshape(-1)[0])
+    y = float(torch.as_tensor(b).reshape(-1)[0])
+    return math.isclose(x, y, rel_tol=1e-3, abs_tol=1e-3)  # fp16 timesteps round
+
+
+class EvaluationCounter:
+    """Position of each model evaluation in a sampling run, counted, whatever the scheduler.
+
+    Pipelines evaluate the model once per entry of ``scheduler.timesteps`` (twice per step for
+    Heun and KDPM2, whose tables hold both evaluations; PNDM repeats timesteps), so the k-th
+    evaluation of a run is entry ``start + k``, where ``start`` is 0 for text-to-image and the
+    strength offset for image-to-image. A run starts after :meth:`start_run` (called when the
+    pipeline encodes its prompt), when ``set_timesteps`` has made a new table, or when the table
+    is used up. If the counted entry does not hold the timestep the model sees (an evaluation
+    was skipped or repeated, or counting began mid-run), the position is looked up again.
+    """
+
+    def __init__(self) -> None:
+        self._timesteps: Any = None
+        self._next = 0
+        self._pending = True
+
+    def start_run(self) -> None:
+        """The next evaluation is the first of a new run."""
+        self._pending = True
+
+    def advance(self, scheduler: Any, timestep: Any) -> tuple[int, int, bool]:
+        """(position, number of evaluations, whether this evaluation starts a run)."""
+        timesteps = scheduler.timesteps
+        total = len(timesteps)
+        new = self._pending or timesteps is not self._timesteps or self._next >= total
+        if new:
+            self._pending, self._timesteps = False, timesteps
+            try:
+                self._next = step_position(scheduler, timestep)[0]
+            except ValueError:  # a timestep the table does not hold: count from the start
+                self._next = 0
+        elif not _same_timestep(timesteps[self._next], timestep):
+            try:
+                self._next = step_position(scheduler, timestep)[0]
+            except ValueError:  # a timestep outside the table: trust the count
+                pass
+        position = self._next
+        self._next += 1
+        return position, total, new
 
 
 def _prediction_type(scheduler: Any, kind: str) -> str:
