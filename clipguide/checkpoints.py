@@ -51,7 +51,7 @@ def offline_hint(model_id: str, what: str = "weights") -> str:
 def hub_file(repo_id: str, filenames: tuple[str, ...], cache_dir: str | None) -> str:
     """First of ``filenames`` found for ``repo_id``: the local cache first, then the hub once."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import RemoteEntryNotFoundError, RepositoryNotFoundError
 
     for name in filenames:
         try:
@@ -64,7 +64,7 @@ def hub_file(repo_id: str, filenames: tuple[str, ...], cache_dir: str | None) ->
         for name in filenames:
             try:
                 return hf_hub_download(repo_id, name, cache_dir=cache_dir, etag_timeout=5)
-            except EntryNotFoundError:
+            except RemoteEntryNotFoundError:
                 absent += 1  # reachable, but no such file: try the next name
             except RepositoryNotFoundError:
                 raise WeightsNotFoundError(

@@ -408,3 +408,39 @@ def test_spoilt_transformers_folder_is_a_clear_error(
         load_clip(str(folder))
     for needle in needles:
         assert needle.replace("{d}", str(folder)) in str(info.value), str(info.value)
+
+
+# -- the hub, when it is asked (not offline) -----------------------------------------------------
+def _hub_error(cls, message: str) -> Exception:
+    """A huggingface_hub error without the HTTP response its constructor wants."""
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    return err
+
+
+@pytest.mark.parametrize(
+    ("raised", "needles"),
+    [
+        pytest.param("LocalEntryNotFoundError", ["not in the local Hugging Face cache"],
+                     id="hub-unreachable"),
+        pytest.param("RepositoryNotFoundError", ["'nobody/no-such-clip' is not a repository"],
+                     id="hub-no-such-repo"),
+        pytest.param("RemoteEntryNotFoundError",
+                     ["'nobody/no-such-clip' holds none of: config.json"], id="hub-no-such-file"),
+    ],
+)  # fmt: skip
+def test_hub_answers_are_told_apart(raised, needles, monkeypatch, tmp_path) -> None:
+    import huggingface_hub
+    import huggingface_hub.errors as errors
+
+    def download(repo_id, filename, **kwargs):
+        if kwargs.get("local_files_only"):
+            raise _hub_error(errors.LocalEntryNotFoundError, "not cached")
+        raise _hub_error(getattr(errors, raised), f"{raised} for {repo_id}/{filename}")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    with pytest.raises(WeightsNotFoundError) as info:
+        load_clip("nobody/no-such-clip", cache_dir=str(tmp_path))
+    for needle in needles:
+        assert needle in str(info.value), str(info.value)
