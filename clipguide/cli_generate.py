@@ -32,6 +32,7 @@ from clipguide.cli_args import (
     seed_arg,
     size_arg,
 )
+from clipguide.cli_sampling import decoder_choice, finite_guard, load_guide, sample
 from clipguide.files import write_atomic
 
 __all__ = ["register", "run", "load_pipeline", "write_atomic", "slug"]
@@ -198,127 +199,6 @@ def _scores(images, prompt: str, scorers: dict) -> dict[str, list[float | None]]
     return out
 
 
-def _decoder_choice(choice: str | None, micro: bool) -> str:
-    """``--guide-decoder`` checked before any model loads; its default filled in."""
-    choice = choice or ("tiny" if micro else "vae")
-    if choice == "tiny" and not micro:
-        raise CLIError(
-            "--guide-decoder 'tiny' is the micro world's decoder; accepted for other models: "
-            "'vae' or a folder holding an AutoencoderTiny for their latents"
-        )
-    if choice not in ("vae", "tiny") and not Path(choice).is_dir():
-        raise CLIError(
-            f"--guide-decoder {choice!r} is not a folder; accepted: 'vae', 'tiny' (micro world) "
-            "or a folder holding an AutoencoderTiny"
-        )
-    return choice
-
-
-def guide_decoder(choice: str, pipe):
-    """The decoder guidance uses: None (the pipeline's VAE) or an ``AutoencoderTiny``."""
-    if choice == "vae":
-        return None
-    if choice == "tiny":
-        from clipguide.shapes import load_tiny_decoder
-
-        return load_tiny_decoder(device=pipe.device)
-    from diffusers import AutoencoderTiny
-
-    try:
-        decoder = AutoencoderTiny.from_pretrained(choice, torch_dtype=pipe.unet.dtype)
-    except Exception as err:  # noqa: BLE001 - any loading failure names the option
-        raise CLIError(f"--guide-decoder {choice!r}: not an AutoencoderTiny: {err}", 1) from err
-    return decoder.to(pipe.device).eval().requires_grad_(False)
-
-
-def _load_guide(pipe, args, micro: bool):
-    """The guide CLIP (for guidance and best-of-N) and its name; ``(None, None)`` if unused."""
-    from clipguide import load_clip
-
-    vision = args.guide_clip or (MICRO_WORLD if micro else None)
-    if not (args.clip_guidance or args.best_of > 1):
-        return None, vision
-    try:
-        return load_clip(pipe, vision=vision), vision
-    except Exception as err:  # noqa: BLE001 - any loading failure names the option
-        shown = vision or "ViT-bigG-14/laion2b_s39b_b160k (the default)"
-        raise CLIError(f"--guide-clip {shown}: {err}", code=1) from err
-
-
-class NonFiniteSample(CLIError):
-    """Sampling diverged (NaN or infinite latents): an image would come out black."""
-
-
-def _finite_guard(args):
-    """A ``callback_on_step_end`` that stops sampling when the latents stop being finite."""
-    import torch
-
-    def check(pipe, step: int, timestep, kwargs: dict) -> dict:
-        latents = kwargs.get("latents")
-        if latents is not None and not bool(torch.isfinite(latents).all()):
-            raise NonFiniteSample(
-                f"sampling diverged at step {step + 1} (non-finite latents) with "
-                f"--cfg {args.cfg_scale} --clip-guidance {args.clip_guidance}; lower them",
-                code=1,
-            )
-        return kwargs
-
-    return check
-
-
-def _sample(pipe, call: dict, seeds: list[int], args, guide, vision):
-    """Sample, with CLIP guidance attached and best-of-N selection when asked.
-
-    Returns the images, the seed that regenerates each and per-image best-of-N records.
-    """
-    import contextlib
-
-    from clipguide import CLIPGuidance, CLIPScorer, best_of_n
-
-    attached = contextlib.nullcontext()
-    if args.clip_guidance:
-        guidance = CLIPGuidance(
-            guide,
-            scale=args.clip_guidance,
-            mode=args.clip_guidance_mode,
-            decoder=guide_decoder(args.guide_decoder, pipe),
-        )
-        attached = guidance.attach(pipe)
-    with attached:
-        if args.best_of == 1:
-            return pipe(**call).images, seeds, []
-        n = args.best_of
-        scorer = CLIPScorer(guide)
-        kwargs = {k: v for k, v in call.items() if k not in ("prompt", "generator")}
-        kwargs.pop("num_images_per_prompt")
-        images, chosen, picks = [], [], []
-        for i in range(len(seeds)):
-            result = best_of_n(
-                pipe,
-                call["prompt"],
-                n,
-                scorer,
-                seed=args.seed + i * n,
-                batch_size=n,
-                progress=False,
-                **kwargs,
-            )
-            images.append(result.images[0])
-            chosen.append(result.seeds[0])
-            picks.append(
-                {
-                    "n": n,
-                    "judge": vision or "ViT-bigG-14/laion2b_s39b_b160k",
-                    "candidate_seeds": result.seeds,
-                    "candidate_scores": [
-                        round(float(x), 4) if math.isfinite(float(x)) else None
-                        for x in result.scores
-                    ],
-                }
-            )
-        return images, chosen, picks
-
-
 def _oracle_record(verdict) -> dict:
     return {
         "ok": verdict.ok,
@@ -343,7 +223,7 @@ def _check_args(args: argparse.Namespace, micro: bool) -> None:
             f"--seed {args.seed}: with --num-images {args.num_images} --best-of "
             f"{args.best_of} the seeds run to {last}, past the largest seed 2**64-1"
         )
-    args.guide_decoder = _decoder_choice(args.guide_decoder, micro)
+    args.guide_decoder = decoder_choice(args.guide_decoder, micro)
     check_output_folder(Path(args.out), "--out")
     check_model(args.model)
     if args.cfg_scale is not None and 0 < args.cfg_scale < 1:
@@ -374,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
         args.cfg_scale if args.cfg_scale is not None else (DEFAULT_GUIDANCE_SCALE if micro else 7.0)
     )
     pipe = _load(args)
-    guide, vision = _load_guide(pipe, args, micro)
+    guide, vision = load_guide(pipe, args, micro)
     names = (
         args.score_with
         if args.score_with is not None
@@ -392,10 +272,10 @@ def run(args: argparse.Namespace) -> int:
     if args.size is not None:
         call.update(height=args.size, width=args.size)
     if "callback_on_step_end" in inspect.signature(pipe.__call__).parameters:
-        call["callback_on_step_end"] = _finite_guard(args)
+        call["callback_on_step_end"] = finite_guard(args)
     for hook in CALL_HOOKS:
         call = hook(pipe, call, args)
-    images, seeds, picks = _sample(pipe, call, seeds, args, guide, vision)
+    images, seeds, picks = sample(pipe, call, seeds, args, guide, vision)
     scores = _scores(images, args.prompt, scorers)
     verdicts = None
     if micro:

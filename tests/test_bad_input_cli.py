@@ -91,7 +91,7 @@ def _no_sampling(monkeypatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("sampling started before --score-with / --guide-clip loaded")
 
-    monkeypatch.setattr(cli_generate, "_sample", refuse)
+    monkeypatch.setattr(cli_generate, "sample", refuse)
 
 
 def _offline(monkeypatch, tmp_path) -> None:
