@@ -2,6 +2,12 @@
 
 Each subcommand lives in its own module exposing ``register(subparsers)``; that function adds
 its parser and sets ``func`` (called with the parsed namespace, returning an exit code).
+
+Errors: every error is one line on stderr, ``clipguide CMD: what was wrong``, never a
+traceback. Exit status 2: a bad option or argument, found before any model loads (the types in
+``clipguide.cli_args`` and each subcommand's own checks); 1: a failure while working (a model
+or a file that cannot be read); 130: interrupted. An unexpected internal error also prints one
+line (with its exception type) and exits 1; ``-v`` prints the traceback (of the cause, too).
 """
 
 from __future__ import annotations
@@ -10,24 +16,44 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "CLIError"]
 
 # Modules that contribute subcommands, in the order they appear in --help.
 SUBCOMMAND_MODULES = (
     "clipguide.cli_generate",
     "clipguide.cli_score",
+    "clipguide.cli_rerank",
 )
 
 
+class CLIError(Exception):
+    """A user-facing error: printed as ``clipguide CMD: message``; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = 2, prog: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors become ``CLIError`` (one line, no usage dump)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise CLIError(f"{message} (see {self.prog} --help)", code=2, prog=self.prog)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="clipguide",
         description="OpenCLIP ViT-bigG/14 for diffusers: generate, guide, score and rerank.",
         epilog='example: clipguide generate "two red circles above a blue square" --out out/',
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log at INFO level; tracebacks for bugs"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         try:
@@ -40,14 +66,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _report(prog: str, message: str) -> None:
+    print(f"{prog}: {_one_line(message)}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run ``clipguide`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # named after the subcommand they were given to
+            prog = f"clipguide {args.command}" if args.command else "clipguide"
+            raise CLIError(
+                f"unrecognized arguments: {' '.join(extra)} (see {prog} --help)", prog=prog
+            )
+    except CLIError as err:
+        _report(err.prog or "clipguide", str(err))
+        return err.code
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    prog = f"clipguide {args.command}"
+    try:
+        return int(args.func(args) or 0)
+    except CLIError as err:
+        if args.verbose and err.__cause__ is not None:
+            traceback.print_exception(err.__cause__)
+        _report(prog, str(err))
+        return err.code
+    except KeyboardInterrupt:
+        _report(prog, "interrupted")
+        return 130
+    except Exception as err:  # noqa: BLE001 - one line for users; -v shows the traceback
+        if args.verbose:
+            raise
+        _report(prog, f"internal error ({type(err).__name__}): {err} (run with -v for details)")
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,7 +1,11 @@
 """``clipguide generate``: text to image with the shipped micro world or any diffusers model.
 
-Writes one PNG per image (atomically) and a JSON sidecar next to it with the prompt, seed,
-steps, scheduler, CLIP scores and, for the micro world, the oracle's verdict.
+Writes one PNG per image and a JSON sidecar next to it with the prompt, seed, steps,
+scheduler, CLIP scores and, for the micro world, the oracle's verdict. Each file is replaced
+whole (``clipguide.files``); the sidecar is written before its PNG, so a PNG never lacks its
+sidecar, and a rerun with the same arguments rewrites every pair (a kill leaves at most a
+sidecar whose PNG is missing). All options, the output folder and the model name are checked
+before any model loads; the CLIPs named by ``--score-with`` load before sampling.
 """
 
 from __future__ import annotations
@@ -9,17 +13,32 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
+import math
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from clipguide.cli import CLIError
+from clipguide.cli_args import (
+    MAX_SCALE,
+    MAX_SEED,
+    MAX_SIZE,
+    MICRO_WORLD,
+    check_model,
+    check_output_folder,
+    device_arg,
+    positive_int,
+    scale_arg,
+    seed_arg,
+    size_arg,
+)
+from clipguide.cli_sampling import decoder_choice, finite_guard, load_guide, sample
+from clipguide.files import write_atomic
 
 __all__ = ["register", "run", "load_pipeline", "write_atomic", "slug"]
 
 log = logging.getLogger(__name__)
 
-MICRO_WORLD = "shapes"
 EXAMPLE = (
     'example: clipguide generate "two red circles above a blue square" --out out/ --num-images 4'
 )
@@ -37,29 +56,39 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("prompt", help="what to draw")
-    p.add_argument("--out", default="out", help="output folder (default: out/)")
+    p.add_argument("--out", default="out", help="output folder (default: out/); made if missing")
     p.add_argument(
         "--model",
         default=MICRO_WORLD,
         help="'shapes' (the shipped micro world, default) or a diffusers repo id / folder",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the first image (then +1, ...)")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default 20 / 30)")
-    p.add_argument("--num-images", type=int, default=1, help="images to write (default 1)")
+    p.add_argument(
+        "--seed", type=seed_arg, default=0, help="seed of the first image (then +1, ...)"
+    )
+    p.add_argument(
+        "--steps", type=positive_int, default=None, help="sampling steps (default 20 / 30)"
+    )
+    p.add_argument("--num-images", type=positive_int, default=1, help="images to write (default 1)")
     p.add_argument(
         "--scheduler", choices=SCHEDULERS, default=None, help="sampler (default: the model's)"
     )
     p.add_argument(
         "--cfg",
-        type=float,
+        type=scale_arg,
         default=None,
         dest="cfg_scale",
-        help="classifier-free guidance scale (default 2.0 micro world / 7.0)",
+        help=f"classifier-free guidance scale, 0..{MAX_SCALE:g}; 1 or less turns it off "
+        "(default 2.0 micro world / 7.0)",
     )
     p.add_argument(
-        "--size", type=int, default=None, help="image side in pixels (default: the model's)"
+        "--size",
+        type=size_arg,
+        default=None,
+        help=f"image side in pixels, a multiple of 8 up to {MAX_SIZE} (default: the model's)",
     )
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    p.add_argument(
+        "--device", type=device_arg, default=None, help="torch device (default: cuda if any)"
+    )
     p.add_argument(
         "--score-with",
         action="append",
@@ -70,10 +99,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--clip-guidance",
-        type=float,
+        type=scale_arg,
         default=0.0,
         metavar="SCALE",
-        help="CLIP-gradient guidance strength (0 = off; try 4 on the micro world, see README)",
+        help=f"CLIP-gradient guidance strength, 0..{MAX_SCALE:g} (0 = off; try 4 on the micro "
+        "world, see README)",
     )
     p.add_argument(
         "--clip-guidance-mode", choices=("fast", "full"), default="fast", help="guidance mode"
@@ -95,7 +125,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--best-of",
-        type=int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="generate N candidates per image and keep the one the guide CLIP scores best",
@@ -117,19 +147,6 @@ CALL_HOOKS: list = []
 def slug(text: str, limit: int = 48) -> str:
     """A file-name-safe short form of a prompt."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "image"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write bytes to ``path`` via a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_pipeline(model: str, scheduler: str | None, device: str | None, progress: bool):
@@ -154,131 +171,96 @@ def load_pipeline(model: str, scheduler: str | None, device: str | None, progres
     return pipe.to(device)
 
 
-def _scores(images, prompt: str, names: list[str], loaded: dict) -> dict[str, list[float]]:
-    """Scores per CLIP name; ``loaded`` holds CLIPs already in memory (the guide)."""
+def _load_scorers(names: list[str], loaded: dict) -> dict[str, Any]:
+    """A ``CLIPScorer`` per ``--score-with`` name, loaded before sampling (``loaded``: reuse)."""
     import torch
 
     from clipguide import load_clip
     from clipguide.scoring import CLIPScorer
 
+    scorers = {}
+    for name in dict.fromkeys(names):
+        try:
+            clip = loaded.get(name) or load_clip(name, dtype=torch.float32)
+        except Exception as err:  # noqa: BLE001 - any loading failure names the option
+            raise CLIError(f"--score-with {name!r}: {err}", code=1) from err
+        scorers[name] = CLIPScorer(clip)
+    return scorers
+
+
+def _scores(images, prompt: str, scorers: dict) -> dict[str, list[float | None]]:
+    """Scores per CLIP name; a non-finite score is recorded as null (with a warning)."""
     out = {}
-    for name in names:
-        clip = loaded.get(name) or load_clip(name, dtype=torch.float32)
-        scorer = CLIPScorer(clip)
-        out[name] = [round(float(s), 4) for s in scorer.score(images, [prompt] * len(images))]
+    for name, scorer in scorers.items():
+        values = [float(s) for s in scorer.score(images, [prompt] * len(images))]
+        if not all(math.isfinite(v) for v in values):
+            log.warning("--score-with %s gave non-finite scores; recorded as null", name)
+        out[name] = [round(v, 4) if math.isfinite(v) else None for v in values]
     return out
 
 
-def _decoder_choice(choice: str | None, micro: bool) -> str:
-    """``--guide-decoder`` checked before any model loads; its default filled in."""
-    choice = choice or ("tiny" if micro else "vae")
-    if choice == "tiny" and not micro:
-        raise SystemExit(
-            "--guide-decoder 'tiny' is the micro world's decoder; accepted for other models: "
-            "'vae' or a folder holding an AutoencoderTiny for their latents"
+def _oracle_record(verdict) -> dict:
+    return {
+        "ok": verdict.ok,
+        "requirements": [{"what": w, "ok": ok} for w, ok in verdict.requirements],
+        "objects": [
+            {
+                "shape": o.shape,
+                "colour": o.colour,
+                "size": o.size,
+                "centre": [round(o.cx, 1), round(o.cy, 1)],
+            }
+            for o in verdict.objects
+        ],
+    }
+
+
+def _check_args(args: argparse.Namespace, micro: bool) -> None:
+    """Everything about the options that can be known before a model loads."""
+    last = args.seed + args.num_images * args.best_of - 1
+    if last > MAX_SEED:
+        raise CLIError(
+            f"--seed {args.seed}: with --num-images {args.num_images} --best-of "
+            f"{args.best_of} the seeds run to {last}, past the largest seed 2**64-1"
         )
-    if choice not in ("vae", "tiny") and not Path(choice).is_dir():
-        raise SystemExit(
-            f"--guide-decoder {choice!r} is not a folder; accepted: 'vae', 'tiny' (micro world) "
-            "or a folder holding an AutoencoderTiny"
-        )
-    return choice
+    args.guide_decoder = decoder_choice(args.guide_decoder, micro)
+    check_output_folder(Path(args.out), "--out")
+    check_model(args.model)
+    if args.cfg_scale is not None and 0 < args.cfg_scale < 1:
+        log.warning("--cfg %s is below 1: classifier-free guidance is off", args.cfg_scale)
 
 
-def guide_decoder(choice: str, pipe):
-    """The decoder guidance uses: None (the pipeline's VAE) or an ``AutoencoderTiny``."""
-    if choice == "vae":
-        return None
-    if choice == "tiny":
-        from clipguide.shapes import load_tiny_decoder
-
-        return load_tiny_decoder(device=pipe.device)
-    from diffusers import AutoencoderTiny
-
-    decoder = AutoencoderTiny.from_pretrained(choice, torch_dtype=pipe.unet.dtype)
-    return decoder.to(pipe.device).eval().requires_grad_(False)
-
-
-def _sample(pipe, call: dict, seeds: list[int], args, micro: bool):
-    """Sample, with CLIP guidance attached and best-of-N selection when asked.
-
-    Returns the images, the seed that regenerates each, per-image best-of-N records, and
-    the guide CLIP by name (``{}`` when none was loaded) for scoring without a reload.
-    """
-    import contextlib
-
-    from clipguide import CLIPGuidance, CLIPScorer, best_of_n, load_clip
-
-    guide, loaded = None, {}
-    vision = args.guide_clip or (MICRO_WORLD if micro else None)
-    if args.clip_guidance or args.best_of > 1:
-        guide = load_clip(pipe, vision=vision)
-        if vision is not None:
-            loaded[vision] = guide
-    attached = contextlib.nullcontext()
-    if args.clip_guidance:
-        guidance = CLIPGuidance(
-            guide,
-            scale=args.clip_guidance,
-            mode=args.clip_guidance_mode,
-            decoder=guide_decoder(args.guide_decoder, pipe),
-        )
-        attached = guidance.attach(pipe)
-    with attached:
-        if args.best_of == 1:
-            return pipe(**call).images, seeds, [], loaded
-        n = args.best_of
-        scorer = CLIPScorer(guide)
-        kwargs = {k: v for k, v in call.items() if k not in ("prompt", "generator")}
-        kwargs.pop("num_images_per_prompt")
-        images, chosen, picks = [], [], []
-        for i in range(len(seeds)):
-            result = best_of_n(
-                pipe,
-                call["prompt"],
-                n,
-                scorer,
-                seed=args.seed + i * n,
-                batch_size=n,
-                progress=False,
-                **kwargs,
-            )
-            images.append(result.images[0])
-            chosen.append(result.seeds[0])
-            picks.append(
-                {
-                    "n": n,
-                    "judge": vision or "ViT-bigG-14/laion2b_s39b_b160k",
-                    "candidate_seeds": result.seeds,
-                    "candidate_scores": [round(float(x), 4) for x in result.scores],
-                }
-            )
-        return images, chosen, picks, loaded
+def _load(args: argparse.Namespace):
+    """The pipeline for ``--model``; any failure becomes one line naming the option."""
+    try:
+        return load_pipeline(args.model, args.scheduler, args.device, not args.no_progress)
+    except Exception as err:  # noqa: BLE001 - diffusers/hub raise many types
+        raise CLIError(f"--model {args.model!r}: cannot load the pipeline: {err}", 1) from err
 
 
 def run(args: argparse.Namespace) -> int:
     """Generate ``--num-images`` images and their sidecars; returns the exit code."""
+    import inspect
     import io
 
     import torch
 
     from clipguide.shapes.shipped import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS
 
-    if args.best_of < 1:
-        raise SystemExit(f"--best-of must be >= 1, got {args.best_of}")
-    if args.clip_guidance < 0:
-        raise SystemExit(f"--clip-guidance must be >= 0, got {args.clip_guidance}")
-    if args.num_images < 1:
-        raise SystemExit(f"--num-images must be >= 1, got {args.num_images}")
-    if args.steps is not None and args.steps < 1:
-        raise SystemExit(f"--steps must be >= 1, got {args.steps}")
     micro = args.model == MICRO_WORLD
-    args.guide_decoder = _decoder_choice(args.guide_decoder, micro)
+    _check_args(args, micro)
     steps = args.steps or (DEFAULT_STEPS if micro else 30)
     cfg = (
         args.cfg_scale if args.cfg_scale is not None else (DEFAULT_GUIDANCE_SCALE if micro else 7.0)
     )
-    pipe = load_pipeline(args.model, args.scheduler, args.device, not args.no_progress)
+    pipe = _load(args)
+    guide, vision = load_guide(pipe, args, micro)
+    names = (
+        args.score_with
+        if args.score_with is not None
+        else ([MICRO_WORLD, "shapes-judge"] if micro else [])
+    )
+    scorers = _load_scorers(names, {vision: guide} if guide is not None and vision else {})
     seeds = [args.seed + i for i in range(args.num_images)]
     call = dict(
         prompt=args.prompt,
@@ -289,15 +271,12 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.size is not None:
         call.update(height=args.size, width=args.size)
+    if "callback_on_step_end" in inspect.signature(pipe.__call__).parameters:
+        call["callback_on_step_end"] = finite_guard(args)
     for hook in CALL_HOOKS:
         call = hook(pipe, call, args)
-    images, seeds, picks, loaded = _sample(pipe, call, seeds, args, micro)
-    names = (
-        args.score_with
-        if args.score_with is not None
-        else (["shapes", "shapes-judge"] if micro else [])
-    )
-    scores = _scores(images, args.prompt, names, loaded) if names else {}
+    images, seeds, picks = sample(pipe, call, seeds, args, guide, vision)
+    scores = _scores(images, args.prompt, scorers)
     verdicts = None
     if micro:
         from clipguide.shapes import check
@@ -310,9 +289,6 @@ def run(args: argparse.Namespace) -> int:
     stem = slug(args.prompt)
     for i, (seed, image) in enumerate(zip(seeds, images, strict=True)):
         path = out / f"{stem}-{seed}.png"
-        buf = io.BytesIO()
-        image.save(buf, format="PNG")
-        write_atomic(path, buf.getvalue())
         record = {
             "file": path.name,
             "prompt": args.prompt,
@@ -333,20 +309,13 @@ def run(args: argparse.Namespace) -> int:
         if picks:
             record["best_of"] = picks[i]
         if verdicts is not None:
-            v = verdicts[i]
-            record["oracle"] = {
-                "ok": v.ok,
-                "requirements": [{"what": w, "ok": ok} for w, ok in v.requirements],
-                "objects": [
-                    {
-                        "shape": o.shape,
-                        "colour": o.colour,
-                        "size": o.size,
-                        "centre": [round(o.cx, 1), round(o.cy, 1)],
-                    }
-                    for o in v.objects
-                ],
-            }
-        write_atomic(path.with_suffix(".json"), (json.dumps(record, indent=2) + "\n").encode())
+            record["oracle"] = _oracle_record(verdicts[i])
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        # sidecar first: a kill between the two leaves no PNG without its sidecar
+        write_atomic(
+            path.with_suffix(".json"), json.dumps(record, indent=2, allow_nan=False) + "\n"
+        )
+        write_atomic(path, buf.getvalue())
         print(path)
     return 0

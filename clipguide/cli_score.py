@@ -1,9 +1,12 @@
-"""``clipguide score`` and ``clipguide rerank``: CLIPScore for folders of images.
+"""``clipguide score``: CLIPScore for folders of images (``cli_rerank`` reuses its parts).
 
 ``score`` writes one row per image (path, prompt, cosine, clipscore, error) to CSV or JSONL.
 The output file is only ever replaced whole (temp file + ``os.replace``); rows scored since
 the last replacement are appended, batch by batch, to ``OUT.journal.jsonl`` next to it, so a
-killed run loses at most the batch in flight and ``--resume`` continues without duplicates.
+killed run loses at most the batch in flight and ``--resume`` continues without duplicates
+(and removes the temporary files a kill left). The judge defaults to bigG, as ``load_clip``;
+``--model shapes`` picks the micro world's CLIP. Options, ``--prompts`` and ``--out`` are
+checked before the model loads.
 """
 
 from __future__ import annotations
@@ -12,32 +15,52 @@ import argparse
 import csv
 import json
 import logging
+import math
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from clipguide.cli import CLIError
+from clipguide.cli_args import (
+    check_writable_file,
+    device_arg,
+    non_negative_float,
+    positive_int,
+)
+from clipguide.files import atomic_open, remove_stale_temps
 from clipguide.images import UnreadableImageError, load_image
 
-__all__ = ["register", "run_score", "run_rerank", "IMAGE_EXTENSIONS", "FIELDS"]
+__all__ = [
+    "register",
+    "run_score",
+    "read_prompt_file",
+    "read_rows",
+    "expand_paths",
+    "load_scorer",
+    "loaded_batches",
+    "model_args",
+    "IMAGE_EXTENSIONS",
+    "FIELDS",
+]
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 FIELDS = ("path", "prompt", "cosine", "clipscore", "error")
 ROBUST_FIELDS = ("clipscore_jpeg", "clipscore_crop", "clipscore_grayscale")
-DEFAULT_MODEL = "shapes"
+# as load_clip's defaults (clipguide.loading; not imported here to keep --help fast)
+DEFAULT_MODEL = "ViT-bigG-14"
+DEFAULT_PRETRAINED = "laion2b_s39b_b160k"
 
 SCORE_EXAMPLE = """examples:
   clipguide score outputs/ --prompt "two red circles above a blue square" --out scores.csv
+  clipguide score outputs/ --prompt "a red circle" --out micro.csv --model shapes
   clipguide score --prompts captions.jsonl --out scores.jsonl --resume
   (captions.jsonl: {"path": "img/0001.png", "prompt": "..."} per line; CSV needs path,prompt
    columns; relative paths in FILE are relative to FILE's folder)"""
-RERANK_EXAMPLE = """example:
-  clipguide rerank outputs/ --prompt "a green triangle" --top 16 --sheet best.png"""
 
 
 # -- inputs ----------------------------------------------------------------------------------
@@ -62,7 +85,15 @@ def read_prompt_file(file: str | Path) -> dict[str, str]:
     """Map absolute image path -> prompt from a CSV (path,prompt columns) or JSONL file."""
     file = Path(file)
     base = file.parent
-    text = file.read_text(encoding="utf-8")
+    if not file.is_file():
+        what = "is a folder" if file.is_dir() else "does not exist"
+        raise ValueError(f"--prompts {file} {what}; expected a CSV or JSONL file")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"--prompts {file} is not UTF-8 text ({err}); expected CSV or JSONL"
+        ) from None
     is_jsonl = file.suffix.lower() in (".jsonl", ".ndjson", ".json") or text.lstrip()[:1] == "{"
     records: list[dict[str, Any]] = []
     if is_jsonl:
@@ -97,7 +128,10 @@ def _format(out: Path, fmt: str | None) -> str:
         return "jsonl"
     if out.suffix.lower() in (".csv", ".tsv", ""):
         return "csv"
-    raise ValueError(f"--out {out}: cannot tell the format from {out.suffix!r}; pass --format")
+    raise ValueError(
+        f"--out {out}: cannot tell the format from {out.suffix!r} (.csv, .tsv, .jsonl, .ndjson, "
+        f".json); pass --format csv|jsonl"
+    )
 
 
 def _journal(out: Path) -> Path:
@@ -128,33 +162,27 @@ def read_rows(out: Path, fmt: str) -> list[dict[str, Any]]:
     seen: set[str] = set()
     unique = []
     for row in rows:
-        key = _key(row.get("path", ""))
+        if not isinstance(row, dict) or not row.get("path"):
+            raise ValueError(
+                f"--out {out}: a row without a 'path' ({str(row)[:80]}): not a score file to "
+                "resume; pass --overwrite to replace it"
+            )
+        key = _key(row["path"])
         if key not in seen:
             seen.add(key)
             unique.append(row)
     return unique
 
 
-def _write_atomic(out: Path, fmt: str, rows: list[dict[str, Any]], fields: tuple[str, ...]) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(
-        "w", dir=out.parent, prefix=f".{out.name}.", suffix=".tmp", delete=False,
-        newline="", encoding="utf-8",
-    )  # fmt: skip
-    try:
-        with handle:
-            if fmt == "jsonl":
-                handle.writelines(json.dumps(row) + "\n" for row in rows)
-            else:
-                writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, out)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+def _write_rows(out: Path, fmt: str, rows: list[dict[str, Any]], fields: tuple[str, ...]) -> None:
+    """Replace ``out`` whole with ``rows`` (clipguide.files.atomic_open)."""
+    with atomic_open(out, "w", newline="", encoding="utf-8") as handle:
+        if fmt == "jsonl":
+            handle.writelines(json.dumps(row, allow_nan=False) + "\n" for row in rows)
+        else:
+            writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
 
 
 class ResultWriter:
@@ -166,18 +194,19 @@ class ResultWriter:
         self.out, self.fmt, self.fields, self.checkpoint_s = out, fmt, fields, checkpoint_s
         self.rows = list(rows)
         self.last = time.monotonic()
+        out.parent.mkdir(parents=True, exist_ok=True)
         self.journal = _journal(out).open("a", encoding="utf-8")
 
     def add(self, rows: list[dict[str, Any]]) -> None:
         self.rows.extend(rows)
-        self.journal.write("".join(json.dumps(row) + "\n" for row in rows))
+        self.journal.write("".join(json.dumps(row, allow_nan=False) + "\n" for row in rows))
         self.journal.flush()
         os.fsync(self.journal.fileno())
         if time.monotonic() - self.last >= self.checkpoint_s:
             self.checkpoint()
 
     def checkpoint(self) -> None:
-        _write_atomic(self.out, self.fmt, self.rows, self.fields)
+        _write_rows(self.out, self.fmt, self.rows, self.fields)
         self.journal.truncate(0)  # rows now live in the output (duplicates are dropped on read)
         self.last = time.monotonic()
 
@@ -188,10 +217,11 @@ class ResultWriter:
 
 
 # -- running ---------------------------------------------------------------------------------
-def _load_scorer(args: argparse.Namespace, batch_size: int) -> Any:
+def load_scorer(args: argparse.Namespace, batch_size: int) -> Any:
+    """The judge for ``--model`` (default bigG); one line naming the option if it fails."""
     import torch
 
-    from clipguide.loading import load_clip
+    from clipguide.loading import WeightsNotFoundError, load_clip
     from clipguide.scoring import HESSEL_SCALE, CLIPScorer
 
     source = args.model or DEFAULT_MODEL
@@ -201,13 +231,18 @@ def _load_scorer(args: argparse.Namespace, batch_size: int) -> Any:
         kwargs["pretrained"] = args.pretrained
     try:
         clip = load_clip(source, **kwargs)
-    except FileNotFoundError as err:
-        if args.model is None:
-            raise SystemExit(
-                f"clipguide: the default model {DEFAULT_MODEL!r} is not available ({err}); "
-                "pass --model (an open_clip name, hf-hub:, local-dir: or a folder)"
-            ) from None
-        raise
+    except WeightsNotFoundError as err:
+        if args.model is None and args.pretrained is None:
+            raise CLIError(
+                f"the default judge {DEFAULT_MODEL}/{DEFAULT_PRETRAINED} is not on this machine "
+                f"and cannot be downloaded: point --model at its weights (local-dir:FOLDER "
+                f"holding open_clip_config.json + open_clip_model.safetensors, or a "
+                f"transformers CLIP folder), or pass --model shapes for the micro world's CLIP",
+                code=1,
+            ) from err
+        raise CLIError(f"--model {source!r}: {err}", code=1) from err
+    except Exception as err:  # noqa: BLE001 - any loading failure names the option
+        raise CLIError(f"--model {source!r}: {err}", code=1) from err
     scale = HESSEL_SCALE if args.hessel else 100.0
     return CLIPScorer(clip, batch_size=batch_size, scale=scale)
 
@@ -219,7 +254,7 @@ def _load(path: Path) -> tuple[Any, str]:
         return None, err.reason
 
 
-def _loaded_batches(
+def loaded_batches(
     paths: list[Path], size: int, workers: int
 ) -> Iterator[list[tuple[Path, Any, str]]]:
     """Decode batches in a thread pool, one batch ahead of the model."""
@@ -237,41 +272,61 @@ def _round(x: float) -> float:
     return round(float(x), 6)
 
 
+def _score_plan(args: argparse.Namespace) -> tuple[Path, str, dict | None, list[Path]]:
+    """``--out``, its format, the prompts and the image paths, all checked before any model."""
+    out = Path(args.out)
+    try:
+        fmt = _format(out, args.format)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    check_writable_file(out, "--out")
+    if args.resume and args.overwrite:
+        raise CLIError("--resume and --overwrite contradict each other; pass one of them")
+    if not args.resume and not args.overwrite and (out.exists() or _journal(out).exists()):
+        raise CLIError(f"--out {out} exists; pass --resume to continue it or --overwrite")
+    try:
+        prompts = read_prompt_file(args.prompts) if args.prompts else None
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    paths = expand_paths(args.paths) if args.paths else [Path(p) for p in (prompts or {})]
+    if not paths:
+        raise CLIError(
+            f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in PATHS {args.paths}"
+            if args.paths
+            else "no images: pass PATHS (files or folders) or --prompts FILE"
+        )
+    first: dict[str, Path] = {}
+    for path in paths:  # the same file named twice is scored once
+        first.setdefault(_key(path), path)
+    return out, fmt, prompts, list(first.values())
+
+
 def run_score(args: argparse.Namespace) -> int:
     """Score images against prompts and write one row per image."""
     from tqdm.auto import tqdm
 
     from clipguide.scoring import clip_score
 
-    prompts = read_prompt_file(args.prompts) if args.prompts else None
-    paths = expand_paths(args.paths) if args.paths else [Path(p) for p in (prompts or {})]
-    if not paths:
-        raise SystemExit("clipguide score: no images found in PATHS")
-    out = Path(args.out)
-    fmt = _format(out, args.format)
+    out, fmt, prompts, paths = _score_plan(args)
     fields = FIELDS + (ROBUST_FIELDS if args.robust else ())
-    if not args.resume and (out.exists() or _journal(out).exists()):
-        if not args.overwrite:
-            raise SystemExit(
-                f"clipguide score: {out} exists; pass --resume to continue it or --overwrite"
-            )
-        out.unlink(missing_ok=True)
-        _journal(out).unlink(missing_ok=True)
-    first: dict[str, Path] = {}
-    for path in paths:  # the same file named twice is scored once
-        first.setdefault(_key(path), path)
-    paths = list(first.values())
-    done = read_rows(out, fmt) if args.resume else []
+    try:
+        done = read_rows(out, fmt) if args.resume else []
+    except (ValueError, UnicodeDecodeError, csv.Error) as err:
+        raise CLIError(f"--out {out} cannot be resumed: {err}") from None
     done_keys = {_key(row["path"]) for row in done}
     todo = [p for p in paths if _key(p) not in done_keys]
-    scorer = _load_scorer(args, args.batch_size) if todo else None
+    scorer = load_scorer(args, args.batch_size) if todo else None
+    if args.overwrite:  # only now: a model that fails to load leaves the old output alone
+        out.unlink(missing_ok=True)
+        _journal(out).unlink(missing_ok=True)
+    remove_stale_temps(out)  # left by a killed run
     writer = ResultWriter(out, fmt, done, fields, args.checkpoint_seconds)
     bar = tqdm(
         total=len(paths), initial=len(paths) - len(todo), unit="img", disable=args.no_progress
     )
     errors = 0
     try:
-        for batch in _loaded_batches(todo, args.batch_size, args.workers):
+        for batch in loaded_batches(todo, args.batch_size, args.workers):
             rows: list[dict[str, Any]] = []
             ready = []
             for path, image, error in batch:
@@ -294,13 +349,17 @@ def run_score(args: argparse.Namespace) -> int:
                 cos = scorer.cosine(images, texts)
                 robust = scorer.robust_scores(images, texts) if args.robust else None
                 for j, (row, _) in enumerate(ready):
+                    if not math.isfinite(float(cos[j])):  # kept valid JSON: an error row
+                        row["error"] = f"the model gave a non-finite score ({float(cos[j])})"
+                        continue
                     row["cosine"] = _round(cos[j])
                     row["clipscore"] = _round(clip_score(cos[j], scorer.scale))
                     if robust is not None:
                         for field, view in zip(
                             ROBUST_FIELDS, ("jpeg", "crop", "grayscale"), strict=True
                         ):
-                            row[field] = _round(getattr(robust, view)[j])
+                            value = float(getattr(robust, view)[j])
+                            row[field] = _round(value) if math.isfinite(value) else None
             errors += sum(1 for row in rows if row["error"])
             writer.add(rows)
             bar.update(len(rows))
@@ -313,69 +372,30 @@ def run_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_rerank(args: argparse.Namespace) -> int:
-    """Rank the images of a folder against one prompt and draw a contact sheet."""
-    import torch
-
-    from clipguide.scoring import clip_score, rank
-    from clipguide.sheet import contact_sheet
-
-    paths = expand_paths([args.dir])
-    scorer = _load_scorer(args, args.batch_size)
-    kept: list[tuple[Path, Any]] = []  # (path, thumbnail): full images are not kept
-    cosines = []
-    for batch in _loaded_batches(paths, args.batch_size, args.workers):
-        good = [(path, image) for path, image, error in batch if not error]
-        for path, _, error in batch:
-            if error:
-                logger.warning("skipping %s: %s", path, error)
-        if good:
-            cosines.append(scorer.cosine([image for _, image in good], args.prompt))
-            for path, image in good:
-                image.thumbnail((args.thumb, args.thumb))
-                kept.append((path, image))
-    if not kept:
-        raise SystemExit(f"clipguide rerank: no readable images in {args.dir}")
-    ranking = rank(clip_score(torch.cat(cosines), scorer.scale))
-    top = ranking.indices[: args.top] if args.top else ranking.indices
-    scores = [float(s) for s in ranking.scores[: len(top)]]
-    for place, (i, score) in enumerate(zip(top, scores, strict=True), 1):
-        print(f"{place}\t{score:.2f}\t{kept[i][0]}")
-    captions = [f"#{place}  {score:.2f}" for place, score in enumerate(scores, 1)]
-    sheet = contact_sheet([kept[i][1] for i in top], captions, thumb=args.thumb)
-    Path(args.sheet).parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(args.sheet)
-    logger.info("wrote contact sheet of %d images to %s", len(top), args.sheet)
-    return 0
-
-
 # -- parsers ---------------------------------------------------------------------------------
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return number
-
-
-def _model_args(parser: argparse.ArgumentParser) -> None:
+def model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
-        help=f"CLIP to judge with: open_clip name, hf-hub:ID, local-dir:FOLDER, a transformers "
-        f"folder (default: the shipped {DEFAULT_MODEL!r} model)",
+        help="CLIP to judge with: open_clip name, hf-hub:ID, local-dir:FOLDER, a transformers "
+        f"folder, or 'shapes' (the micro world's CLIP); default {DEFAULT_MODEL} with "
+        f"--pretrained {DEFAULT_PRETRAINED} (bigG, as load_clip)",
     )
     parser.add_argument("--pretrained", help="open_clip pretrained tag or checkpoint for --model")
     parser.add_argument(
-        "--device", default=None, help="torch device (default: cuda if available, else cpu)"
+        "--device",
+        type=device_arg,
+        default=None,
+        help="torch device (default: cuda if available, else cpu)",
     )
     parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default=None)
-    parser.add_argument("--batch-size", type=_positive, default=32, help="images per forward")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per forward")
     parser.add_argument(
         "--hessel", action="store_true", help="scale 2.5 (Hessel et al.) instead of 100"
     )
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``score`` and ``rerank`` subcommands."""
+    """Add the ``score`` subcommand."""
     fmt = argparse.RawDescriptionHelpFormatter
     score = subparsers.add_parser(
         "score", help="CLIPScore per image, to CSV or JSONL", description=__doc__,
@@ -392,28 +412,11 @@ def register(subparsers: Any) -> None:
     score.add_argument(
         "--robust", action="store_true", help="also score JPEG-75, 0.9-crop, grayscale views"
     )
-    score.add_argument("--workers", type=_positive, default=4, help="image-decoding threads")
+    score.add_argument("--workers", type=positive_int, default=4, help="image-decoding threads")
     score.add_argument(
-        "--checkpoint-seconds", type=float, default=30.0,
+        "--checkpoint-seconds", type=non_negative_float, default=30.0,
         help="how often the output file is rewritten whole (batches are journalled meanwhile)",
     )  # fmt: skip
     score.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    _model_args(score)
+    model_args(score)
     score.set_defaults(func=run_score)
-
-    rerank = subparsers.add_parser(
-        "rerank", help="rank a folder against a prompt; contact sheet", description=run_rerank.__doc__,
-        epilog=RERANK_EXAMPLE, formatter_class=fmt,
-    )  # fmt: skip
-    rerank.add_argument("dir", metavar="DIR", help="folder of images (searched recursively)")
-    rerank.add_argument("--prompt", required=True, help="the prompt to rank against")
-    rerank.add_argument(
-        "--top", type=_positive, default=None, help="keep the K best (default: all)"
-    )
-    rerank.add_argument(
-        "--sheet", default="sheet.png", help="contact sheet to write (default: sheet.png)"
-    )
-    rerank.add_argument("--thumb", type=_positive, default=192, help="thumbnail size in pixels")
-    rerank.add_argument("--workers", type=_positive, default=4, help="image-decoding threads")
-    _model_args(rerank)
-    rerank.set_defaults(func=run_rerank)

@@ -3,7 +3,6 @@ transformers-format folders or repo ids, open_clip model objects, or a diffusers
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import warnings
@@ -19,9 +18,11 @@ from transformers import (
 
 from clipguide.checkpoints import (
     OPENCLIP_WEIGHTS,
+    CheckpointError,
     WeightsNotFoundError,
     build_module,
     hub_file,
+    read_openclip_config,
     read_weights,
 )
 from clipguide.clip import CLIP
@@ -30,11 +31,18 @@ from clipguide.convert import (
     text_config_from_openclip,
     vision_config_from_openclip,
 )
+from clipguide.devices import check_device
 from clipguide.preprocess import OPENAI_MEAN, OPENAI_STD, Preprocess
 from clipguide.tokenizer import offline_tokenizer
 from clipguide.transformers_layout import load_transformers_clip
 
-__all__ = ["load_clip", "WeightsNotFoundError", "DEFAULT_MODEL", "DEFAULT_PRETRAINED"]
+__all__ = [
+    "load_clip",
+    "check_device",
+    "WeightsNotFoundError",
+    "DEFAULT_MODEL",
+    "DEFAULT_PRETRAINED",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +55,15 @@ _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
+    if dtype is None:
+        return None
+    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
         return dtype
-    if dtype in _DTYPES:
+    if isinstance(dtype, str) and dtype in _DTYPES:
         return _DTYPES[dtype]
     raise ValueError(
-        f"dtype={dtype!r} is not supported; use a torch.dtype or one of {list(_DTYPES)}"
+        f"dtype={dtype!r} is not supported; use one of {list(_DTYPES)} or a floating-point "
+        f"torch.dtype (torch.float32, torch.float16, torch.bfloat16)"
     )
 
 
@@ -72,12 +83,26 @@ def _clip_from_openclip(
     device,
     dtype,
     name: str,
+    where: str | None = None,
 ) -> CLIP:
-    tsd = openclip_to_transformers(sd, towers) if sd is not None else None
+    """A CLIP from an open_clip config and state dict; ``where`` names them in errors."""
+    where = where or name
+    try:
+        tsd = openclip_to_transformers(sd, towers) if sd is not None else None
+    except KeyError as err:
+        raise CheckpointError(
+            f"{where}: the weights have no {err.args[0]!r}, which an open_clip CLIP's "
+            f"{'/'.join(towers)} tower needs (keys found: {sorted(sd or {})[:4]} ...)"
+        ) from None
     text = vision = tok = None
     if "text" in towers:
         text = build_module(
-            CLIPTextModelWithProjection, text_config_from_openclip(model_cfg), tsd, device, dtype
+            CLIPTextModelWithProjection,
+            text_config_from_openclip(model_cfg),
+            tsd,
+            device,
+            dtype,
+            source=where,
         )
         tok = offline_tokenizer(text.config.max_position_embeddings)
     if "vision" in towers:
@@ -87,6 +112,7 @@ def _clip_from_openclip(
             tsd,
             device,
             dtype,
+            source=where,
         )
     scale = (
         float(sd["logit_scale"].float().exp()) if sd is not None and "logit_scale" in sd else None
@@ -114,8 +140,7 @@ def _from_openclip_dir(folder: Path, towers, device, dtype, name) -> CLIP:
             f"local-dir:{folder} has no open_clip_config.json; an open_clip folder holds "
             f"open_clip_config.json and open_clip_model.safetensors"
         )
-    cfg = json.loads(cfg_path.read_text())
-    model_cfg = cfg.get("model_cfg", cfg)
+    cfg, model_cfg = read_openclip_config(cfg_path, towers)
     weights = next((folder / w for w in OPENCLIP_WEIGHTS if (folder / w).is_file()), None)
     if weights is None:
         raise WeightsNotFoundError(
@@ -123,7 +148,8 @@ def _from_openclip_dir(folder: Path, towers, device, dtype, name) -> CLIP:
         )
     sd = read_weights(weights, _keep_openclip(towers), dtype)
     pre = _openclip_preprocess(model_cfg, cfg.get("preprocess_cfg", {}))
-    return _clip_from_openclip(model_cfg, sd, pre, towers, device, dtype, name)
+    where = f"folder {str(folder)!r} ({weights.name} with {cfg_path.name})"
+    return _clip_from_openclip(model_cfg, sd, pre, towers, device, dtype, name, where)
 
 
 def _from_openclip_name(
@@ -153,17 +179,18 @@ def _from_openclip_name(
         path = hub_file(repo, (filename,) if filename else OPENCLIP_WEIGHTS, cache_dir)
     sd = read_weights(path, _keep_openclip(towers), dtype)
     pre = _openclip_preprocess(model_cfg, overlay)
-    return _clip_from_openclip(model_cfg, sd, pre, towers, device, dtype, name)
+    where = f"checkpoint {str(path)!r} for model config {model!r}"
+    return _clip_from_openclip(model_cfg, sd, pre, towers, device, dtype, name, where)
 
 
 def _from_openclip_hub(repo: str, towers, device, dtype, cache_dir) -> CLIP:
     cfg_file = hub_file(repo, ("open_clip_config.json",), cache_dir)
     weights = hub_file(repo, OPENCLIP_WEIGHTS, cache_dir)
-    cfg = json.loads(Path(cfg_file).read_text())
-    model_cfg = cfg.get("model_cfg", cfg)
+    cfg, model_cfg = read_openclip_config(Path(cfg_file), towers)
     sd = read_weights(weights, _keep_openclip(towers), dtype)
     pre = _openclip_preprocess(model_cfg, cfg.get("preprocess_cfg", {}))
-    return _clip_from_openclip(model_cfg, sd, pre, towers, device, dtype, f"hf-hub:{repo}")
+    where = f"hf-hub:{repo} ({weights} with {cfg_file})"
+    return _clip_from_openclip(model_cfg, sd, pre, towers, device, dtype, f"hf-hub:{repo}", where)
 
 
 # -- other sources ------------------------------------------------------------------------------
@@ -296,6 +323,7 @@ def load_clip(
     """
     towers = _check_towers(towers)
     dtype = _dtype(dtype)
+    device = check_device(device)
     if isinstance(source, CLIP):
         return source.to(device, dtype) if (device or dtype) else source
     if _is_pipeline(source):

@@ -16,6 +16,7 @@ from transformers import (
 )
 
 from clipguide.checkpoints import (
+    CheckpointError,
     WeightsNotFoundError,
     build_module,
     hub_file,
@@ -47,9 +48,20 @@ def _transformers_file(source: str, filename: str, cache_dir, required: bool = T
         return None
 
 
+def _read_json(path: Path) -> dict:
+    """A JSON object from ``path``; a clear error naming the file otherwise."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(data).__name__}; expected an object")
+    return data
+
+
 def _transformers_preprocess(source: str, image_size: int, cache_dir) -> Preprocess:
     path = _transformers_file(source, "preprocessor_config.json", cache_dir, required=False)
-    cfg = json.loads(path.read_text()) if path is not None else {}
+    cfg = _read_json(path) if path is not None else {}
     crop = cfg.get("crop_size", image_size)
     size = crop.get("height", image_size) if isinstance(crop, dict) else int(crop)
     resample = {0: "nearest", 2: "bilinear", 3: "bicubic"}.get(cfg.get("resample", 3), "bicubic")
@@ -63,7 +75,7 @@ def _transformers_preprocess(source: str, image_size: int, cache_dir) -> Preproc
 
 def load_transformers_clip(source: str, towers, device, dtype, cache_dir) -> CLIP:
     cfg_path = _transformers_file(source, "config.json", cache_dir)
-    raw = json.loads(cfg_path.read_text())  # type: ignore[union-attr]
+    raw = _read_json(cfg_path)  # type: ignore[arg-type]
     kind = raw.get("model_type")
     text_cfg = vision_cfg = None
     if kind == "clip":
@@ -77,7 +89,7 @@ def load_transformers_clip(source: str, towers, device, dtype, cache_dir) -> CLI
         vision_cfg = CLIPVisionConfig.from_dict(raw)
     else:
         raise ValueError(
-            f"{source!r}: config.json has model_type={kind!r}; expected 'clip', "
+            f"{cfg_path}: model_type={kind!r}; expected 'clip', "
             f"'clip_text_model' or 'clip_vision_model'"
         )
     for tower, cfg in (("text", text_cfg), ("vision", vision_cfg)):
@@ -102,12 +114,13 @@ def load_transformers_clip(source: str, towers, device, dtype, cache_dir) -> CLI
     if "vision" in towers:
         prefixes += ("vision_model.", "visual_projection.")
     sd = read_weights(weights, lambda k: k.startswith(prefixes), dtype)
+    where = f"{str(source)!r} ({Path(weights).name} with {Path(cfg_path).name})"  # type: ignore[arg-type]
     text = vision = tok = pre = None
     if "text" in towers:
-        text = build_module(CLIPTextModelWithProjection, text_cfg, sd, device, dtype)
+        text = build_module(CLIPTextModelWithProjection, text_cfg, sd, device, dtype, where)
         tok = _transformers_tokenizer(source, cache_dir, text_cfg.max_position_embeddings)  # type: ignore[union-attr]
     if "vision" in towers:
-        vision = build_module(CLIPVisionModelWithProjection, vision_cfg, sd, device, dtype)
+        vision = build_module(CLIPVisionModelWithProjection, vision_cfg, sd, device, dtype, where)
         pre = _transformers_preprocess(source, vision_cfg.image_size, cache_dir)  # type: ignore[union-attr]
     scale = float(sd["logit_scale"].float().exp()) if "logit_scale" in sd else None
     return CLIP(

@@ -56,7 +56,7 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def test_score_folder_to_csv_matches_the_scorer(
-    folder: Path, model_dir: Path, tmp_path: Path
+    folder: Path, model_dir: Path, tmp_path: Path, capsys
 ) -> None:
     out = tmp_path / "scores.csv"
     argv = [
@@ -84,8 +84,9 @@ def test_score_folder_to_csv_matches_the_scorer(
     )
     assert not (tmp_path / "scores.csv.journal.jsonl").exists()
     assert sorted(os.listdir(tmp_path)) == ["scores.csv"]  # no temp files left behind
-    with pytest.raises(SystemExit, match="exists; pass --resume"):
-        main(argv)
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert f"--out {out} exists; pass --resume" in capsys.readouterr().err
 
 
 def test_prompts_file_jsonl_output_and_missing_prompt(
@@ -236,35 +237,59 @@ def test_help_shows_examples() -> None:
     sub = next(a for a in parser._actions if a.dest == "command")
     for name in ("score", "rerank"):
         text = sub.choices[name].format_help()
-        assert f"clipguide {name} " in text and "example" in text
+        assert f"clipguide {name} " in text and "example" in text and "--model shapes" in text
 
 
-def test_default_model_or_clear_error(folder: Path, tmp_path: Path) -> None:
-    argv = [
-        "score",
-        str(folder),
-        "--prompt",
-        PROMPT,
-        "--out",
-        str(tmp_path / "o.csv"),
-        "--no-progress",
+def test_default_judge_is_bigg_like_load_clip(folder: Path, tmp_path: Path, monkeypatch) -> None:
+    import clipguide.loading as loading
+    from clipguide import cli_score
+
+    assert (cli_score.DEFAULT_MODEL, cli_score.DEFAULT_PRETRAINED) == (
+        loading.DEFAULT_MODEL,
+        loading.DEFAULT_PRETRAINED,
+    )
+    calls = []
+
+    def fake_load_clip(source, **kwargs):
+        calls.append((source, kwargs))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(loading, "load_clip", fake_load_clip)
+    score = ["score", str(folder), "--prompt", PROMPT, "--out", str(tmp_path / "o.csv")]
+    rerank = ["rerank", str(folder), "--prompt", PROMPT, "--sheet", str(tmp_path / "s.png")]
+    assert main(score) == 1 and main(rerank) == 1  # "stop here", after the default was chosen
+    # load_clip's own default: ViT-bigG-14 with laion2b_s39b_b160k (no pretrained override)
+    assert [(source, "pretrained" in kwargs) for source, kwargs in calls] == [
+        ("ViT-bigG-14", False),
+        ("ViT-bigG-14", False),
     ]
-    try:
-        assert main(argv) == 0  # the shipped micro-world model, once it exists
-    except SystemExit as err:
-        assert "pass --model" in str(err)
+
+
+def test_default_judge_missing_offline_is_one_clear_line(
+    folder: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    out = tmp_path / "o.csv"
+    argv = ["score", str(folder), "--prompt", PROMPT, "--out", str(out), "--no-progress"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("clipguide score: ")
+    assert "ViT-bigG-14" in err and "--model shapes" in err and "local-dir:" in err
+    assert not out.exists()
 
 
 def test_duplicate_paths_scored_once_and_failed_load_leaves_nothing(
-    folder: Path, model_dir: Path, tmp_path: Path
+    folder: Path, model_dir: Path, tmp_path: Path, capsys
 ) -> None:
     out = tmp_path / "dups.csv"
     image = _images(folder)[0]
     same = [str(image), str(image.parent / "." / image.name), str(image)]
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        main(
-            ["score", *same, "--prompt", PROMPT, "--out", str(out), "--model", "local-dir:/nowhere"]
-        )
+    argv = ["score", *same, "--prompt", PROMPT, "--out", str(out), "--model", "local-dir:/nowhere"]
+    assert main(argv) == 1
+    assert "--model 'local-dir:/nowhere'" in capsys.readouterr().err
     assert not out.exists() and not Path(f"{out}.journal.jsonl").exists()
     main(
         ["score", *same, "--prompt", PROMPT, "--out", str(out), "--model", f"local-dir:{model_dir}"]

@@ -93,8 +93,9 @@ def test_generate_cli_writes_images_and_sidecars(tmp_path):
     assert pngs[0].read_bytes() == first
 
 
-def test_generate_cli_rejects_bad_arguments(tmp_path):
-    with pytest.raises(SystemExit):
-        cli_main(["generate", "a red circle", "--num-images", "0", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit):
-        cli_main(["generate", "a red circle", "--scheduler", "nope"])
+def test_generate_cli_rejects_bad_arguments(tmp_path, capsys):
+    argv = ["generate", "a red circle", "--num-images", "0", "--out", str(tmp_path)]
+    assert cli_main(argv) == 2
+    assert "argument --num-images: expected a positive integer, got '0'" in capsys.readouterr().err
+    assert cli_main(["generate", "a red circle", "--scheduler", "nope"]) == 2
+    assert "argument --scheduler: invalid choice: 'nope'" in capsys.readouterr().err
