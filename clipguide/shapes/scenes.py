@@ -275,6 +275,17 @@ def _prompt_for(family: str, rng: np.random.Generator) -> Prompt:
     raise ValueError(f"family={family!r} is not one of {TRAIN_FAMILIES}")
 
 
+def _make_room(specs: list[tuple[int, str, str, str]], prompt: Prompt) -> list:
+    """Four large shapes rarely fit: with four or more objects, every other one becomes small,
+    unless its group names a size (the caption must stay true)."""
+    if len(specs) < 4:
+        return specs
+    return [
+        (gi, s, c, sz if i % 2 or prompt.groups[gi].size else "small")
+        for i, (gi, s, c, sz) in enumerate(specs)
+    ]
+
+
 def _objects_for(prompt: Prompt, rng: np.random.Generator) -> tuple[ShapeObject, ...] | None:
     specs: list[tuple[int, str, str, str]] = []  # group index, shape, colour, size
     colours = list(COLOURS)
@@ -283,8 +294,7 @@ def _objects_for(prompt: Prompt, rng: np.random.Generator) -> tuple[ShapeObject,
             colour = g.colour or _pick(rng, colours)[0]
             size = g.size or _pick(rng, SIZES)[0]
             specs.append((gi, g.shape, colour, size))
-    if len(specs) >= 4:  # four large shapes rarely fit: shrink some
-        specs = [(gi, s, c, sz if i % 2 else "small") for i, (gi, s, c, sz) in enumerate(specs)]
+    specs = _make_room(specs, prompt)
     extents = [_extent(rng, sz) for *_, sz in specs]
 
     def ok(centres):
