@@ -111,6 +111,7 @@ def test_tensor_and_array_inputs_match_pil():
     t = torch.from_numpy(arr).permute(2, 0, 1).float() / 255
     ref = detect(img)
     assert detect(arr) == ref == detect(t)
+    assert detect(torch.from_numpy(arr).permute(2, 0, 1)) == ref  # uint8 tensor: 0..255
     assert check(t, s.caption).ok
 
 

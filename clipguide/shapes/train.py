@@ -310,11 +310,35 @@ STAGE_DEFAULTS = {
 }
 
 
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit through ``parser.error`` naming the option and value that cannot work, before any
+    data is built or weights are read."""
+    at_least = {"steps": 1, "batch": 1, "pool": 1, "threads": 1, "eval_n": 1, "warmup": 0}
+    for name, low in at_least.items():
+        value = getattr(args, name)
+        if value < low:
+            parser.error(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
+    for name in ("lr",):
+        if not getattr(args, name) > 0:
+            parser.error(f"--{name} must be > 0, got {getattr(args, name)}")
+    for name in ("grad_weight", "attribute_loss"):
+        if not getattr(args, name) >= 0:
+            parser.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.init_from is not None and not (Path(args.init_from) / "ckpt.pt").is_file():
+        parser.error(f"--init-from {args.init_from!r} must be a run folder holding ckpt.pt")
+    for name in ("clip", "vae"):
+        folder = getattr(args, name)
+        if folder is not None and not Path(folder).is_dir():
+            parser.error(f"--{name} {folder!r} is not a folder")
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     for k, v in {"pool": 20_000, **STAGE_DEFAULTS[args.stage]}.items():
         if getattr(args, k, None) is None:
             setattr(args, k, v)
+    check_args(parser, args)
     args.run_dir = args.run_dir or f"runs/{args.stage}"
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
