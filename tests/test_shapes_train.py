@@ -135,3 +135,14 @@ def test_caches_with_pickled_code_are_rebuilt_not_run(tmp_path, caplog):
 
     _plant(tmp_path / "latents.pt", marker)
     assert load_cache(tmp_path / "latents.pt") is None and not marker.exists()
+
+
+def test_clip_normalisation_constants_come_from_the_model_layer():
+    from clipguide import preprocess
+    from clipguide.shapes import train
+
+    assert train.OPENAI_MEAN is preprocess.OPENAI_MEAN and train.OPENAI_STD is preprocess.OPENAI_STD
+    assert not hasattr(train, "CLIP_MEAN") and not hasattr(train, "CLIP_STD")
+    x = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
+    expected = (1 - torch.tensor(preprocess.OPENAI_MEAN)) / torch.tensor(preprocess.OPENAI_STD)
+    torch.testing.assert_close(train.normalise(x)[0, :, 0, 0], expected)
