@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 from clipguide.shapes.train import Checkpointer, cosine_lr, main
@@ -37,20 +38,41 @@ def _smoke_argv(stage: str, tmp_path, *, steps: int, batch: int) -> list[str]:
     return [stage, *sizes, "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / stage)]
 
 
-def test_vae_stage_runs_resumes_and_exports(tmp_path):
+def test_vae_stage_runs_resumes_and_exports(tmp_path, monkeypatch):
     from diffusers import AutoencoderKL
     from safetensors.torch import load_file
 
-    argv = _smoke_argv("vae", tmp_path, steps=2, batch=2)
-    main(argv)
-    assert (tmp_path / "run" / "ckpt.pt").exists()
-    cfg = json.loads((tmp_path / "vae" / "config.json").read_text())
+    from clipguide.shapes import train_vae
+
+    steps_run = []
+    real_step = train_vae.optimiser_step
+
+    def counting_step(*args, **kwargs):
+        steps_run.append(args[3])  # the step number being taken
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_vae, "optimiser_step", counting_step)
+    whole = _smoke_argv("vae", tmp_path / "whole", steps=2, batch=2)
+    main(whole)  # two steps without interruption: the reference
+    assert steps_run == [0, 1]
+    cfg = json.loads((tmp_path / "whole" / "vae" / "config.json").read_text())
     assert cfg["scaling_factor"] > 0 and cfg["latent_channels"] == 4
-    AutoencoderKL.from_pretrained(tmp_path / "vae")  # loads
-    stored = load_file(tmp_path / "vae" / "diffusion_pytorch_model.safetensors")
+    AutoencoderKL.from_pretrained(tmp_path / "whole" / "vae")  # loads
+    stored = load_file(tmp_path / "whole" / "vae" / "diffusion_pytorch_model.safetensors")
     assert {t.dtype for t in stored.values()} == {torch.float16}
-    main(argv)  # resumes at step 2: nothing left to train, exports again
-    assert torch.load(tmp_path / "run" / "ckpt.pt", weights_only=False)["step"] == 2
+
+    # the same run stopped after one step, then resumed: only step 1 is trained again
+    steps_run.clear()
+    main(_smoke_argv("vae", tmp_path / "split", steps=1, batch=2))
+    main(_smoke_argv("vae", tmp_path / "split", steps=2, batch=2))
+    assert steps_run == [0, 1]
+    ref = torch.load(tmp_path / "whole" / "run" / "ckpt.pt", weights_only=True)
+    got = torch.load(tmp_path / "split" / "run" / "ckpt.pt", weights_only=True)
+    assert got["step"] == ref["step"] == 2
+    for name, value in ref["model"].items():  # bit-identical: weights and Adam moments restored
+        assert torch.equal(got["model"][name], value), name
+    for key, state in ref["opt"]["state"].items():
+        assert torch.equal(got["opt"]["state"][key]["exp_avg_sq"], state["exp_avg_sq"])
 
 
 def test_decoder_stage_distils_the_vae_into_an_autoencoder_tiny(tmp_path):
@@ -58,7 +80,7 @@ def test_decoder_stage_distils_the_vae_into_an_autoencoder_tiny(tmp_path):
 
     argv = _smoke_argv("decoder", tmp_path, steps=3, batch=4)
     main(argv)
-    data = torch.load(next((tmp_path / "run").glob("decoder_data_*.pt")), weights_only=False)
+    data = torch.load(next((tmp_path / "run").glob("decoder_data_*.pt")), weights_only=True)
     # 8 clean latents plus the predicted x0 of every step of one 20-step trajectory
     assert data["latents"].shape == (8 + 20, 4, 16, 16)
     assert data["latent_grads"].shape == data["latents"].shape
@@ -67,3 +89,60 @@ def test_decoder_stage_distils_the_vae_into_an_autoencoder_tiny(tmp_path):
     decoder = AutoencoderTiny.from_pretrained(tmp_path / "decoder")
     assert decoder.config.scaling_factor == 1.0
     assert decoder.decoder(data["latents"][:2]).shape == (2, 3, 64, 64)
+
+
+class _Payload:
+    """Unpickling this runs code: it writes ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('ran')",))
+
+
+def _plant(path, marker):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": {}, "opt": {}, "step": 1, "x": _Payload(marker)}, path)
+
+
+def test_checkpoint_and_init_from_refuse_pickled_code(tmp_path):
+    marker = tmp_path / "ran.txt"
+    _plant(tmp_path / "evil" / "ckpt.pt", marker)
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    with pytest.raises(ValueError, match=r"refusing to load .*evil.*ckpt\.pt.*GLOBAL"):
+        Checkpointer(tmp_path / "evil").load(model, opt)
+    argv = ["clip", *_smoke_argv("clip", tmp_path, steps=1, batch=2)[1:], "--eval-n", "2"]
+    with pytest.raises(ValueError, match=r"refusing to load .*evil.*ckpt\.pt"):
+        main([*argv, "--init-from", str(tmp_path / "evil")])
+    assert not marker.exists()
+
+
+def test_caches_with_pickled_code_are_rebuilt_not_run(tmp_path, caplog):
+    from clipguide.shapes.data import build_pool
+
+    marker = tmp_path / "ran.txt"
+    _plant(tmp_path / "pools" / "pool_3_4.pt", marker)
+    with caplog.at_level("WARNING", logger="clipguide.shapes.train"):
+        pool = build_pool(4, 3, cache_dir=tmp_path / "pools")
+    assert "rebuilding the cache" in caplog.text and "refusing to load" in caplog.text
+    assert not marker.exists()
+    again = build_pool(4, 3, cache_dir=tmp_path / "pools")  # the rebuilt cache reads back
+    assert torch.equal(again.images, pool.images) and again.scenes == pool.scenes
+    assert again.scenes == build_pool(4, 3).scenes
+    from clipguide.shapes.data import load_cache  # what the UNet and decoder stages use
+
+    _plant(tmp_path / "latents.pt", marker)
+    assert load_cache(tmp_path / "latents.pt") is None and not marker.exists()
+
+
+def test_clip_normalisation_constants_come_from_the_model_layer():
+    from clipguide import preprocess
+    from clipguide.shapes import train
+
+    assert train.OPENAI_MEAN is preprocess.OPENAI_MEAN and train.OPENAI_STD is preprocess.OPENAI_STD
+    assert not hasattr(train, "CLIP_MEAN") and not hasattr(train, "CLIP_STD")
+    x = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
+    expected = (1 - torch.tensor(preprocess.OPENAI_MEAN)) / torch.tensor(preprocess.OPENAI_STD)
+    torch.testing.assert_close(train.normalise(x)[0, :, 0, 0], expected)

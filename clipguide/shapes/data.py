@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import pickle
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from .scenes import Scene, render, sample_scene
+from .scenes import Scene, ShapeObject, render, sample_scene
 
-__all__ = ["ScenePool", "build_pool", "to_tensor"]
+__all__ = ["ScenePool", "build_pool", "load_cache", "load_tensors", "to_tensor"]
+
+log = logging.getLogger("clipguide.shapes.train")
 
 
 @dataclass
@@ -29,6 +35,55 @@ class ScenePool:
         index = {c: i for i, c in enumerate(unique)}
         return unique, torch.tensor([index[c] for c in self.captions])
 
+    def to_state(self) -> dict[str, Any]:
+        """Plain tensors, strings and tuples only: loadable with ``weights_only=True``."""
+        scenes = [
+            (s.caption, s.family, [_object_row(o) for o in s.objects], list(s.background), s.seed)
+            for s in self.scenes
+        ]
+        return {"images": self.images, "captions": list(self.captions), "scenes": scenes}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> ScenePool:
+        scenes = [
+            Scene(cap, fam, tuple(ShapeObject(*row) for row in objs), tuple(bg), seed)
+            for cap, fam, objs, bg, seed in state["scenes"]
+        ]
+        return cls(state["images"], list(state["captions"]), scenes)
+
+
+def _object_row(o: ShapeObject) -> list:
+    return [o.shape, o.colour, o.size, o.cx, o.cy, o.extent]
+
+
+def load_tensors(path: str | Path) -> Any:
+    """``torch.load`` of a file of plain tensors/containers; pickled code is refused.
+
+    Raises ValueError naming the file when it holds anything but tensors, numbers, strings
+    and their lists/tuples/dicts (``weights_only=True``): a training folder may come from
+    elsewhere, and unpickling arbitrary objects runs arbitrary code.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        lines = [ln for ln in str(err).splitlines() if "GLOBAL" in ln] or str(err).splitlines()
+        raise ValueError(
+            f"refusing to load {str(path)!r}: it holds more than plain tensors and containers "
+            f"(only weights_only=True loads are accepted): {lines[0] if lines else err!r}"
+        ) from None
+
+
+def load_cache(path: Path, convert=lambda state: state) -> Any | None:
+    """A cache file's content through ``convert``; None (rebuild) if it is missing, or with a
+    warning if it cannot be read safely or has the wrong layout (e.g. an older format)."""
+    if not path.exists():
+        return None
+    try:
+        return convert(load_tensors(path))
+    except (ValueError, KeyError, TypeError) as err:
+        log.warning("rebuilding the cache %s: %s", path, err)
+        return None
+
 
 def to_tensor(images) -> torch.Tensor:
     """PIL images -> uint8 tensor (N, 3, H, W)."""
@@ -39,21 +94,21 @@ def to_tensor(images) -> torch.Tensor:
 def build_pool(n: int, seed: int, *, progress: bool = False, cache_dir=None) -> ScenePool:
     """``n`` scenes with seeds ``seed * 10_000_019 + i`` (families drawn per scene).
 
-    With ``cache_dir``, the pool is saved there once and reloaded on later calls.
+    With ``cache_dir``, the pool is saved there once and reloaded on later calls; a cache that
+    cannot be read safely (an older pickled format, or anything else) is rebuilt, with a warning.
     """
-    from pathlib import Path
-
     from tqdm.auto import tqdm
 
     path = Path(cache_dir) / f"pool_{seed}_{n}.pt" if cache_dir is not None else None
-    if path is not None and path.exists():
-        return torch.load(path, weights_only=False)
+    cached = load_cache(path, ScenePool.from_state) if path is not None else None
+    if cached is not None:
+        return cached
 
     scenes = [sample_scene(seed * 10_000_019 + i) for i in tqdm(range(n), disable=not progress)]
     images = to_tensor(render(s) for s in scenes)
     pool = ScenePool(images, [s.caption for s in scenes], scenes)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(pool, path.with_suffix(".tmp"))
+        torch.save(pool.to_state(), path.with_suffix(".tmp"))
         path.with_suffix(".tmp").replace(path)
     return pool

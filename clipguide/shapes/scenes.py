@@ -8,6 +8,7 @@ square") and is used for training and the command line example.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -159,11 +160,14 @@ def _parse_group(words: list[str], caption: str) -> Group:
 def parse_prompt(caption: str) -> Prompt:
     """Parse a caption of the micro-world grammar; raise ValueError naming the bad word."""
     if not isinstance(caption, str):
-        raise TypeError(f"caption must be a str, got {type(caption).__name__}")
+        raise TypeError(f"caption must be a str, got {caption!r} ({type(caption).__name__})")
     words = _TOKEN.findall(caption.lower())
     if words[:3] == ["a", "photo", "of"]:
         words = words[3:]
     text = " ".join(words)
+    found = [r for r in RELATIONS for _ in re.finditer(rf"\b{r}\b", text)]
+    if len(found) > 1:
+        raise ValueError(f"caption={caption!r}: at most one relation is accepted, got {found}")
     for rel in RELATIONS:
         parts = re.split(rf"\b(?:to the )?{rel}\b", text)
         if len(parts) == 2:
@@ -275,6 +279,17 @@ def _prompt_for(family: str, rng: np.random.Generator) -> Prompt:
     raise ValueError(f"family={family!r} is not one of {TRAIN_FAMILIES}")
 
 
+def _make_room(specs: list[tuple[int, str, str, str]], prompt: Prompt) -> list:
+    """Four large shapes rarely fit: with four or more objects, every other one becomes small,
+    unless its group names a size (the caption must stay true)."""
+    if len(specs) < 4:
+        return specs
+    return [
+        (gi, s, c, sz if i % 2 or prompt.groups[gi].size else "small")
+        for i, (gi, s, c, sz) in enumerate(specs)
+    ]
+
+
 def _objects_for(prompt: Prompt, rng: np.random.Generator) -> tuple[ShapeObject, ...] | None:
     specs: list[tuple[int, str, str, str]] = []  # group index, shape, colour, size
     colours = list(COLOURS)
@@ -283,8 +298,7 @@ def _objects_for(prompt: Prompt, rng: np.random.Generator) -> tuple[ShapeObject,
             colour = g.colour or _pick(rng, colours)[0]
             size = g.size or _pick(rng, SIZES)[0]
             specs.append((gi, g.shape, colour, size))
-    if len(specs) >= 4:  # four large shapes rarely fit: shrink some
-        specs = [(gi, s, c, sz if i % 2 else "small") for i, (gi, s, c, sz) in enumerate(specs)]
+    specs = _make_room(specs, prompt)
     extents = [_extent(rng, sz) for *_, sz in specs]
 
     def ok(centres):
@@ -320,11 +334,27 @@ def _across(a: ShapeObject, b: ShapeObject, relation: str) -> float:
     return b.cy - a.cy if relation in ("left of", "right of") else b.cx - a.cx
 
 
+def _non_negative_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(
+            f"{name} must be a non-negative int, got {value!r} ({type(value).__name__})"
+        )
+    if value < 0:
+        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    return int(value)
+
+
+def _check_family(family, name: str = "family") -> None:
+    if not isinstance(family, str) or family not in TRAIN_FAMILIES:
+        raise ValueError(f"{name}={family!r} is not one of {TRAIN_FAMILIES}")
+
+
 def sample_scene(seed: int, family: str | None = None) -> Scene:
     """The scene for ``seed`` (deterministic); family drawn from TRAIN_FAMILIES if None."""
-    if family is not None and family not in TRAIN_FAMILIES:
-        raise ValueError(f"family={family!r} is not one of {TRAIN_FAMILIES}")
-    rng = np.random.default_rng([int(seed), 7919])
+    seed = _non_negative_int("seed", seed)
+    if family is not None:
+        _check_family(family)
+    rng = np.random.default_rng([seed, 7919])
     if family is None:
         family = TRAIN_FAMILIES[int(rng.integers(len(TRAIN_FAMILIES)))]
     while True:
@@ -340,6 +370,14 @@ def sample_scene(seed: int, family: str | None = None) -> Scene:
 
 def prompt_set(n_per_family: int = 30, seed: int = 1234, families=FAMILIES) -> list[Scene]:
     """A fixed, seeded list of scenes (caption + family) covering each family equally."""
+    if _non_negative_int("n_per_family", n_per_family) < 1:
+        raise ValueError(f"n_per_family must be >= 1, got {n_per_family!r}")
+    _non_negative_int("seed", seed)
+    if isinstance(families, str) or not isinstance(families, Iterable):
+        raise TypeError(f"families must be a sequence of family names, got {families!r}")
+    families = tuple(families)
+    for i, fam in enumerate(families):
+        _check_family(fam, f"families[{i}]")
     out = []
     for fi, fam in enumerate(families):
         for i in range(n_per_family):
@@ -350,8 +388,26 @@ def prompt_set(n_per_family: int = 30, seed: int = 1234, families=FAMILIES) -> l
 # ---------------------------------------------------------------- rendering
 
 
+def _check_scene(scene) -> None:
+    """Raise naming the field of ``scene`` that render cannot draw."""
+    if not isinstance(scene, Scene):
+        raise TypeError(f"scene must be a Scene, got {scene!r} ({type(scene).__name__})")
+    _non_negative_int("scene.seed", scene.seed)
+    for i, o in enumerate(scene.objects):
+        for field_name, value, accepted in (
+            ("shape", o.shape, SHAPES),
+            ("colour", o.colour, tuple(COLOURS)),
+            ("size", o.size, SIZES),
+        ):
+            if value not in accepted:
+                raise ValueError(
+                    f"scene.objects[{i}].{field_name}={value!r} is not one of {accepted}"
+                )
+
+
 def render(scene: Scene, *, jitter: bool = True) -> Image.Image:
     """Draw the scene as a 64x64 RGB image (anti-aliased, mild colour variation)."""
+    _check_scene(scene)
     rng = np.random.default_rng([scene.seed, 104729])
     s = _SUPERSAMPLE
     img = Image.new("RGB", (IMAGE_SIZE * s, IMAGE_SIZE * s), scene.background)

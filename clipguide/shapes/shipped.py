@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +52,31 @@ def _missing(path: Path) -> FileNotFoundError:
     )
 
 
+def _check_device_dtype(device, dtype) -> None:
+    """Raise naming ``device`` or ``dtype`` before any weights are read."""
+    if dtype is not None and not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype such as torch.float16, got {dtype!r}")
+    if dtype is not None and not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype}")
+    if device is not None:
+        try:
+            torch.device(device)
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(
+                f"device={device!r} is not a torch device ('cpu', 'cuda', 'cuda:1', ...): "
+                f"{str(err).splitlines()[0]}"
+            ) from None
+
+
 def make_scheduler(scheduler: Any = None, config: dict | None = None):
     """A scheduler from a name in SCHEDULERS, a class or an instance (None: shipped Euler)."""
     from diffusers import EulerDiscreteScheduler
 
     folder = WEIGHTS_DIR / "scheduler"
+    if config is not None and not isinstance(config, Mapping):
+        raise TypeError(f"config must be a scheduler config dict, got {config!r}")
+    if isinstance(scheduler, str) and scheduler not in SCHEDULERS:
+        raise ValueError(f"scheduler={scheduler!r} is not one of {SCHEDULERS}")
     if config is None:
         if not folder.is_dir():
             raise _missing(folder)
@@ -73,7 +94,7 @@ def make_scheduler(scheduler: Any = None, config: dict | None = None):
         return scheduler
     raise TypeError(
         f"scheduler must be None, a name in {SCHEDULERS}, a scheduler class or instance; "
-        f"got {type(scheduler).__name__}"
+        f"got {scheduler!r} ({type(scheduler).__name__})"
     )
 
 
@@ -92,6 +113,7 @@ def load_tiny_decoder(device: torch.device | str | None = None, dtype: torch.dty
     ``CLIPGuidance(..., decoder=load_tiny_decoder())``; frozen, in eval mode, fp32 by default."""
     from diffusers import AutoencoderTiny
 
+    _check_device_dtype(device, dtype)
     folder = WEIGHTS_DIR / "decoder"
     if not folder.is_dir():
         raise _missing(folder)
@@ -113,6 +135,8 @@ def pipeline(
 
     from clipguide.tokenizer import offline_tokenizer
 
+    _check_device_dtype(device, dtype)
+    sampler = make_scheduler(scheduler)  # before the weights: a bad name fails at once
     dtype = dtype or torch.float32
     for part in ("unet", "vae"):
         if not (WEIGHTS_DIR / part).is_dir():
@@ -127,7 +151,7 @@ def pipeline(
         tokenizer=None,
         tokenizer_2=offline_tokenizer(open_clip_cleaning=False),  # plain: saves and reloads
         unet=unet,
-        scheduler=make_scheduler(scheduler),
+        scheduler=sampler,
         force_zeros_for_empty_prompt=False,  # trained with the empty prompt as unconditional
         add_watermarker=False,
     )

@@ -19,14 +19,15 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["main", "CLIP_MEAN", "CLIP_STD", "Checkpointer", "cosine_lr", "optimiser_step"]
+from clipguide.preprocess import OPENAI_MEAN, OPENAI_STD
+
+from .data import load_tensors
+
+__all__ = ["main", "Checkpointer", "cosine_lr", "optimiser_step"]
 
 log = logging.getLogger("clipguide.shapes.train")
 CONFIG_DIR = Path(__file__).parent / "configs"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-# open_clip's OPENAI_DATASET_MEAN/STD (the default of open_clip's preprocess config).
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
@@ -49,7 +50,7 @@ class Checkpointer:
     def load(self, model: torch.nn.Module, opt: torch.optim.Optimizer) -> int:
         if not self.path.exists():
             return 0
-        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        state = load_tensors(self.path)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         log.warning("resumed from %s at step %d", self.path, state["step"])
@@ -89,8 +90,8 @@ def build_open_clip(config_name: str):
 
 def normalise(images_u8: torch.Tensor) -> torch.Tensor:
     x = images_u8.float() / 255.0
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_STD).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
@@ -111,7 +112,7 @@ def train_clip(args: argparse.Namespace) -> None:
     log.warning("pool %d scenes, %d unique captions", len(pool), len(unique))
     ckpt = Checkpointer(args.run_dir)
     if args.init_from and not ckpt.path.exists():
-        state = torch.load(Path(args.init_from) / "ckpt.pt", map_location="cpu", weights_only=False)
+        state = load_tensors(Path(args.init_from) / "ckpt.pt")
         model.load_state_dict(state["model"])
         log.warning("initialised from %s (step %d)", args.init_from, state["step"])
     if args.freeze_text:  # LiT-style: keep the text tower (and what was conditioned on it)
@@ -245,8 +246,8 @@ def export_clip(model, config_name: str, out_dir: str | Path) -> None:
         "model_cfg": cfg,
         "preprocess_cfg": {
             "size": cfg["vision_cfg"]["image_size"],
-            "mean": list(CLIP_MEAN),
-            "std": list(CLIP_STD),
+            "mean": list(OPENAI_MEAN),
+            "std": list(OPENAI_STD),
             "interpolation": "bicubic",
             "resize_mode": "shortest",
         },
@@ -309,11 +310,35 @@ STAGE_DEFAULTS = {
 }
 
 
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit through ``parser.error`` naming the option and value that cannot work, before any
+    data is built or weights are read."""
+    at_least = {"steps": 1, "batch": 1, "pool": 1, "threads": 1, "eval_n": 1, "warmup": 0}
+    for name, low in at_least.items():
+        value = getattr(args, name)
+        if value < low:
+            parser.error(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
+    for name in ("lr",):
+        if not getattr(args, name) > 0:
+            parser.error(f"--{name} must be > 0, got {getattr(args, name)}")
+    for name in ("grad_weight", "attribute_loss"):
+        if not getattr(args, name) >= 0:
+            parser.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.init_from is not None and not (Path(args.init_from) / "ckpt.pt").is_file():
+        parser.error(f"--init-from {args.init_from!r} must be a run folder holding ckpt.pt")
+    for name in ("clip", "vae"):
+        folder = getattr(args, name)
+        if folder is not None and not Path(folder).is_dir():
+            parser.error(f"--{name} {folder!r} is not a folder")
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     for k, v in {"pool": 20_000, **STAGE_DEFAULTS[args.stage]}.items():
         if getattr(args, k, None) is None:
             setattr(args, k, v)
+    check_args(parser, args)
     args.run_dir = args.run_dir or f"runs/{args.stage}"
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")

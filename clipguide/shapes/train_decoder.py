@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .data import build_pool
+from .data import build_pool, load_cache
 from .train import WEIGHTS_DIR, Checkpointer, cosine_lr, optimiser_step
 from .train_unet import encode_latents
 from .train_vae import psnr
@@ -120,12 +120,21 @@ def guidance_gradients(vae, clip, latents: torch.Tensor, captions: list[str], ch
     return torch.cat(outs), torch.cat(grads)
 
 
+_DATA_KEYS = ("latents", "images", "pool_images", "clean", "out_grads", "latent_grads")
+
+
+def _decoder_data(state: dict) -> dict[str, torch.Tensor]:
+    """The decoder data cache as stored, checked for its keys (KeyError: rebuild)."""
+    return {k: state[k] for k in _DATA_KEYS}
+
+
 def _dataset(args: argparse.Namespace, vae) -> dict[str, torch.Tensor]:
     from clipguide import load_clip
 
     cache = Path(args.run_dir) / f"decoder_data_{args.seed}_{args.pool}.pt"
-    if cache.exists():
-        return torch.load(cache, weights_only=False)
+    cached = load_cache(cache, _decoder_data)
+    if cached is not None:
+        return cached
     pool = build_pool(args.pool, args.seed, cache_dir=Path(args.run_dir).parent / "pools")
     with torch.no_grad():
         clean = encode_latents(vae, pool.images)

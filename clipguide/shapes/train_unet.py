@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .data import build_pool
+from .data import build_pool, load_cache
 from .train import WEIGHTS_DIR, Checkpointer, cosine_lr
 
 __all__ = ["SCHEDULE", "TIME_IDS", "build_unet", "train_unet", "unet_config"]
@@ -85,6 +85,11 @@ def encode_latents(vae, images_u8: torch.Tensor, batch: int = 128) -> torch.Tens
     return torch.cat(out)
 
 
+def _latent_data(state: dict) -> dict:
+    """The latents cache as stored, checked for its keys (KeyError: rebuild)."""
+    return {k: state[k] for k in ("latents", "cap_idx", "captions")}
+
+
 def train_unet(args: argparse.Namespace) -> None:
     from diffusers import AutoencoderKL, DDPMScheduler
 
@@ -98,9 +103,8 @@ def train_unet(args: argparse.Namespace) -> None:
     run = Path(args.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     cache = run / f"latents_{args.seed}_{args.pool}.pt"
-    if cache.exists():
-        data = torch.load(cache, weights_only=False)
-    else:
+    data = load_cache(cache, _latent_data)
+    if data is None:
         pool = build_pool(args.pool, args.seed, cache_dir=Path(args.run_dir).parent / "pools")
         unique, cap_idx = pool.caption_ids()
         data = dict(latents=encode_latents(vae, pool.images), cap_idx=cap_idx, captions=unique)
