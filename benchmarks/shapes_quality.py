@@ -1,262 +1,259 @@
-"""Micro-world quality: oracle accuracy per task family, guide/judge CLIP scores, wall time.
+"""Micro-world quality on a held-out split: plain, best-of-N, guidance and their pairings.
 
-A fixed, seeded prompt set (``--per-family`` prompts in each GenEval-like family) is sampled
-with each mode; every mode is a function ``mode(pipe, prompts, seeds, ctx) -> images`` in
-MODES, so other features add theirs (best-of-N, guidance) without touching the rest.
-Prints a table (with each mode's oracle difference from plain and from best-of-2, paired over
-the same prompts and seeds, in points ± one standard error), then one JSON line.
+Every mode is judged by the oracle first and the held-out judge CLIP second; the guide CLIP,
+which guides and picks, is shown only to measure how much of a gain it alone sees. Figures are
+paired over the same items (see ``shapes_eval.py`` for the splits and the candidate cache):
 
-    python benchmarks/shapes_quality.py --per-family 60 --threads 2   # the README's table
-    python benchmarks/shapes_quality.py --modes plain fast --per-family 10
-    python benchmarks/shapes_quality.py --modes plain best_of_2 --sweep   # guidance settings
+- oracle accuracy per family and overall;
+- oracle difference against plain and against best-of-N of the same N, in points ± 1 SE;
+- guide and judge gains over plain (CLIPScore points) and the *hacking gap* (guide gain minus
+  judge gain, ± 1 SE), and the oracle accuracy at equal guide score against plain;
+- cost: process CPU time against plain on one thread (median of interleaved repeats).
+
+    python benchmarks/shapes_quality.py --split test            # README's table (test split)
+    python benchmarks/shapes_quality.py --split dev --modes plain tiny_every5 --limit 140
+Last line: JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import sys
 import time
-from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+import numpy as np
+import shapes_eval as ev
 import torch
 
-from clipguide import load_clip
-from clipguide.scoring import CLIPScorer
-from clipguide.shapes import (
-    DEFAULT_GUIDANCE_SCALE,
-    DEFAULT_STEPS,
-    FAMILIES,
-    check,
-    pipeline,
-    prompt_set,
-)
-
-Mode = Callable[..., list]
+SAMPLERS: dict[str, dict] = {  # name -> CLIPGuidance settings (None: unguided)
+    "plain": None,
+    "vae": {},
+    "tiny": {"decoder": "tiny"},
+    "tiny_every5": {"decoder": "tiny", "every": 5},
+    "tiny_every10": {"decoder": "tiny", "every": 10},
+}
+# (sampler, N): best-of-N over that sampler's candidates, picked by the guide CLIP
+PUBLISHED = [
+    ("plain", 1),
+    ("plain", 2),
+    ("plain", 4),
+    ("vae", 1),
+    ("tiny", 1),
+    ("tiny_every10", 1),
+    ("tiny_every10", 2),
+    ("tiny_every10", 4),
+]
 
 
 def plain(pipe, prompts: list[str], seeds: list[int], ctx: dict) -> list:
-    """Plain sampling with classifier-free guidance, in batches."""
-    images = []
-    bs = ctx["batch"]
-    for i in range(0, len(prompts), bs):
-        gens = [torch.Generator("cpu").manual_seed(s) for s in seeds[i : i + bs]]
-        out = pipe(
-            prompt=prompts[i : i + bs],
-            num_inference_steps=ctx["steps"],
-            guidance_scale=ctx["cfg"],
-            generator=gens,
-        )
-        images.extend(out.images)
-    return images
+    gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+    out = pipe(
+        prompt=prompts,
+        num_inference_steps=ctx["steps"],
+        guidance_scale=ctx["cfg"],
+        generator=gens,
+        output_type="pt",
+    )
+    return list(out.images)
 
 
-def _guide(pipe, ctx: dict):
-    """The guide CLIP sharing the pipeline's text tower (loaded once per run)."""
-    if "guide_clip" not in ctx:
-        ctx["guide_clip"] = load_clip(pipe, vision="shapes")
-    return ctx["guide_clip"]
+def sampler_for(settings: dict | None, ctx: dict):
+    """A sampler: plain, or plain under a ``CLIPGuidance`` with these settings."""
+    if settings is None:
+        return plain
+    from clipguide import CLIPGuidance
 
+    kwargs = dict(settings)
+    if kwargs.pop("decoder", "vae") == "tiny":
+        kwargs["decoder"] = ctx["tiny_decoder"]
 
-def best_of(n: int) -> Mode:
-    """Plain sampling of ``n`` candidates per prompt; keep the one the guide CLIP scores best."""
-
-    def mode(pipe, prompts: list[str], seeds: list[int], ctx: dict) -> list:
-        scorer = CLIPScorer(_guide(pipe, ctx))
-        rep_prompts = [p for p in prompts for _ in range(n)]
-        rep_seeds = [s + 100_000 * j for s in seeds for j in range(n)]  # j = 0: plain's seed
-        inner = ctx.get("inner", plain)
-        candidates = inner(pipe, rep_prompts, rep_seeds, {**ctx, "batch": ctx["batch"] * n})
-        scores = scorer.score(candidates, rep_prompts).view(len(prompts), n)
-        best = scores.argmax(dim=1).tolist()
-        return [candidates[i * n + j] for i, j in enumerate(best)]
-
-    return mode
-
-
-def _tiny_decoder(ctx: dict):
-    """The micro world's distilled AutoencoderTiny (loaded once per run)."""
-    if "tiny_decoder" not in ctx:
-        from clipguide.shapes import load_tiny_decoder
-
-        ctx["tiny_decoder"] = load_tiny_decoder()
-    return ctx["tiny_decoder"]
-
-
-def guided(mode_name: str, decoder: str = "vae", **settings) -> Mode:
-    """CLIP guidance (library defaults unless ``settings`` change them) on the stock pipeline,
-    through the pipeline's VAE or (``decoder="tiny"``) the distilled AutoencoderTiny."""
-
-    def mode(pipe, prompts: list[str], seeds: list[int], ctx: dict) -> list:
-        from clipguide import CLIPGuidance
-
-        extra = {"decoder": _tiny_decoder(ctx)} if decoder == "tiny" else {}
-        guidance = CLIPGuidance(_guide(pipe, ctx), mode=mode_name, **settings, **extra)
+    def sample(pipe, prompts, seeds, ctx):
+        guidance = CLIPGuidance(ctx["guide_clip"], **kwargs)
         with guidance.attach(pipe):
             return plain(pipe, prompts, seeds, ctx)
 
-    return mode
+    return sample
 
 
-def guided_best_of(n: int, mode_name: str, **settings) -> Mode:
-    def mode(pipe, prompts: list[str], seeds: list[int], ctx: dict) -> list:
-        inner = guided(mode_name, **settings)
-        return best_of(n)(pipe, prompts, seeds, {**ctx, "inner": inner})
-
-    return mode
+def mode_key(name: str, settings: dict | None, ctx: dict) -> str:
+    return json.dumps([name, settings, ctx["steps"], ctx["cfg"]], sort_keys=True)
 
 
-MODES: dict[str, Mode] = {  # the README's table
-    "plain": plain,
-    "best_of_2": best_of(2),
-    "best_of_4": best_of(4),
-    "fast": guided("fast"),
-    "full": guided("full"),
-    "tiny": guided("fast", decoder="tiny"),
-    "tiny_every10": guided("fast", decoder="tiny", every=10),
-    "tiny_every10_best_of_2": guided_best_of(2, "fast", decoder="tiny", every=10),
-}
-# Guidance settings compared on the full prompt set (run with --modes ... or --sweep).
-SWEEP: dict[str, Mode] = {
-    "fast_best_of_4": guided_best_of(4, "fast"),
-    "fast_scale8": guided("fast", scale=8.0),
-    "fast_scale12": guided("fast", scale=12.0),
-    "fast_scale8_late": guided("fast", scale=8.0, start=0.4, stop=0.9),
-    "fast_scale8_every1": guided("fast", scale=8.0, every=1, start=0.3, stop=0.7),
-    "fast_scale16_every4": guided("fast", scale=16.0, every=4),
-    "tiny_every1": guided("fast", decoder="tiny", every=1),
-    "tiny_every5": guided("fast", decoder="tiny", every=5),
-    "tiny_scale8": guided("fast", decoder="tiny", scale=8.0),
-    "tiny_every5_scale8": guided("fast", decoder="tiny", every=5, scale=8.0),
-    "tiny_every5_best_of_2": guided_best_of(2, "fast", decoder="tiny", every=5),
-    "tiny_every5_from_30pct": guided("fast", decoder="tiny", start=0.3, every=5),
-    "tiny_once_at_40pct": guided("fast", decoder="tiny", start=0.4, every=10),
-    "tiny_once_at_50pct": guided("fast", decoder="tiny", start=0.5, every=10),
-    "tiny_once_at_25pct_scale6": guided("fast", decoder="tiny", every=10, scale=6.0),
-}
-MODES.update(SWEEP)
+def cpu_cost(pipe, items: list, sampler, ctx: dict, repeats: int = 3) -> float:
+    """Median process-CPU-time ratio of ``sampler`` against plain on one batch (one thread)."""
+    prompts, seeds = [i.caption for i in items], [i.seed for i in items]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ratios = []
+        for _ in range(repeats):
+            times = []
+            for fn in (plain, sampler):
+                t0 = time.process_time()
+                fn(pipe, prompts, seeds, ctx)
+                times.append(time.process_time() - t0)
+            ratios.append(times[1] / times[0])
+    finally:
+        torch.set_num_threads(threads)
+    return statistics.median(ratios)
 
 
-def evaluate(images, scenes, scorers) -> dict:
-    """Oracle accuracy per family and overall; mean CLIPScore per scorer."""
-    ok = [check(im, s.caption).ok for im, s in zip(images, scenes, strict=True)]
-    acc = {
-        fam: sum(o for o, s in zip(ok, scenes, strict=True) if s.family == fam)
-        / sum(s.family == fam for s in scenes)
-        for fam in FAMILIES
-    }
-    acc["overall"] = sum(ok) / len(ok)
-    captions = [s.caption for s in scenes]
-    scores = {name: float(sc.score(images, captions).mean()) for name, sc in scorers.items()}
-    return {"accuracy": acc, "scores": scores, "ok": ok}
-
-
-def paired_difference(ok: list[bool], ref: list[bool]) -> tuple[float, float]:
-    """Oracle accuracy difference in points over the same prompts and seeds, and its standard
-    error (of the mean per-prompt difference)."""
-    d = torch.tensor(ok, dtype=torch.float64) - torch.tensor(ref, dtype=torch.float64)
-    return round(100 * float(d.mean()), 2), round(100 * float(d.std() / len(d) ** 0.5), 2)
+def row(name: str, n: int, m: ev.Measures, base: ev.Measures, refs: dict, items) -> dict:
+    """Figures of one mode (best-of-``n`` of sampler ``name``) against plain and references."""
+    index = ev.pick(m.guide[:, :n])
+    c = ev.chosen(m, index)
+    out: dict[str, Any] = {"accuracy": ev.accuracy_by_family(c.ok, items)}
+    out["vs_plain"] = ev.paired(c.ok, base.ok)
+    for ref, rc in refs.items():
+        out[f"vs_{ref}"] = ev.paired(c.ok, rc.ok)
+    g = ev.paired(c.guide, base.guide)
+    j = ev.paired(c.judge, base.judge)
+    gap = ev.paired(c.guide - c.judge, base.guide - base.judge)
+    out.update(guide_gain=g, judge_gain=j, hacking_gap=gap)
+    out["oracle_at_equal_guide_score"] = ev.equal_guide_score(c, base)
+    out["guide_score"] = float(100 * c.guide.mean())
+    out["judge_score"] = float(100 * c.judge.mean())
+    out["ok"] = c.ok[:, 0]
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--per-family", type=int, default=30)
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
-    p.add_argument("--cfg", type=float, default=DEFAULT_GUIDANCE_SCALE)
+    p.add_argument("--split", choices=sorted(ev.SPLIT_SPECS), default="dev")
+    p.add_argument("--limit", type=int, default=None, help="family-balanced subset of the split")
+    p.add_argument("--modes", nargs="+", default=None, help="SAMPLER:N entries (default: README's)")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--cfg", type=float, default=None)
     p.add_argument("--batch", type=int, default=35)
-    p.add_argument("--scheduler", default=None)
-    p.add_argument(
-        "--modes",
-        nargs="+",
-        default=[m for m in MODES if m not in SWEEP],
-        choices=sorted(MODES),
-    )
-    p.add_argument("--sweep", action="store_true", help="add the guidance-settings sweep")
-    p.add_argument("--seed", type=int, default=0, help="first sampling seed")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--save-sheet", default=None, help="write a contact sheet of the plain run")
+    p.add_argument("--cache", default="runs/eval_cache")
+    p.add_argument("--cost-items", type=int, default=14, help="prompts in the cost batch; 0: skip")
+    p.add_argument("--write-split", action="store_true", help="freeze --split's file and exit")
+    p.add_argument("--save-sheet", default=None, help="contact sheet of plain samples (PNG)")
     args = p.parse_args(argv)
+    if args.write_split:
+        print(ev.write_split(args.split))
+        return {}
+    from clipguide import load_clip
+    from clipguide.scoring import CLIPScorer
+    from clipguide.shapes import (
+        DEFAULT_GUIDANCE_SCALE,
+        DEFAULT_STEPS,
+        load_tiny_decoder,
+        pipeline,
+    )
+    from clipguide.shapes.shipped import WEIGHTS_DIR
+
     if args.threads:
         torch.set_num_threads(args.threads)
-    scenes = prompt_set(args.per_family)
-    prompts = [s.caption for s in scenes]
-    seeds = [args.seed + i for i in range(len(scenes))]
-    pipe = pipeline(scheduler=args.scheduler, progress=False)
-    scorers = {
-        "guide": CLIPScorer(load_clip("shapes", dtype=torch.float32)),
-        "judge": CLIPScorer(load_clip("shapes-judge", dtype=torch.float32)),
+    modes = (
+        [(m.split(":")[0], int(m.split(":")[1])) for m in args.modes] if args.modes else PUBLISHED
+    )
+    items = ev.load_split(args.split, args.limit)
+    pipe = pipeline(progress=False)
+    ctx = {
+        "steps": args.steps or DEFAULT_STEPS,
+        "cfg": args.cfg if args.cfg is not None else DEFAULT_GUIDANCE_SCALE,
+        "guide_clip": load_clip(pipe, vision="shapes"),
+        "tiny_decoder": load_tiny_decoder(),
     }
-    ctx = {"steps": args.steps, "cfg": args.cfg, "batch": args.batch, "scorers": scorers}
-    _guide(pipe, ctx)  # loaded once, outside every timing
-    _tiny_decoder(ctx)
-    plain(pipe, prompts[: args.batch], seeds[: args.batch], ctx)  # warm-up: first calls pay extra
-    results = {}
-    modes = [*args.modes, *(m for m in SWEEP if args.sweep and m not in args.modes)]
-    for name in modes:
-        t0 = time.perf_counter()
-        images = MODES[name](pipe, prompts, seeds, ctx)
-        wall = time.perf_counter() - t0
-        results[name] = {**evaluate(images, scenes, scorers), "wall_s": round(wall, 2)}
-        if name == "plain" and args.save_sheet:
-            _sheet(images, scenes, args.save_sheet)
-    ok_of = {name: r["ok"] for name, r in results.items()}
-    base = results.get("plain", next(iter(results.values())))["wall_s"]
-    for r in results.values():
-        r["time_ratio"] = round(r["wall_s"] / base, 3)
-    for name, r in results.items():  # against the baselines the README compares with
-        oks = r.pop("ok")
-        r["paired_vs"] = {
-            ref: paired_difference(oks, ok_of[ref])
-            for ref in ("plain", "best_of_2")
-            if ref in ok_of and ref != name
-        }
+    guide = CLIPScorer(load_clip("shapes", dtype=torch.float32))
+    judge = CLIPScorer(load_clip("shapes-judge", dtype=torch.float32))
+    store = ev.CandidateStore(
+        pipe, Path(args.cache), ev.weights_fingerprint(WEIGHTS_DIR), args.batch
+    )
+    measures: dict[str, ev.Measures] = {}
+    for name, n in [("plain", 4), *modes]:
+        have = measures.get(name)
+        if have is not None and have.ok.shape[1] >= n:
+            continue
+        settings = SAMPLERS[name]
+        cands = store.candidates(
+            args.split, items, mode_key(name, settings, ctx), sampler_for(settings, ctx), n, ctx
+        )
+        measures[name] = ev.measure(cands, items, guide, judge)
+    if args.save_sheet:
+        _sheet(store.candidates(args.split, items, mode_key("plain", None, ctx), plain, 1, ctx),
+               items, args.save_sheet)  # fmt: skip
+    base = ev.chosen(measures["plain"], np.zeros(len(items), dtype=int))
+    refs = {
+        f"best_of_{n}": ev.chosen(measures["plain"], ev.pick(measures["plain"].guide[:, :n]))
+        for n in (2, 4)
+    }
+    results: dict[str, dict] = {}
+    costs: dict[str, float] = {}
+    for name, n in modes:
+        label = name if n == 1 else f"{name}+best_of_{n}"
+        results[label] = row(name, n, measures[name], base, refs, items)
+        if args.cost_items and name not in costs:
+            settings = SAMPLERS[name]
+            costs[name] = 1.0 if settings is None else cpu_cost(
+                pipe, items[:: max(1, len(items) // args.cost_items)][: args.cost_items],
+                sampler_for(settings, ctx), ctx,
+            )  # fmt: skip
+        if name in costs:
+            results[label]["cpu_cost"] = round(n * costs[name], 3)
     _table(results)
+    for r in results.values():
+        r.pop("ok")
     summary = {
         "benchmark": "shapes_quality",
-        "prompts": len(scenes),
-        "steps": args.steps,
-        "cfg": args.cfg,
+        "split": args.split,
+        "items": len(items),
+        "steps": ctx["steps"],
+        "cfg": ctx["cfg"],
         "modes": results,
     }
     print(json.dumps(summary))
     return summary
 
 
+def _fmt(pair: tuple[float, float]) -> str:
+    return f"{pair[0]:+.1f} ± {pair[1]:.1f}"
+
+
 def _table(results: dict) -> None:
     names = list(results)
-    print(f"{'family':<14}" + "".join(f"{n:>16}" for n in names))
-    for fam in (*FAMILIES, "overall"):
-        print(f"{fam:<14}" + "".join(f"{results[n]['accuracy'][fam]:>16.1%}" for n in names))
-    for key in ("guide", "judge"):
+    width = max(16, *(len(n) + 2 for n in names))
+    fams = list(next(iter(results.values()))["accuracy"])
+    print(f"{'':<28}" + "".join(f"{n:>{width}}" for n in names))
+    for fam in fams:
+        cells = (f"{100 * results[n]['accuracy'][fam]:.1f}" for n in names)
+        print(f"{fam:<28}" + "".join(f"{c:>{width}}" for c in cells))
+    keys = [k for k in ("vs_plain", "vs_best_of_2", "vs_best_of_4") if k in results[names[0]]]
+    keys += ["guide_gain", "judge_gain", "hacking_gap", "oracle_at_equal_guide_score"]
+    for key in keys:
+        print(f"{key:<28}" + "".join(f"{_fmt(results[n][key]):>{width}}" for n in names))
+    if all("cpu_cost" in results[n] for n in names):
         print(
-            f"{key + ' score':<14}" + "".join(f"{results[n]['scores'][key]:>16.2f}" for n in names)
+            f"{'cpu cost x plain':<28}"
+            + "".join(f"{results[n]['cpu_cost']:>{width}.2f}" for n in names)
         )
-    print(f"{'time ratio':<14}" + "".join(f"{results[n]['time_ratio']:>16.2f}" for n in names))
-    for ref in ("plain", "best_of_2"):
-        cells = [
-            f"{d:+.1f} ± {se:.1f}" if (d, se) != (None, None) else "-"
-            for d, se in (results[n]["paired_vs"].get(ref, (None, None)) for n in names)
-        ]
-        print(f"{'vs ' + ref:<14}" + "".join(f"{c:>16}" for c in cells))
 
 
-def _sheet(images, scenes, path: str, per_family: int = 4) -> None:
-    """A labelled contact sheet: the first prompts of each family, oracle verdict marked."""
+def _sheet(cands: np.ndarray, items: list, path: str, per_family: int = 4) -> None:
+    """The first plain samples of each family, captioned with the oracle's verdict."""
+    from PIL import Image
+
     from clipguide.sheet import contact_sheet
+    from clipguide.shapes import check
 
+    families = list(dict.fromkeys(i.family for i in items))
     picks = [
-        i
-        for fam in FAMILIES
-        for i in [j for j, s in enumerate(scenes) if s.family == fam][:per_family]
+        k for f in families for k in [j for j, i in enumerate(items) if i.family == f][:per_family]
     ]
+    images = [Image.fromarray(cands[k, 0]) for k in picks]
     captions = [
-        f"{'OK' if check(images[i], scenes[i].caption).ok else 'X'} {scenes[i].caption}"
-        for i in picks
+        f"{'OK' if check(im, items[k].caption).ok else 'X'} {items[k].caption}"
+        for im, k in zip(images, picks, strict=True)
     ]
-    sheet = contact_sheet(
-        [images[i] for i in picks], captions, thumb=192, columns=per_family, font_size=11
-    )
-    sheet.save(path)
+    contact_sheet(images, captions, thumb=192, columns=per_family, font_size=11).save(path)
 
 
 if __name__ == "__main__":
     main()
+    sys.exit(0)
