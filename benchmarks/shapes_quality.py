@@ -239,8 +239,8 @@ def _sheet(cands: np.ndarray, items: list, path: str, per_family: int = 4) -> No
     """The first plain samples of each family, captioned with the oracle's verdict."""
     from PIL import Image
 
-    from clipguide.sheet import contact_sheet
     from clipguide.shapes import check
+    from clipguide.sheet import contact_sheet
 
     families = list(dict.fromkeys(i.family for i in items))
     picks = [
