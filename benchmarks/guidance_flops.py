@@ -31,9 +31,9 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from clipguide.clip import CLIP
 from clipguide.guidance import CLIPGuidance, GuidanceSettings
 from clipguide.guidance.schedulers import NoiseLevel
+from clipguide.model.clip import CLIP
 
 META = torch.device("meta")
 STEPS = 30
@@ -75,7 +75,7 @@ def build_sdxl(dtype: torch.dtype) -> dict[str, Any]:
     from guidance_gpu import SDXL_UNET, SDXL_VAE, bigg_vision
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from clipguide.convert import text_config_from_openclip
+    from clipguide.model.convert import text_config_from_openclip
 
     clip_l = CLIPTextConfig(
         hidden_size=768,

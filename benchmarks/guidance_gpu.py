@@ -29,8 +29,8 @@ from diffusers import (
     UNet2DConditionModel,
 )
 
-from clipguide.clip import CLIP
 from clipguide.guidance import CLIPGuidance
+from clipguide.model.clip import CLIP
 
 SDXL_UNET = dict(
     act_fn="silu",
@@ -78,8 +78,8 @@ def bigg_vision(device: str, dtype: torch.dtype) -> CLIP:
     import open_clip
     from transformers import CLIPVisionModelWithProjection
 
-    from clipguide.convert import vision_config_from_openclip
-    from clipguide.preprocess import Preprocess
+    from clipguide.model.convert import vision_config_from_openclip
+    from clipguide.model.preprocess import Preprocess
 
     cfg = open_clip.get_model_config("ViT-bigG-14")
     with torch.device(device):

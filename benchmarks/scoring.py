@@ -62,7 +62,7 @@ CONFIGS = {
 def build_clip(config: str, device: str, dtype: torch.dtype):
     import open_clip
 
-    from clipguide.loading import load_clip
+    from clipguide.model import load_clip
     from clipguide.testing import tiny_openclip_model
 
     if CONFIGS[config] is None:

@@ -1,13 +1,19 @@
 """clipguide: OpenCLIP ViT-bigG/14 for diffusers — conditioning, CLIP guidance, scoring."""
 
-from clipguide.cache import TEXT_CACHE, TextEncodingCache, cached_encode_text, cached_text_embeds
-from clipguide.clip import CLIP, TextEncoding
 from clipguide.conditioning import Conditioning, encode_prompt
-from clipguide.convert import openclip_to_transformers, transformers_to_openclip
 from clipguide.guidance import CLIPGuidance, GuidanceSettings, decode_latents, predict_x0
-from clipguide.images import UnreadableImageError, as_image_list, load_image, to_rgb
-from clipguide.loading import WeightsNotFoundError, load_clip
-from clipguide.preprocess import Preprocess
+from clipguide.model import WeightsNotFoundError, load_clip
+from clipguide.model.clip import CLIP, TextEncoding
+from clipguide.model.convert import openclip_to_transformers, transformers_to_openclip
+from clipguide.model.images import UnreadableImageError, as_image_list, load_image, to_rgb
+from clipguide.model.preprocess import Preprocess
+from clipguide.model.text_cache import (
+    TEXT_CACHE,
+    TextEncodingCache,
+    cached_encode_text,
+    cached_text_embeds,
+)
+from clipguide.model.tokenizer import offline_tokenizer
 from clipguide.prompts import parse_prompt, tokenize_prompt
 from clipguide.scoring import (
     HESSEL_SCALE,
@@ -21,7 +27,6 @@ from clipguide.scoring import (
 )
 from clipguide.selection import BestOfN, best_of_n
 from clipguide.sheet import contact_sheet
-from clipguide.tokenizer import offline_tokenizer
 
 __version__ = "0.1.0"
 

@@ -72,7 +72,7 @@ def positive_float(value: str) -> float:
 
 def device_arg(value: str) -> str:
     """A torch device that exists on this machine (``cpu``, ``cuda``, ``cuda:1``, ``mps``)."""
-    from clipguide.devices import check_device
+    from clipguide.model.devices import check_device
 
     try:
         return str(check_device(value))

@@ -175,7 +175,7 @@ def _load_scorers(names: list[str], loaded: dict) -> dict[str, Any]:
     """A ``CLIPScorer`` per ``--score-with`` name, loaded before sampling (``loaded``: reuse)."""
     import torch
 
-    from clipguide import load_clip
+    from clipguide.model import load_clip
     from clipguide.scoring import CLIPScorer
 
     scorers = {}

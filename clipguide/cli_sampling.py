@@ -54,7 +54,7 @@ def guide_decoder(choice: str, pipe):
 
 def load_guide(pipe, args, micro: bool):
     """The guide CLIP (for guidance and best-of-N) and its name; ``(None, None)`` if unused."""
-    from clipguide import load_clip
+    from clipguide.model import load_clip
 
     vision = args.guide_clip or (MICRO_WORLD if micro else None)
     if not (args.clip_guidance or args.best_of > 1):

@@ -31,7 +31,7 @@ from clipguide.cli_args import (
     positive_int,
 )
 from clipguide.files import atomic_open, remove_stale_temps
-from clipguide.images import UnreadableImageError, load_image
+from clipguide.model.images import UnreadableImageError, load_image
 
 __all__ = [
     "register",
@@ -51,7 +51,7 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 FIELDS = ("path", "prompt", "cosine", "clipscore", "error")
 ROBUST_FIELDS = ("clipscore_jpeg", "clipscore_crop", "clipscore_grayscale")
-# as load_clip's defaults (clipguide.loading; not imported here to keep --help fast)
+# as load_clip's defaults (clipguide.model.openclip; not imported here to keep --help fast)
 DEFAULT_MODEL = "ViT-bigG-14"
 DEFAULT_PRETRAINED = "laion2b_s39b_b160k"
 
@@ -221,7 +221,7 @@ def load_scorer(args: argparse.Namespace, batch_size: int) -> Any:
     """The judge for ``--model`` (default bigG); one line naming the option if it fails."""
     import torch
 
-    from clipguide.loading import WeightsNotFoundError, load_clip
+    from clipguide.model import WeightsNotFoundError, load_clip
     from clipguide.scoring import HESSEL_SCALE, CLIPScorer
 
     source = args.model or DEFAULT_MODEL

@@ -25,7 +25,7 @@ Conventions (see also :mod:`clipguide.prompts`):
   ``""`` encodes the empty prompt;
 - textual-inversion tokens are expanded by the pipeline's ``maybe_convert_prompt``; a
   ``lora_scale`` is not applied (text-encoder LoRA layers run at their loaded scale);
-- encodes are cached (:mod:`clipguide.cache`, which says which weight changes it sees);
+- encodes are cached (:mod:`clipguide.model.text_cache`, which says which weight changes it sees);
   results equal a fresh encode of the same batch bit for bit, and a fresh encode of any other
   batch to float rounding (<= 1e-6 in fp32).
 """
@@ -39,7 +39,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from clipguide.cache import TextEncodingCache, encode_token_rows, model_key, resolve_cache
+from clipguide.model.text_cache import (
+    TextEncodingCache,
+    encode_token_rows,
+    model_key,
+    resolve_cache,
+)
 from clipguide.prompts import (
     PromptChunks,
     chunk_tensors,
@@ -336,7 +341,7 @@ def encode_prompt(
             pipeline's config (False for a CLIP).
         max_sequence_length: SD3's T5 sequence length (T5 gets the text without weights).
         device: where the embeddings go; default the pipeline's execution device.
-        cache: True (shared cache), False, or a :class:`~clipguide.cache.TextEncodingCache`.
+        cache: True (shared cache), False, or a :class:`~clipguide.model.text_cache.TextEncodingCache`.
     """
     if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, int):
         raise TypeError(f"num_images_per_prompt must be an int, got {num_images_per_prompt!r}")

@@ -19,8 +19,8 @@ from typing import Any, Protocol
 import torch
 from PIL import Image
 
-from clipguide.cache import cached_text_embeds, model_key, resolve_cache
-from clipguide.images import ImageInput, as_image_list
+from clipguide.model.images import ImageInput, as_image_list
+from clipguide.model.text_cache import cached_text_embeds, model_key, resolve_cache
 
 __all__ = [
     "CLIPSCORE_SCALE",
@@ -173,12 +173,12 @@ class CLIPScorer:
         batch_size: images per vision-tower forward.
         scale: CLIPScore scale, 100 (torchmetrics' scale) or :data:`HESSEL_SCALE` (Hessel et
             al.); scores are clamped per sample (see :data:`CLIPSCORE_SCALE`).
-        cache: text-embedding cache: True for the shared :data:`clipguide.cache.TEXT_CACHE`
-            (keyed by the text tower's state and token ids, see :mod:`clipguide.cache`),
+        cache: text-embedding cache: True for the shared :data:`clipguide.model.text_cache.TEXT_CACHE`
+            (keyed by the text tower's state and token ids, see :mod:`clipguide.model.text_cache`),
             False for none, or a ``TextEncodingCache``.
         cache_size: size of the per-scorer LRU used instead when the clip has no transformers
             ``text_model`` (duck-typed models), keyed by prompt and by the state
-            (:func:`clipguide.cache.model_key`) of every ``torch.nn.Module`` the clip is or
+            (:func:`clipguide.model.text_cache.model_key`) of every ``torch.nn.Module`` the clip is or
             holds as an attribute; a clip holding no module is keyed by prompt alone. 0 turns
             off all text caching, the shared cache included (as ``cache=False``).
         progress: show a tqdm bar while encoding images.

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from clipguide.images import to_rgb
+from clipguide.model.images import to_rgb
 
 __all__ = ["contact_sheet"]
 

@@ -18,9 +18,9 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from clipguide.clip import CLIP
-from clipguide.loading import load_clip
-from clipguide.tokenizer import offline_tokenizer
+from clipguide.model import load_clip
+from clipguide.model.clip import CLIP
+from clipguide.model.tokenizer import offline_tokenizer
 
 __all__ = [
     "TINY_MODEL",

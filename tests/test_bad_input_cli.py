@@ -16,7 +16,7 @@ from PIL import Image
 
 import clipguide
 import clipguide.cli_generate as cli_generate
-import clipguide.loading as loading
+import clipguide.model as model_layer
 from clipguide.cli import CLIError, main
 from clipguide.testing import save_openclip_dir, tiny_openclip_model
 
@@ -79,7 +79,7 @@ def _no_models(monkeypatch) -> None:
         raise AssertionError("a model was loaded before the arguments were checked")
 
     monkeypatch.setattr(cli_generate, "load_pipeline", refuse)
-    monkeypatch.setattr(loading, "load_clip", refuse)
+    monkeypatch.setattr(model_layer, "load_clip", refuse)
     monkeypatch.setattr(clipguide, "load_clip", refuse)
 
 

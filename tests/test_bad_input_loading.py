@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from clipguide import load_clip
-from clipguide.checkpoints import CheckpointError, WeightsNotFoundError, read_weights
+from clipguide.model.checkpoints import CheckpointError, WeightsNotFoundError, read_weights
 from clipguide.testing import save_openclip_dir, tiny_openclip_model
 
 WEIGHTS = "open_clip_model.safetensors"
@@ -355,7 +355,7 @@ def hf_dir(oc, tmp_path_factory) -> Path:
     import open_clip
     from transformers import CLIPModel
 
-    from clipguide.convert import clip_config_from_openclip, openclip_to_transformers
+    from clipguide.model.convert import clip_config_from_openclip, openclip_to_transformers
 
     folder = tmp_path_factory.mktemp("hf")
     model = CLIPModel(clip_config_from_openclip(open_clip.get_model_config("clipguide-tiny")))

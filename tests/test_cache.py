@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from clipguide import testing
-from clipguide.cache import (
+from clipguide.model.text_cache import (
     TextEncodingCache,
     cached_encode_text,
     cached_text_embeds,

@@ -10,8 +10,8 @@ import peft  # noqa: F401  (the dev extra's; diffusers loads text-encoder LoRAs 
 import pytest
 import torch
 
-from clipguide.cache import TextEncodingCache
 from clipguide.conditioning import encode_prompt
+from clipguide.model.text_cache import TextEncodingCache
 from clipguide.testing import tiny_sdxl_pipeline
 
 # PEFT's own notices when a second adapter is added or the active one deleted: expected here

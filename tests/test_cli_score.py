@@ -17,7 +17,7 @@ from PIL import Image
 
 from clipguide.cli import build_parser, main
 from clipguide.cli_score import read_prompt_file, read_rows
-from clipguide.loading import load_clip
+from clipguide.model import load_clip
 from clipguide.scoring import CLIPScorer
 from clipguide.testing import save_openclip_dir, tiny_openclip_model
 
@@ -241,7 +241,8 @@ def test_help_shows_examples() -> None:
 
 
 def test_default_judge_is_bigg_like_load_clip(folder: Path, tmp_path: Path, monkeypatch) -> None:
-    import clipguide.loading as loading
+    import clipguide.model as model_layer
+    import clipguide.model.sources as loading
     from clipguide import cli_score
 
     assert (cli_score.DEFAULT_MODEL, cli_score.DEFAULT_PRETRAINED) == (
@@ -254,7 +255,7 @@ def test_default_judge_is_bigg_like_load_clip(folder: Path, tmp_path: Path, monk
         calls.append((source, kwargs))
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr(loading, "load_clip", fake_load_clip)
+    monkeypatch.setattr(model_layer, "load_clip", fake_load_clip)
     score = ["score", str(folder), "--prompt", PROMPT, "--out", str(tmp_path / "o.csv")]
     rerank = ["rerank", str(folder), "--prompt", PROMPT, "--sheet", str(tmp_path / "s.png")]
     assert main(score) == 1 and main(rerank) == 1  # "stop here", after the default was chosen

@@ -12,9 +12,9 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from clipguide.cache import TextEncodingCache
 from clipguide.conditioning import Conditioning, encode_prompt, weight_hidden_states
-from clipguide.tokenizer import offline_tokenizer
+from clipguide.model.text_cache import TextEncodingCache
+from clipguide.model.tokenizer import offline_tokenizer
 
 SHORT = ["a photo of a red cube, studio light", "a blue sphere on grass"]
 NEG = ["blurry", "low quality, jpeg"]

@@ -6,7 +6,7 @@ from accelerate import init_empty_weights
 from open_clip.model import CLIP as OpenCLIPModel
 from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPVisionModelWithProjection
 
-from clipguide.convert import (
+from clipguide.model.convert import (
     clip_config_from_openclip,
     openclip_config_from_transformers,
     openclip_to_transformers,

@@ -69,7 +69,7 @@ def _fake_execution_device(monkeypatch, pipe, device):
 
 # -- the placement rule ---------------------------------------------------------------------
 def test_plan_placement_rules():
-    from clipguide.clip import Placement, plan_placement, same_device
+    from clipguide.model.clip import Placement, plan_placement, same_device
 
     cuda = torch.device("cuda")
     assert plan_placement(CPU, FP32) == Placement(CPU, CPU, FP32)
@@ -82,7 +82,7 @@ def test_plan_placement_rules():
 
 
 def test_a_pipelines_clip_follows_its_device_and_dtype(monkeypatch):
-    from clipguide.clip import Placement
+    from clipguide.model.clip import Placement
 
     pipe, clip = _pipeline_clip()
     assert clip.placement() == Placement(CPU, CPU, FP32)
@@ -95,7 +95,7 @@ def test_a_pipelines_clip_follows_its_device_and_dtype(monkeypatch):
 
 
 def test_under_model_offload_the_vision_tower_is_borrowed(monkeypatch):
-    from clipguide.clip import Placement, same_device
+    from clipguide.model.clip import Placement, same_device
 
     pipe, clip = _pipeline_clip()
     pipe.enable_model_cpu_offload(device="cpu")

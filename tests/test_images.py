@@ -9,7 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from clipguide.images import UnreadableImageError, as_image_list, load_image, to_rgb, to_tensor
+from clipguide.model.images import (
+    UnreadableImageError,
+    as_image_list,
+    load_image,
+    to_rgb,
+    to_tensor,
+)
 
 
 def _pixel(image: Image.Image) -> tuple[int, ...]:

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from transformers import CLIPModel, CLIPTextModelWithProjection
 
 from clipguide import CLIP, WeightsNotFoundError, load_clip
-from clipguide.convert import clip_config_from_openclip, openclip_to_transformers
+from clipguide.model.convert import clip_config_from_openclip, openclip_to_transformers
 from clipguide.testing import save_openclip_dir, tiny_openclip_model, tiny_sdxl_pipeline
 
 PROMPTS = ["a red circle", "two blue squares above a green triangle", ""]

@@ -5,6 +5,7 @@ import warnings
 import pytest
 import torch
 
+from clipguide.model.tokenizer import offline_tokenizer
 from clipguide.prompts import (
     MAX_WEIGHT,
     PromptChunks,
@@ -16,7 +17,6 @@ from clipguide.prompts import (
     tokenize_prompt,
     word_ids,
 )
-from clipguide.tokenizer import offline_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from clipguide.images import to_tensor
+from clipguide.model.images import to_tensor
 from clipguide.scoring import (
     HESSEL_SCALE,
     CLIPScorer,
@@ -297,7 +297,7 @@ def test_best_of_n_argument_errors(kwargs: dict, message: str) -> None:
 @pytest.fixture(scope="module")
 def tiny_pair():
     """A tiny open_clip model and the same weights as a clipguide CLIP."""
-    from clipguide.loading import load_clip
+    from clipguide.model import load_clip
     from clipguide.testing import tiny_openclip_model
 
     model = tiny_openclip_model(seed=3)
@@ -377,7 +377,7 @@ def test_tensor_inputs_match_pil_inputs(tiny_pair) -> None:
 
 
 def test_scorer_uses_the_shared_text_cache(tiny_pair) -> None:
-    from clipguide.cache import TextEncodingCache
+    from clipguide.model.text_cache import TextEncodingCache
 
     _, clip = tiny_pair
     store = TextEncodingCache()

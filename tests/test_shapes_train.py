@@ -138,7 +138,7 @@ def test_caches_with_pickled_code_are_rebuilt_not_run(tmp_path, caplog):
 
 
 def test_clip_normalisation_constants_come_from_the_model_layer():
-    from clipguide import preprocess
+    from clipguide.model import preprocess
     from clipguide.shapes import train
 
     assert train.OPENAI_MEAN is preprocess.OPENAI_MEAN and train.OPENAI_STD is preprocess.OPENAI_STD

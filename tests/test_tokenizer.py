@@ -6,7 +6,7 @@ import open_clip
 import pytest
 import torch
 
-from clipguide.tokenizer import offline_tokenizer
+from clipguide.model.tokenizer import offline_tokenizer
 
 HAND = [
     "",

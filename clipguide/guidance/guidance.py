@@ -234,7 +234,7 @@ class CLIPGuidance:
 
     def _encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         # the shared text-encoding cache: conditioning, guidance and scoring encode once
-        from clipguide.cache import cached_text_embeds
+        from clipguide.model.text_cache import cached_text_embeds
 
         return cached_text_embeds(self.clip, list(texts)).float()
 

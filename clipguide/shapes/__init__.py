@@ -3,6 +3,7 @@ shipped model set trained on them (guide CLIP, judge CLIP, SDXL-style UNet, Auto
 an AutoencoderTiny distilled from it as a cheap guidance decoder)."""
 
 from clipguide.shapes.oracle import Detection, Verdict, check, detect
+from clipguide.shapes.registry import register
 from clipguide.shapes.scenes import (
     COLOURS,
     FAMILIES,
@@ -52,3 +53,5 @@ __all__ = [
     "render",
     "sample_scene",
 ]
+
+register()  # also done by the clipguide.sources entry point; importing is enough without it

@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from clipguide.shapes.registry import CLIP_NAMES, WEIGHTS_DIR
+
 __all__ = [
     "DEFAULT_GUIDANCE_SCALE",
     "DEFAULT_STEPS",
@@ -19,8 +21,6 @@ __all__ = [
     "pipeline",
 ]
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-_CLIP_NAMES = ("shapes", "shapes-judge")
 # Sampling defaults measured on the shipped UNet (benchmarks/shapes_quality.py): classifier-free
 # guidance above ~3 saturates colours and empties some images in this small model.
 DEFAULT_GUIDANCE_SCALE = 2.0
@@ -102,8 +102,8 @@ def load_shapes_clip(name: str = "shapes", **kwargs):
     """The shipped guide (``"shapes"``) or judge (``"shapes-judge"``) CLIP via load_clip."""
     from clipguide import load_clip
 
-    if name not in _CLIP_NAMES:
-        raise ValueError(f"name={name!r} is not one of {_CLIP_NAMES}")
+    if name not in CLIP_NAMES:
+        raise ValueError(f"name={name!r} is not one of {CLIP_NAMES}")
     return load_clip(name, **kwargs)
 
 
@@ -133,7 +133,7 @@ def pipeline(
     ``text_encoder_2`` (``text_encoder=None``), SDXL-style UNet, small AutoencoderKL."""
     from diffusers import AutoencoderKL, StableDiffusionXLPipeline, UNet2DConditionModel
 
-    from clipguide.tokenizer import offline_tokenizer
+    from clipguide.model.tokenizer import offline_tokenizer
 
     _check_device_dtype(device, dtype)
     sampler = make_scheduler(scheduler)  # before the weights: a bad name fails at once
@@ -155,8 +155,6 @@ def pipeline(
         force_zeros_for_empty_prompt=False,  # trained with the empty prompt as unconditional
         add_watermarker=False,
     )
-    # load_clip(pipe) pairs the pipeline's text tower with this vision tower
-    pipe.clipguide_vision_source = "shapes"
     if device is not None:
         pipe.to(device)
     pipe.set_progress_bar_config(disable=not progress)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from clipguide.preprocess import OPENAI_MEAN, OPENAI_STD
+from clipguide.model.preprocess import OPENAI_MEAN, OPENAI_STD
 
 from .data import load_tensors
 

@@ -15,7 +15,7 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
-from clipguide.checkpoints import (
+from clipguide.model.checkpoints import (
     CheckpointError,
     WeightsNotFoundError,
     build_module,
@@ -23,11 +23,12 @@ from clipguide.checkpoints import (
     offline_hint,
     read_weights,
 )
-from clipguide.clip import CLIP
-from clipguide.preprocess import OPENAI_MEAN, OPENAI_STD, Preprocess
-from clipguide.tokenizer import offline_tokenizer
+from clipguide.model.clip import CLIP
+from clipguide.model.preprocess import OPENAI_MEAN, OPENAI_STD, Preprocess
+from clipguide.model.registry import LoadRequest, Resolver
+from clipguide.model.tokenizer import offline_tokenizer
 
-__all__ = ["load_transformers_clip"]
+__all__ = ["load_transformers_clip", "RESOLVERS", "REPO_RESOLVER"]
 
 logger = logging.getLogger(__name__)
 
@@ -145,3 +146,28 @@ def _transformers_tokenizer(source: str, cache_dir, context: int):
                 break
     logger.info("no tokenizer files for %r; using the offline open_clip vocabulary", source)
     return offline_tokenizer(context)
+
+
+def _load(source: str, request: LoadRequest) -> CLIP:
+    return load_transformers_clip(
+        source, request.towers, request.device, request.file_dtype, request.cache_dir
+    )
+
+
+def _is_repo_id(source: object) -> bool:
+    return isinstance(source, str) and source.count("/") == 1 and not source.startswith((".", "/"))
+
+
+RESOLVERS = (
+    Resolver(
+        "a transformers folder (CLIPModel or a single tower)",
+        lambda s: isinstance(s, str) and os.path.isdir(s),
+        _load,
+    ),
+)
+"""Folders not in open_clip layout: asked after the open_clip folders."""
+
+REPO_RESOLVER = Resolver(
+    "a Hugging Face repo id 'org/repo' (transformers layout)", _is_repo_id, _load
+)
+"""Repo ids: asked last (after open_clip names)."""

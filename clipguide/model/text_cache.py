@@ -61,7 +61,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from clipguide.cache_key import model_key
+from clipguide.model.cache_key import model_key
 
 __all__ = [
     "TextEncodingCache",
@@ -324,7 +324,7 @@ def cached_encode_text(
     Prompts are tokenized by ``clip.tokenize`` (truncated to the context keeping the end
     token, with a warning); use :func:`clipguide.encode_prompt` for long prompts.
     """
-    from clipguide.clip import TextEncoding
+    from clipguide.model.clip import TextEncoding
 
     text_model, _ = _clip_parts(clip)
     hidden, pooled = encode_token_rows(

@@ -19,8 +19,8 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
-from clipguide.images import as_image_list
-from clipguide.preprocess import Preprocess
+from clipguide.model.images import as_image_list
+from clipguide.model.preprocess import Preprocess
 
 __all__ = ["CLIP", "TextEncoding", "Placement", "plan_placement", "same_device"]
 

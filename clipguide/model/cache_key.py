@@ -1,7 +1,7 @@
-"""The state key of a text module: what :mod:`clipguide.cache` keys its entries on.
+"""The state key of a text module: what :mod:`clipguide.model.text_cache` keys its entries on.
 
 :func:`model_key` returns a generation number that changes whenever anything the
-:mod:`clipguide.cache` docstring lists differs from the last call for the same module.
+:mod:`clipguide.model.text_cache` docstring lists differs from the last call for the same module.
 """
 
 from __future__ import annotations
