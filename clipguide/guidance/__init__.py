@@ -1,7 +1,7 @@
 """CLIP-gradient guidance during sampling: pure maths plus thin diffusers adapters."""
 
 from .decode import decode_latents
-from .guidance import CLIPGuidance, GuidanceSettings
+from .guidance import CLIPGuidance
 from .linear_decoder import LinearLatentDecoder
 from .loss import cosine, make_views, spherical_distance
 from .modular import CLIPGuidanceLoopStep, add_to_modular_sdxl
@@ -15,11 +15,14 @@ from .schedulers import (
     split_model_output,
     step_position,
 )
+from .settings import GuidanceSettings
+from .step import DenoiserStep, guided_change
 from .update import eps_change
 
 __all__ = [
     "CLIPGuidance",
     "CLIPGuidanceLoopStep",
+    "DenoiserStep",
     "EvaluationCounter",
     "add_to_modular_sdxl",
     "GuidanceSettings",
@@ -28,6 +31,7 @@ __all__ = [
     "cosine",
     "decode_latents",
     "eps_change",
+    "guided_change",
     "make_views",
     "noise_level",
     "output_change_from_eps",

@@ -5,11 +5,10 @@ output for the CFG-batched input) and the model input and timestep, costs no ext
 and needs no change to the pipeline's loop, so the progress bar, callbacks and every scheduler
 keep working. The hook adds the same change ``d`` to the unconditional and conditional halves,
 so the CFG combination ``u + g (c - u)`` becomes ``u + g (c - u) + d`` for any ``g``.
-The unscaled latents are the conditional half of the model input divided by the scheduler's
-input scale; the noise level comes from the scheduler's state, which the pipeline has already
-advanced by ``scale_model_input``, and the position in the run from counting evaluations. The
-hook, the run's prompt and the count live in the pipeline's :class:`~.hooks.PipelineHooks`,
-shared by every guidance attached to it.
+What the evaluation implies (latents, noise level, CFG halves) is read by
+:class:`~.step.DenoiserStep`, the guided step shared with the modular loop; the position in the
+run comes from counting evaluations. The hook, the run's prompt and the count live in the
+pipeline's :class:`~.hooks.PipelineHooks`, shared by every guidance attached to it.
 """
 
 from __future__ import annotations
@@ -17,25 +16,19 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from diffusers.modular_pipelines import ModularPipeline
 
 from .checks import describe_object
 from .hooks import PipelineHooks
-from .schedulers import noise_level, parameterisation, split_model_output
+from .schedulers import parameterisation
+from .step import DenoiserStep, guided_change
 
 __all__ = ["PipelineAttachment", "check_pipeline"]
 
 
-def _is_modular(pipe: Any) -> bool:
-    try:
-        from diffusers.modular_pipelines import ModularPipeline
-    except ImportError:  # pragma: no cover - diffusers without modular pipelines
-        return False
-    return isinstance(pipe, ModularPipeline)
-
-
 def check_pipeline(pipe: Any) -> None:
     """Raise if guidance cannot attach to ``pipe`` (before anything is installed)."""
-    if _is_modular(pipe):
+    if isinstance(pipe, ModularPipeline):
         raise TypeError(
             f"pipe={describe_object(pipe)} is a modular pipeline: its guider runs the UNet once "
             "per condition, which a UNet hook cannot combine; add the guidance to its blocks "
@@ -114,63 +107,20 @@ class PipelineAttachment:
     ) -> Any:
         """The guided output for this evaluation, or None to leave it unchanged."""
         guidance, pipe, hooks = self.guidance, self.pipe, self.hooks
-        record_only = guidance.settings.scale == 0
-        if hooks is None or (record_only and not guidance.record):
+        if hooks is None or not guidance.wants(position, total):
             return None
-        if not guidance.settings.active(position, total):
-            return None
-        sample_in = args[0] if args else kwargs["sample"]
-        timestep = args[1] if len(args) > 1 else kwargs["timestep"]
-        level = noise_level(pipe.scheduler, timestep)
-        out = output[0] if isinstance(output, tuple) else output.sample
-        n = out.shape[0]
-        cfg = bool(getattr(pipe, "do_classifier_free_guidance", False)) and n % 2 == 0
-        b = n // 2 if cfg else n
-        x = sample_in[n - b :].float() / level.input_scale
-        out_f = out.float()
-        targets = guidance.targets(b, hooks.prompts, hooks.per_prompt)
-        t_value = float(torch.as_tensor(timestep).reshape(-1)[0])
-        decoder = getattr(pipe, "vae", None)
-        full = guidance.settings.mode == "full"
-        if record_only:  # measured and recorded; the sampling stays exactly unguided
-            # what a guided run would differentiate: the conditional x0 in full mode
-            measured = out_f[b:] if (full and cfg) else _combined(out_f, b, cfg, pipe)
-            x0 = split_model_output(measured, x, level)[0]
-            guidance.record_step(
-                x0, level, targets, step=position, timestep=t_value, decoder=decoder
-            )
-            return None
-        combined = _combined(out_f, b, cfg, pipe)
-        x0, eps = split_model_output(combined, x, level)
-        reference = eps
-        if cfg:
-            g = float(pipe.guidance_scale)
-            eps_u = split_model_output(out_f[:b], x, level)[1]
-            eps_c = split_model_output(out_f[b:], x, level)[1]
-            reference = g * (eps_c - eps_u)
-        model_fn = self._rerun(unet, args, kwargs, n, b, level.input_scale) if full else None
-        delta = guidance.output_change(
-            x,
-            x0,
-            level,
+        step = DenoiserStep.from_unet_call(pipe, args, kwargs, output)
+        targets = guidance.targets(step.batch, hooks.prompts, hooks.per_prompt)
+        model_fn = None
+        if guidance.settings.mode == "full" and guidance.settings.scale != 0:
+            n = step.output.shape[0]
+            model_fn = self._rerun(unet, args, kwargs, n, step.batch, step.level.input_scale)
+        change = guided_change(
+            guidance,
+            step,
             targets,
-            reference=reference,
-            step=position,
-            timestep=t_value,
-            decoder=decoder,
+            position=position,
+            decoder=getattr(pipe, "vae", None),
             model_fn=model_fn,
         )
-        delta = delta.to(device=out.device, dtype=out.dtype)
-        new = out + (torch.cat([delta, delta]) if cfg else delta)
-        if isinstance(output, tuple):
-            return (new, *output[1:])
-        output.sample = new
-        return output
-
-
-def _combined(out_f: torch.Tensor, b: int, cfg: bool, pipe: Any) -> torch.Tensor:
-    """The prediction the scheduler steps with: ``u + g (c - u)`` under CFG."""
-    if not cfg:
-        return out_f
-    g = float(pipe.guidance_scale)
-    return out_f[:b] + g * (out_f[b:] - out_f[:b])
+        return None if change is None else step.add(output, change)

@@ -1,111 +1,27 @@
-"""CLIPGuidance: validated settings plus the per-step gradient computation, model-agnostic."""
+"""CLIPGuidance: settings plus the per-step gradient computation, model-agnostic."""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import math
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-from .checks import check, check_clip, check_decoder, check_target, is_int, is_real
+from clipguide.model.text_cache import cached_text_embeds
+
+from .checks import check, check_clip, check_decoder, check_target, describe
 from .decode import decode_latents, decoder_ready, shrink_latents
 from .loss import cosine, make_views, spherical_distance
 from .schedulers import NoiseLevel, output_change_from_eps, split_model_output
+from .settings import GuidanceSettings, with_overrides
 from .update import eps_change
 
-__all__ = ["GuidanceSettings", "CLIPGuidance"]
+__all__ = ["CLIPGuidance"]
 
-MODES = ("fast", "full")
-
-
-@dataclasses.dataclass(frozen=True)
-class GuidanceSettings:
-    """Frozen, validated guidance settings (see ``CLIPGuidance`` for their meaning).
-
-    The defaults (a push of 4x the classifier-free-guidance correction on every other model
-    evaluation of the middle half of the run) were chosen on the micro world with
-    ``benchmarks/guidance.py`` and ``benchmarks/shapes_quality.py``, whose measured costs and
-    gains the README reports. For the cheapest guidance, pass a tiny decoder and ``every=10``
-    or ``every=5``. Numbers are stored as Python ``float``/``int``; every float is finite.
-    """
-
-    scale: float = 4.0
-    mode: str = "fast"
-    views: int = 1
-    start: float = 0.25
-    stop: float = 0.75
-    every: int = 2
-    normalize: bool = True
-    max_rms: float | None = None
-    min_crop: float = 0.6
-    flip: bool = True
-    noise: float = 0.02
-    seed: int = 0
-    checkpointing: bool = False
-    decode_size: int | None = None
-
-    def __post_init__(self) -> None:
-        real, integer = is_real, is_int
-        check(real(self.scale) and self.scale >= 0, "scale", self.scale, "a finite number >= 0")
-        check(
-            isinstance(self.mode, str) and self.mode in MODES, "mode", self.mode, f"one of {MODES}"
-        )
-        check(integer(self.views) and self.views >= 1, "views", self.views, "an int >= 1")
-        check(real(self.start) and 0 <= self.start < 1, "start", self.start, "0 <= start < 1")
-        check(
-            real(self.stop) and self.start < self.stop <= 1,
-            "stop",
-            self.stop,
-            f"start ({self.start}) < stop <= 1",
-        )
-        check(integer(self.every) and self.every >= 1, "every", self.every, "an int >= 1")
-        for flag in ("normalize", "flip", "checkpointing"):
-            value = getattr(self, flag)
-            check(isinstance(value, bool), flag, value, "True or False")
-        check(
-            self.max_rms is None or (real(self.max_rms) and self.max_rms > 0),
-            "max_rms",
-            self.max_rms,
-            "None or a finite number > 0",
-        )
-        check(
-            real(self.min_crop) and 0 < self.min_crop <= 1,
-            "min_crop",
-            self.min_crop,
-            "0 < min_crop <= 1",
-        )
-        check(real(self.noise) and self.noise >= 0, "noise", self.noise, "a finite number >= 0")
-        check(
-            integer(self.seed) and -(2**63) <= self.seed < 2**64,
-            "seed",
-            self.seed,
-            "an int in [-2**63, 2**64) (what torch.Generator.manual_seed takes)",
-        )
-        check(
-            self.decode_size is None or (integer(self.decode_size) and self.decode_size >= 1),
-            "decode_size",
-            self.decode_size,
-            "None or an int >= 1 (latent pixels of the shorter side)",
-        )
-        for name in ("scale", "start", "stop", "min_crop", "noise"):
-            object.__setattr__(self, name, float(getattr(self, name)))
-        for name in ("views", "every", "seed"):
-            object.__setattr__(self, name, int(getattr(self, name)))
-        if self.max_rms is not None:
-            object.__setattr__(self, "max_rms", float(self.max_rms))
-        if self.decode_size is not None:
-            object.__setattr__(self, "decode_size", int(self.decode_size))
-
-    def active(self, position: int, total: int) -> bool:
-        """Whether model evaluation ``position`` of ``total`` is guided: inside the window, and
-        every ``every``-th evaluation counted from the window's first."""
-        frac = position / max(total, 1)
-        first = math.ceil(self.start * total - 1e-9)  # first evaluation in the window
-        return self.start <= frac < self.stop and (position - first) % self.every == 0
+# CLIPGuidance's own keyword arguments (the rest are GuidanceSettings fields)
+_OWN = ("decoder", "target", "on_step", "record", "generator")
 
 
 class CLIPGuidance:
@@ -113,81 +29,48 @@ class CLIPGuidance:
 
     Args:
         clip: a ``clipguide.CLIP`` with a vision tower (and a text tower for text targets).
-        scale: strength. With ``normalize`` (default) the push is ``scale`` times the size of the
-            classifier-free-guidance correction (or of the predicted noise without CFG).
-        mode: ``"fast"``: gradient w.r.t. the predicted x0 through the decoder only (MPGD,
-            He et al. 2024); ``"full"``: gradient through the UNet and decoder (classic CLIP
-            guidance; one extra UNet forward+backward per guided step).
-        views: number of random cutouts per image (1 = a plain resize of the centre square).
-        start, stop: guided window as fractions of the model evaluations; ``every``: guide one
-            evaluation in ``every``.
+        settings: a :class:`GuidanceSettings` (default: its defaults); ``overrides`` replace
+            some of its fields (``CLIPGuidance(clip, scale=2, mode="full")``), validated there.
         decoder: latents -> image decoder (default: the pipeline's VAE). A tiny one makes
             each guided step several times cheaper at nearly the same gain: ``AutoencoderTiny``
             (TAESDXL for SDXL; ``clipguide.shapes.load_tiny_decoder()`` for the micro world).
-        target: ``None`` (the prompt), a text or list of texts, or an embedding tensor (D,) or (N, D)
-            (e.g. ``clip.encode_image(image)``).
+        target: ``None`` (the prompt), a text or list of texts, or an embedding tensor (D,) or
+            (N, D) (e.g. ``clip.encode_image(image)``).
         on_step: called with each step's record (dict), as appended to ``history``.
         record: with ``scale=0``, still measure and record each active step's similarity
             without touching the sampling (for plotting an unguided run against a guided one);
             in ``full`` mode the conditional prediction's x0 is measured, as a guided run would.
-        checkpointing: gradient checkpointing in the decoder while guiding (less memory).
-        decode_size: decode a resized copy of the predicted latents whose shorter side is this
-            many latent pixels (e.g. 32 -> a 256 px image for an 8x VAE, enough for a 224 px
-            CLIP) instead of the full-size latents: the decoder cost drops with the area.
-        max_rms, normalize, min_crop, flip, noise, seed: see ``GuidanceSettings``.
+        generator: a CPU ``torch.Generator`` the random views draw from, left as the caller
+            keeps it; by default one seeded with ``settings.seed`` at every run.
     """
 
     def __init__(
         self,
         clip: Any,
+        settings: GuidanceSettings | None = None,
         *,
-        scale: float = 4.0,
-        mode: str = "fast",
-        views: int = 1,
-        start: float = 0.25,
-        stop: float = 0.75,
-        every: int = 2,
         decoder: Any = None,
         target: str | Sequence[str] | torch.Tensor | None = None,
-        normalize: bool = True,
-        max_rms: float | None = None,
-        min_crop: float = 0.6,
-        flip: bool = True,
-        noise: float = 0.02,
-        seed: int = 0,
-        checkpointing: bool = False,
-        decode_size: int | None = None,
         on_step: Callable[[dict], None] | None = None,
         record: bool = False,
+        generator: torch.Generator | None = None,
+        **overrides: Any,
     ) -> None:
         check_clip(clip)
         check_target(target, clip)
         check_decoder(decoder)
         check(on_step is None or callable(on_step), "on_step", on_step, "None or a callable")
         check(isinstance(record, bool), "record", record, "True or False")
-        self.settings = GuidanceSettings(
-            scale=scale,
-            mode=mode,
-            views=views,
-            start=start,
-            stop=stop,
-            every=every,
-            normalize=normalize,
-            max_rms=max_rms,
-            min_crop=min_crop,
-            flip=flip,
-            noise=noise,
-            seed=seed,
-            checkpointing=checkpointing,
-            decode_size=decode_size,
-        )
+        _check_generator(generator, overrides)
+        self.settings = with_overrides(settings, overrides, others=("clip", "settings", *_OWN))
         self.clip = clip
         self.decoder = decoder
         self.target = target
         self.on_step = on_step
         self.record = record
+        self.generator = generator
         self.history: list[dict] = []
-        self._generator = torch.Generator().manual_seed(self.settings.seed)
+        self._generator = generator or torch.Generator().manual_seed(self.settings.seed)
         self._warned_nonfinite = False
         self._attachment: Any = None
 
@@ -195,14 +78,13 @@ class CLIPGuidance:
         return f"CLIPGuidance({self.settings})"
 
     def replace(self, **changes: Any) -> CLIPGuidance:
-        """A copy with some settings (or ``clip``/``decoder``/``target``/``on_step``) changed."""
-        kwargs = dataclasses.asdict(self.settings)
-        kwargs.update(
-            decoder=self.decoder, target=self.target, on_step=self.on_step, record=self.record
-        )
+        """A copy with some settings (or ``clip``/``settings``/``decoder``/``target``/
+        ``on_step``/``record``/``generator``) changed."""
+        own = {name: getattr(self, name) for name in _OWN}
+        own.update((k, changes.pop(k)) for k in list(changes) if k in own)
         clip = changes.pop("clip", self.clip)
-        kwargs.update(changes)
-        return CLIPGuidance(clip, **kwargs)
+        settings = changes.pop("settings", self.settings)
+        return CLIPGuidance(clip, settings, **own, **changes)
 
     # -- attaching ---------------------------------------------------------------------------
     def attach(self, pipe: Any) -> Any:
@@ -226,16 +108,22 @@ class CLIPGuidance:
         if self._attachment is not None:
             self._attachment.detach()
 
+    def wants(self, position: int, total: int) -> bool:
+        """Whether evaluation ``position`` of ``total`` is guided (or, with ``scale=0`` and
+        ``record``, measured)."""
+        if self.settings.scale == 0 and not self.record:
+            return False
+        return self.settings.active(position, total)
+
     # -- targets -----------------------------------------------------------------------------
     def new_run(self) -> None:
         """Start a new sampling run: clear ``history`` and reseed the view generator."""
         self.history = []
-        self._generator.manual_seed(self.settings.seed)
+        if self.generator is None:
+            self._generator.manual_seed(self.settings.seed)
 
     def _encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         # the shared text-encoding cache: conditioning, guidance and scoring encode once
-        from clipguide.model.text_cache import cached_text_embeds
-
         return cached_text_embeds(self.clip, list(texts)).float()
 
     def targets(self, batch: int, prompts: Any = None, per_prompt: int = 1) -> torch.Tensor:
@@ -411,3 +299,17 @@ class CLIPGuidance:
             )
         self._record(step, timestep, level, dist, sim, ~finite)
         return output_change_from_eps(delta, level)
+
+
+def _check_generator(generator: Any, overrides: dict) -> None:
+    """A CPU generator (the views are drawn on the CPU), and not with an explicit seed."""
+    if generator is None:
+        return
+    accepted = "None or a CPU torch.Generator"
+    check(isinstance(generator, torch.Generator), "generator", generator, accepted)
+    check(generator.device.type == "cpu", "generator", generator, accepted)
+    if "seed" in overrides:
+        raise ValueError(
+            f"seed={describe(overrides['seed'])} and a generator were both given; the views "
+            "draw from one of them: pass seed or generator, not both"
+        )

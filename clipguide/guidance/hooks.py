@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import torch
 
 from .schedulers import EvaluationCounter
+from .step import unet_timestep
 
 __all__ = ["PipelineHooks", "HookEntry"]
 
@@ -148,8 +149,9 @@ class PipelineHooks:
     def _on_unet(self, unet: Any, args: tuple, kwargs: dict, output: Any) -> Any:
         if self._paused or not self.entries:
             return None
-        timestep = args[1] if len(args) > 1 else kwargs["timestep"]
-        position, total, new = self.counter.advance(self.pipe.scheduler, timestep)
+        position, total, new = self.counter.advance(
+            self.pipe.scheduler, unet_timestep(args, kwargs)
+        )
         entries = list(self.entries.values())
         if new:
             for entry in entries:

@@ -17,7 +17,8 @@ from diffusers.modular_pipelines.modular_pipeline_utils import InputParam, Outpu
 
 from .checks import describe_object
 from .guidance import CLIPGuidance
-from .schedulers import EvaluationCounter, noise_level, split_model_output
+from .schedulers import EvaluationCounter
+from .step import DenoiserStep, guided_change
 
 __all__ = ["CLIPGuidanceLoopStep", "add_to_modular_sdxl"]
 
@@ -57,8 +58,7 @@ class CLIPGuidanceLoopStep(ModularPipelineBlocks):
     @torch.no_grad()
     def __call__(self, components: Any, block_state: Any, i: int, t: Any) -> tuple[Any, Any]:
         guidance = self.guidance
-        record_only = guidance.settings.scale == 0
-        if record_only and not guidance.record:
+        if guidance.settings.scale == 0 and not guidance.record:
             return components, block_state
         scheduler = components.scheduler
         if i == 0:
@@ -68,21 +68,14 @@ class CLIPGuidanceLoopStep(ModularPipelineBlocks):
             guidance.new_run()
         if not guidance.settings.active(position, total):
             return components, block_state
-        level = noise_level(scheduler, t)
         pred = block_state.noise_pred
-        x = block_state.latents.float()
-        x0, eps = split_model_output(pred.float(), x, level)
+        step = DenoiserStep.from_prediction(scheduler, block_state.latents, t, pred)
         per_prompt = int(getattr(block_state, "num_images_per_prompt", None) or 1)
-        targets = guidance.targets(x.shape[0], getattr(block_state, "prompt", None), per_prompt)
-        step = dict(step=position, timestep=float(torch.as_tensor(t).reshape(-1)[0]))
+        targets = guidance.targets(step.batch, getattr(block_state, "prompt", None), per_prompt)
         decoder = getattr(components, "vae", None)
-        if record_only:
-            guidance.record_step(x0, level, targets, decoder=decoder, **step)
-            return components, block_state
-        delta = guidance.output_change(
-            x, x0, level, targets, reference=eps, decoder=decoder, **step
-        )
-        block_state.noise_pred = pred + delta.to(device=pred.device, dtype=pred.dtype)
+        change = guided_change(guidance, step, targets, position=position, decoder=decoder)
+        if change is not None:
+            block_state.noise_pred = step.add(pred, change)
         return components, block_state
 
 

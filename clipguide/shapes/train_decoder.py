@@ -55,20 +55,14 @@ def trajectory_latents(prompts: list[str], steps: int, seed: int, batch: int = 6
 
     Returned in the order (chunk of ``batch`` prompts, step, prompt in chunk).
     """
-    from clipguide.guidance.schedulers import noise_level, split_model_output
+    from clipguide.guidance.step import DenoiserStep
     from clipguide.shapes.shipped import DEFAULT_GUIDANCE_SCALE, pipeline
 
     pipe = pipeline(progress=False)
     found: list[torch.Tensor] = []
 
-    def grab(unet, args, kwargs, output):
-        sample = args[0] if args else kwargs["sample"]
-        t = args[1] if len(args) > 1 else kwargs["timestep"]
-        level = noise_level(pipe.scheduler, t)
-        out = output[0] if isinstance(output, tuple) else output.sample
-        n = out.shape[0] // 2
-        combined = out[:n] + DEFAULT_GUIDANCE_SCALE * (out[n:] - out[:n])
-        found.append(split_model_output(combined, sample[n:] / level.input_scale, level)[0])
+    def grab(unet, args, kwargs, output):  # what guidance differentiates: the combined x0
+        found.append(DenoiserStep.from_unet_call(pipe, args, kwargs, output).x0_eps()[0])
 
     handle = pipe.unet.register_forward_hook(grab, with_kwargs=True)
     try:
