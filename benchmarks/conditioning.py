@@ -19,10 +19,10 @@ import torch
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
 from clipguide.conditioning import encode_prompt
+from clipguide.conditioning.prompts import tokenize_prompt
 from clipguide.model.clip import CLIP
 from clipguide.model.text_cache import TextEncodingCache
 from clipguide.model.tokenizer import offline_tokenizer
-from clipguide.prompts import tokenize_prompt
 
 TOWERS = {
     "tiny": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4),

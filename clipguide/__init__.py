@@ -1,6 +1,7 @@
 """clipguide: OpenCLIP ViT-bigG/14 for diffusers — conditioning, CLIP guidance, scoring."""
 
 from clipguide.conditioning import Conditioning, encode_prompt
+from clipguide.conditioning.prompts import parse_prompt, tokenize_prompt
 from clipguide.guidance import CLIPGuidance, GuidanceSettings, decode_latents, predict_x0
 from clipguide.model import WeightsNotFoundError, load_clip
 from clipguide.model.clip import CLIP, TextEncoding
@@ -14,7 +15,6 @@ from clipguide.model.text_cache import (
     cached_text_embeds,
 )
 from clipguide.model.tokenizer import offline_tokenizer
-from clipguide.prompts import parse_prompt, tokenize_prompt
 from clipguide.scoring import (
     HESSEL_SCALE,
     CLIPScorer,

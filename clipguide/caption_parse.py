@@ -30,7 +30,7 @@ _DANBOORU_COUNT = re.compile(r"\d+(girl|boy|other)s?")
 def plain_prompt(prompt: str) -> str:
     """The prompt as plain text: A1111 weights, brackets and LoRA tags removed, BREAK -> ','.
 
-    Lenient where :func:`clipguide.prompts.parse_prompt` is strict: a stray bracket is dropped
+    Lenient where :func:`clipguide.conditioning.prompts.parse_prompt` is strict: a stray bracket is dropped
     instead of raising, so any string gives a result. Whitespace is collapsed.
     """
     if not isinstance(prompt, str):

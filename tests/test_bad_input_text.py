@@ -11,6 +11,7 @@ import torch
 import clipguide
 from clipguide import CLIPScorer, encode_prompt, testing
 from clipguide.conditioning import Conditioning
+from clipguide.conditioning.prompts import PromptSyntaxWarning, parse_prompt, tokenize_prompt
 from clipguide.model.clip import CLIP
 from clipguide.model.text_cache import (
     TextEncodingCache,
@@ -20,7 +21,6 @@ from clipguide.model.text_cache import (
     model_key,
 )
 from clipguide.model.tokenizer import offline_tokenizer
-from clipguide.prompts import PromptSyntaxWarning, parse_prompt, tokenize_prompt
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from clipguide.captions import (
     plain_prompt,
     prompt_parts,
 )
-from clipguide.prompts import plain_text
+from clipguide.conditioning.prompts import plain_text
 from clipguide.shapes.oracle import check
 from clipguide.shapes.scenes import (
     TRAIN_FAMILIES,
@@ -402,7 +402,7 @@ def test_noun_phrases_spans_follow_the_plain_text():
     ],
 )
 def test_plain_prompt_agrees_with_the_weight_parser(prompt):
-    """On well-formed prompts plain_prompt reads weights as clipguide.prompts does."""
+    """On well-formed prompts plain_prompt reads weights as clipguide.conditioning.prompts does."""
     assert plain_prompt(prompt) == " ".join(plain_text(prompt).split())
 
 

@@ -12,7 +12,8 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from clipguide.conditioning import Conditioning, encode_prompt, weight_hidden_states
+from clipguide.conditioning import Conditioning, encode_prompt
+from clipguide.conditioning.encode import weight_hidden_states
 from clipguide.model.text_cache import TextEncodingCache
 from clipguide.model.tokenizer import offline_tokenizer
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from clipguide import encode_prompt, load_clip
-from clipguide.prompts import tokenize_prompt
+from clipguide.conditioning.prompts import tokenize_prompt
 from clipguide.testing import TINY_MODEL, register_model_configs, tiny_sdxl_pipeline_bigg_only
 
 CONTEXT = 32

@@ -5,8 +5,7 @@ import warnings
 import pytest
 import torch
 
-from clipguide.model.tokenizer import offline_tokenizer
-from clipguide.prompts import (
+from clipguide.conditioning.prompts import (
     MAX_WEIGHT,
     PromptChunks,
     PromptSyntaxWarning,
@@ -17,6 +16,7 @@ from clipguide.prompts import (
     tokenize_prompt,
     word_ids,
 )
+from clipguide.model.tokenizer import offline_tokenizer
 
 
 @pytest.fixture(scope="module")

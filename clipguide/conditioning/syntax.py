@@ -1,4 +1,4 @@
-"""The parser of clipguide's prompt weight syntax (described in :mod:`clipguide.prompts`).
+"""The parser of clipguide's prompt weight syntax (described in :mod:`clipguide.conditioning.prompts`).
 
 Pure Python: a prompt string in, ``(text, weight)`` runs out, with A1111's lenient reading of
 malformed prompts (one :class:`PromptSyntaxWarning` per prompt) or ``strict`` errors.

@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from clipguide.prompt_syntax import (
+from clipguide.conditioning.syntax import (
     MAX_WEIGHT,
     PromptSyntaxWarning,
     Section,

@@ -3,7 +3,7 @@
 ``encode_prompt(pipe, prompt, negative_prompt)`` returns a :class:`Conditioning`, a frozen
 mapping whose keys are exactly the pipeline's embedding arguments, so ``pipe(**cond)`` works.
 
-Conventions (see also :mod:`clipguide.prompts`):
+Conventions (see also :mod:`clipguide.conditioning.prompts`):
 
 - a prompt longer than the context (the tokenizer's ``model_max_length``: 77 for SD/SDXL) is
   cut into chunks of up to ``model_max_length - 2`` tokens, each wrapped in start and end
@@ -32,26 +32,27 @@ Conventions (see also :mod:`clipguide.prompts`):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from clipguide.model.text_cache import (
-    TextEncodingCache,
-    encode_token_rows,
-    model_key,
-    resolve_cache,
-)
-from clipguide.prompts import (
+from clipguide.conditioning.prompts import (
     PromptChunks,
     chunk_tensors,
     context_length,
     plain_text,
     tokenize_prompt,
     weight_spans,
+)
+from clipguide.conditioning.towers import Target, as_device, hidden_layer, text_towers
+from clipguide.model.text_cache import (
+    TextEncodingCache,
+    encode_token_rows,
+    model_key,
+    resolve_cache,
 )
 
 __all__ = ["Conditioning", "encode_prompt", "weight_hidden_states"]
@@ -121,7 +122,7 @@ class Conditioning(Mapping):
 
     def to(self, device: Any = None, dtype: torch.dtype | None = None) -> Conditioning:
         """A copy with every tensor moved/cast."""
-        device = _device(device) if device is not None else None
+        device = as_device(device) if device is not None else None
         if dtype is not None and not isinstance(dtype, torch.dtype):
             raise TypeError(f"dtype must be a torch.dtype (e.g. torch.float16), got {dtype!r}")
         return replace(self, **{k: v.to(device=device, dtype=dtype) for k, v in self.items()})
@@ -154,91 +155,6 @@ def weight_hidden_states(
     return torch.where(w == 1, hidden, mixed)
 
 
-@dataclass(frozen=True)
-class _Tower:
-    tokenizer: Any
-    model: torch.nn.Module
-    pooled: bool  # contributes to the pooled embedding
-    final_norm: bool  # SD 1/2: hidden states after the final layer norm
-
-
-@dataclass(frozen=True)
-class _Target:
-    towers: tuple[_Tower, ...]
-    force_zeros: bool
-    dtype: torch.dtype
-    device: torch.device
-    t5: Any = None  # SD3: callable(prompts, max_sequence_length) -> (B, S, 4096)
-
-
-def _target(obj: Any, force_zeros: bool | None, device: Any) -> _Target:
-    """Text towers and conventions of a pipeline or a clipguide CLIP."""
-    if (
-        hasattr(obj, "text_model")
-        and hasattr(obj, "tokenizer")
-        and callable(getattr(obj, "tokenize", None))
-    ):
-        if obj.text_model is None:
-            raise ValueError(f"this CLIP ({obj.name!r}) has no text tower; load it with 'text'")
-        tower = _Tower(obj.tokenizer, obj.text_model, pooled=True, final_norm=False)
-        dev = _device(device) if device is not None else obj.text_model.device
-        return _Target((tower,), bool(force_zeros), obj.text_model.dtype, dev)
-    if not hasattr(obj, "text_encoder") or not hasattr(obj, "tokenizer"):
-        raise TypeError(
-            "pipe_or_clip must be a diffusers pipeline with text encoders (SD, SDXL, SDXL "
-            f"refiner, SD3) or a clipguide CLIP with a text tower, got {type(obj).__name__}"
-        )
-    dev = _device(device) if device is not None else obj._execution_device
-    config_zeros = bool(getattr(obj.config, "force_zeros_for_empty_prompt", False))
-    zeros = config_zeros if force_zeros is None else bool(force_zeros)
-    te, te2 = obj.text_encoder, getattr(obj, "text_encoder_2", None)
-    if hasattr(obj, "tokenizer_3"):  # SD3: CLIP-L + bigG (+ T5, encoded by the pipeline)
-        towers = (
-            _Tower(obj.tokenizer, te, pooled=True, final_norm=False),
-            _Tower(obj.tokenizer_2, te2, pooled=True, final_norm=False),
-        )
-
-        def t5(prompts: list[str], max_sequence_length: int) -> torch.Tensor:
-            return obj._get_t5_prompt_embeds(
-                prompt=prompts, max_sequence_length=max_sequence_length, device=dev
-            )
-
-        return _Target(towers, zeros, te.dtype, dev, t5)
-    if te2 is not None or hasattr(obj, "text_encoder_2"):  # SDXL base/refiner/bigG-only
-        if te2 is None:
-            raise ValueError("this SDXL-style pipeline has text_encoder_2=None; it needs bigG")
-        towers = (_Tower(obj.tokenizer_2, te2, pooled=True, final_norm=False),)
-        if te is not None:
-            towers = (_Tower(obj.tokenizer, te, pooled=False, final_norm=False),) + towers
-        return _Target(towers, zeros, te2.dtype, dev)
-    if te is None:
-        raise ValueError(f"{type(obj).__name__} has text_encoder=None; nothing to encode with")
-    return _Target(
-        (_Tower(obj.tokenizer, te, pooled=False, final_norm=True),), zeros, te.dtype, dev
-    )
-
-
-def _device(device: Any) -> torch.device:
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(
-            f"device must be a torch.device or a device string such as 'cpu' or 'cuda:0', "
-            f"got {device!r}"
-        ) from err
-
-
-def _layer(tower: _Tower, clip_skip: int | None) -> int:
-    n = tower.model.config.num_hidden_layers
-    if clip_skip is not None and (
-        isinstance(clip_skip, bool) or not isinstance(clip_skip, int) or not 0 <= clip_skip < n
-    ):
-        raise ValueError(f"clip_skip must be None or an int in [0, {n - 1}], got {clip_skip!r}")
-    if tower.final_norm:  # SD 1/2: last layer (normed), or clip_skip layers before it
-        return -1 if clip_skip is None else -(clip_skip + 1)
-    return -2 if clip_skip is None else -(clip_skip + 2)  # SDXL/SD3 count from the penultimate
-
-
 def _as_list(value: Any, name: str) -> list[str]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, Sequence) or not items or not all(isinstance(p, str) for p in items):
@@ -247,7 +163,7 @@ def _as_list(value: Any, name: str) -> list[str]:
 
 
 def _encode_side(
-    target: _Target,
+    target: Target,
     texts: list[str],
     chunks: list[PromptChunks],
     num_chunks: int,
@@ -310,6 +226,107 @@ def _check_flag(value: Any, name: str, allow_none: bool = False) -> None:
         raise TypeError(f"{name} must be {accepted}, got {value!r}")
 
 
+def _check_count(value: Any, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+def _chunk_size(target: Target) -> int:
+    """Tokens per chunk: the towers' common context less the start and end tokens."""
+    lengths = {context_length(t.tokenizer, t.model) for t in target.towers}
+    if len(lengths) > 1:
+        raise ValueError(
+            f"the pipeline's text encoders have different contexts {sorted(lengths)}; their "
+            "hidden states cannot be joined token by token"
+        )
+    return lengths.pop() - 2
+
+
+def _negatives(negative_prompt: Any, batch: int, force_zeros: bool) -> list[str] | None:
+    """One negative prompt per prompt, or None for zeros (``force_zeros_for_empty_prompt``)."""
+    if negative_prompt is None:
+        return None if force_zeros else [""] * batch
+    negatives = _as_list(negative_prompt, "negative_prompt")
+    if isinstance(negative_prompt, str):
+        return negatives * batch
+    if len(negatives) != batch:
+        raise ValueError(
+            f"negative_prompt has {len(negatives)} prompts but prompt has {batch}; give one "
+            "negative prompt, or one per prompt"
+        )
+    return negatives
+
+
+def _textual_inversion(pipe_or_clip: Any, tokenizer: Any) -> Callable[[str], str]:
+    """The pipeline's own expansion of multi-vector tokens, on the raw text (identity when no
+    textual-inversion token is loaded, which also spares its long-prompt warning)."""
+    convert = getattr(pipe_or_clip, "maybe_convert_prompt", None)
+    special = set(getattr(tokenizer, "all_special_tokens", ()))
+    added = getattr(tokenizer, "added_tokens_encoder", {})
+    if not callable(convert) or not any(t not in special for t in added):
+        return lambda text: text
+    return lambda text: convert(text, tokenizer)
+
+
+def _encode_sides(
+    pipe_or_clip: Any,
+    target: Target,
+    prompts: list[str],
+    negatives: list[str] | None,
+    options: dict[str, Any],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(hidden, negative hidden, pooled, negative pooled) of the CLIP towers; zeros for the
+    negative side when ``negatives`` is None."""
+    toks = [t.tokenizer for t in target.towers]
+    converted = _textual_inversion(pipe_or_clip, toks[0])
+    chunk_size = _chunk_size(target)
+
+    def tokenize(text: str) -> PromptChunks:
+        return tokenize_prompt(
+            text, toks, parse_weights=options["parse_weights"], chunk_size=chunk_size,
+            strict=options["strict"],
+        )  # fmt: skip
+
+    pos_texts = [converted(p) for p in prompts]
+    neg_texts = [converted(p) for p in negatives] if negatives is not None else []
+    pos, neg = [tokenize(p) for p in pos_texts], [tokenize(p) for p in neg_texts]
+    num_chunks = max(len(c.ids) for c in pos + neg)
+    cache = options["cache"]
+    # one weights check per tower and call (the key is what the cache is keyed on)
+    keys = [model_key(t.model) if resolve_cache(cache) is not None else None for t in target.towers]
+    layers = [hidden_layer(t, options["clip_skip"]) for t in target.towers]
+
+    def side(texts: list[str], chunks: list[PromptChunks]) -> tuple:
+        return _encode_side(target, texts, chunks, num_chunks, layers, keys, cache)
+
+    hidden, pooled = side(pos_texts, pos)
+    if negatives is None:
+        neg_pooled = torch.zeros_like(pooled) if pooled is not None else None
+        return hidden, torch.zeros_like(hidden), pooled, neg_pooled
+    neg_hidden, neg_pooled = side(neg_texts, neg)
+    return hidden, neg_hidden, pooled, neg_pooled
+
+
+def _with_t5(
+    target: Target, hidden: torch.Tensor, neg_hidden: torch.Tensor, prompts: list[str],
+    negatives: list[str] | None, options: dict[str, Any],
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """SD3: T5's tokens after the CLIP states, for the prompt and the negative prompt."""
+    length = options["max_sequence_length"]
+
+    def texts(ps: list[str]) -> list[str]:
+        if not options["parse_weights"]:
+            return ps
+        return [plain_text(p, strict=options["strict"], warn=False) for p in ps]
+
+    hidden = _join_t5(hidden, target.t5(texts(prompts), length))
+    if negatives is None:
+        return hidden, torch.zeros_like(hidden)
+    return hidden, _join_t5(neg_hidden, target.t5(texts(negatives), length))
+
+
 def encode_prompt(
     pipe_or_clip: Any,
     prompt: str | Sequence[str],
@@ -330,98 +347,41 @@ def encode_prompt(
         pipe_or_clip: an SD 1/2, SDXL (base, refiner, bigG-only) or SD3 pipeline, or a
             clipguide CLIP (then SDXL-refiner-style bigG embeddings).
         prompt: one prompt or a batch; weight syntax and ``BREAK`` as in
-            :mod:`clipguide.prompts`; no length limit.
+            :mod:`clipguide.conditioning.prompts`; no length limit.
         negative_prompt: None, one (used for every prompt) or one per prompt.
         num_images_per_prompt: rows per prompt, as the pipeline argument of that name.
         clip_skip: layers skipped before the one the pipeline conditions on.
         parse_weights: False reads brackets, ``:`` and ``BREAK`` literally.
         strict: raise ``ValueError`` for malformed or unsupported prompt syntax instead of
-            reading it as A1111 does with a :class:`~clipguide.prompts.PromptSyntaxWarning`.
+            reading it as A1111 does with a :class:`~clipguide.conditioning.PromptSyntaxWarning`.
         force_zeros_for_empty_prompt: zeros for ``negative_prompt=None``; default: the
             pipeline's config (False for a CLIP).
         max_sequence_length: SD3's T5 sequence length (T5 gets the text without weights).
         device: where the embeddings go; default the pipeline's execution device.
-        cache: True (shared cache), False, or a :class:`~clipguide.model.text_cache.TextEncodingCache`.
+        cache: True (shared cache), False, or a
+            :class:`~clipguide.model.text_cache.TextEncodingCache`.
     """
-    if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, int):
-        raise TypeError(f"num_images_per_prompt must be an int, got {num_images_per_prompt!r}")
-    if num_images_per_prompt < 1:
-        raise ValueError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
+    _check_count(num_images_per_prompt, "num_images_per_prompt")
     _check_flag(parse_weights, "parse_weights")
     _check_flag(strict, "strict")
     _check_flag(force_zeros_for_empty_prompt, "force_zeros_for_empty_prompt", allow_none=True)
-    if isinstance(max_sequence_length, bool) or not isinstance(max_sequence_length, int):
-        raise TypeError(f"max_sequence_length must be an int, got {max_sequence_length!r}")
-    if max_sequence_length < 1:
-        raise ValueError(f"max_sequence_length must be >= 1, got {max_sequence_length}")
-    store = resolve_cache(cache)
-    target = _target(pipe_or_clip, force_zeros_for_empty_prompt, device)
-    layers = [_layer(t, clip_skip) for t in target.towers]
-    lengths = {context_length(t.tokenizer, t.model) for t in target.towers}
-    if len(lengths) > 1:
-        raise ValueError(
-            f"the pipeline's text encoders have different contexts {sorted(lengths)}; their "
-            "hidden states cannot be joined token by token"
-        )
-    chunk_size = lengths.pop() - 2
+    _check_count(max_sequence_length, "max_sequence_length")
+    resolve_cache(cache)  # checks it
+    target = text_towers(pipe_or_clip, force_zeros_for_empty_prompt, device)
+    for tower in target.towers:
+        hidden_layer(tower, clip_skip)  # checks clip_skip before any work
+    _chunk_size(target)
     prompts = _as_list(prompt, "prompt")
-    b = len(prompts)
-    negatives = None
-    if negative_prompt is not None:
-        negatives = _as_list(negative_prompt, "negative_prompt")
-        if isinstance(negative_prompt, str):
-            negatives = negatives * b
-        elif len(negatives) != b:
-            raise ValueError(
-                f"negative_prompt has {len(negatives)} prompts but prompt has {b}; give one "
-                "negative prompt, or one per prompt"
-            )
-    elif not target.force_zeros:
-        negatives = [""] * b
-
-    toks = [t.tokenizer for t in target.towers]
-    # textual inversion: the pipeline's own expansion of multi-vector tokens, on the raw text
-    convert = getattr(pipe_or_clip, "maybe_convert_prompt", None)
-    special = set(getattr(toks[0], "all_special_tokens", ()))
-    if not any(t not in special for t in getattr(toks[0], "added_tokens_encoder", {})):
-        convert = None  # no textual-inversion tokens loaded (and no long-prompt warning)
-
-    def converted(text: str) -> str:
-        return convert(text, toks[0]) if callable(convert) else text
-
-    def tokenize(text: str) -> PromptChunks:
-        return tokenize_prompt(
-            text, toks, parse_weights=parse_weights, chunk_size=chunk_size, strict=strict
-        )
-
-    pos_texts = [converted(p) for p in prompts]
-    neg_texts = [converted(p) for p in negatives] if negatives is not None else []
-    pos = [tokenize(p) for p in pos_texts]
-    neg = [tokenize(p) for p in neg_texts]
-    num_chunks = max(len(c.ids) for c in pos + neg)
-    # one weights check per tower and call (the key is what the cache is keyed on)
-    keys = [model_key(t.model) if store is not None else None for t in target.towers]
-
-    def side(texts: list[str], chunks: list[PromptChunks]) -> tuple:
-        return _encode_side(target, texts, chunks, num_chunks, layers, keys, cache)
-
-    hidden, pooled = side(pos_texts, pos)
-    if negatives is None:
-        neg_hidden, neg_pooled = torch.zeros_like(hidden), None
-        neg_pooled = torch.zeros_like(pooled) if pooled is not None else None
-    else:
-        neg_hidden, neg_pooled = side(neg_texts, neg)
-
+    negatives = _negatives(negative_prompt, len(prompts), target.force_zeros)
+    options = dict(
+        parse_weights=parse_weights, strict=strict, clip_skip=clip_skip, cache=cache,
+        max_sequence_length=max_sequence_length,
+    )  # fmt: skip
+    hidden, neg_hidden, pooled, neg_pooled = _encode_sides(
+        pipe_or_clip, target, prompts, negatives, options
+    )
     if target.t5 is not None:
-
-        def texts(ps: list[str]) -> list[str]:
-            return [plain_text(p, strict=strict, warn=False) if parse_weights else p for p in ps]
-
-        hidden = _join_t5(hidden, target.t5(texts(prompts), max_sequence_length))
-        if negatives is None:
-            neg_hidden = torch.zeros_like(hidden)
-        else:
-            neg_hidden = _join_t5(neg_hidden, target.t5(texts(negatives), max_sequence_length))
+        hidden, neg_hidden = _with_t5(target, hidden, neg_hidden, prompts, negatives, options)
 
     def out(x: torch.Tensor | None, cast: bool) -> torch.Tensor | None:
         if x is None:
