@@ -110,7 +110,7 @@ def main() -> None:
     prompt = "two red circles above a blue square"
     b = args.batch_size
     pixel_batches = [clip.pixel_values(images[i : i + b]) for i in range(0, len(images), b)]
-    scorer = CLIPScorer(clip, batch_size=b)
+    scorer = CLIPScorer(clip, batch_size=b, progress=False)
     metric = torchmetrics_clipscore(clip)
 
     def limit() -> None:

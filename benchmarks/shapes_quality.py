@@ -161,8 +161,8 @@ def main(argv: list[str] | None = None) -> dict:
         "guide_clip": load_clip(pipe, vision="shapes"),
         "tiny_decoder": load_tiny_decoder(),
     }
-    guide = CLIPScorer(load_clip("shapes", dtype=torch.float32))
-    judge = CLIPScorer(load_clip("shapes-judge", dtype=torch.float32))
+    guide = CLIPScorer(load_clip("shapes", dtype=torch.float32), progress=False)
+    judge = CLIPScorer(load_clip("shapes-judge", dtype=torch.float32), progress=False)
     store = ev.CandidateStore(
         pipe, Path(args.cache), ev.weights_fingerprint(WEIGHTS_DIR), args.batch
     )
@@ -239,8 +239,8 @@ def _sheet(cands: np.ndarray, items: list, path: str, per_family: int = 4) -> No
     """The first plain samples of each family, captioned with the oracle's verdict."""
     from PIL import Image
 
+    from clipguide.scoring.sheet import contact_sheet
     from clipguide.shapes import check
-    from clipguide.sheet import contact_sheet
 
     families = list(dict.fromkeys(i.family for i in items))
     picks = [

@@ -25,8 +25,8 @@ from clipguide.scoring import (
     cosine_matrix,
     rank,
 )
-from clipguide.selection import BestOfN, best_of_n
-from clipguide.sheet import contact_sheet
+from clipguide.scoring.best_of_n import BestOfN, best_of_n
+from clipguide.scoring.sheet import contact_sheet
 
 __version__ = "0.1.0"
 

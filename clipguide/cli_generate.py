@@ -184,7 +184,7 @@ def _load_scorers(names: list[str], loaded: dict) -> dict[str, Any]:
             clip = loaded.get(name) or load_clip(name, dtype=torch.float32)
         except Exception as err:  # noqa: BLE001 - any loading failure names the option
             raise CLIError(f"--score-with {name!r}: {err}", code=1) from err
-        scorers[name] = CLIPScorer(clip)
+        scorers[name] = CLIPScorer(clip, progress=False)
     return scorers
 
 

@@ -63,7 +63,7 @@ def run_rerank(args: argparse.Namespace) -> int:
     import torch
 
     from clipguide.scoring import clip_score, rank
-    from clipguide.sheet import contact_sheet
+    from clipguide.scoring.sheet import contact_sheet
 
     sheet_path = Path(args.sheet)
     sheet_format = _sheet_format(sheet_path)

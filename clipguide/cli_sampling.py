@@ -109,7 +109,7 @@ def sample(pipe, call: dict, seeds: list[int], args, guide, vision):
         if args.best_of == 1:
             return pipe(**call).images, seeds, []
         n = args.best_of
-        scorer = CLIPScorer(guide)
+        scorer = CLIPScorer(guide, progress=False)  # the pipeline shows the bar
         kwargs = {k: v for k, v in call.items() if k not in ("prompt", "generator")}
         kwargs.pop("num_images_per_prompt")
         images, chosen, picks = [], [], []

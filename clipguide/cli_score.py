@@ -19,7 +19,6 @@ import math
 import os
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from clipguide.cli_args import (
 )
 from clipguide.files import atomic_open, remove_stale_temps
 from clipguide.model.images import UnreadableImageError, load_image
+from clipguide.scoring.batches import batched, flat, prefetched
 
 __all__ = [
     "register",
@@ -244,7 +244,7 @@ def load_scorer(args: argparse.Namespace, batch_size: int) -> Any:
     except Exception as err:  # noqa: BLE001 - any loading failure names the option
         raise CLIError(f"--model {source!r}: {err}", code=1) from err
     scale = HESSEL_SCALE if args.hessel else 100.0
-    return CLIPScorer(clip, batch_size=batch_size, scale=scale)
+    return CLIPScorer(clip, batch_size=batch_size, scale=scale, progress=False)  # ours: per image
 
 
 def _load(path: Path) -> tuple[Any, str]:
@@ -258,14 +258,13 @@ def loaded_batches(
     paths: list[Path], size: int, workers: int
 ) -> Iterator[list[tuple[Path, Any, str]]]:
     """Decode batches in a thread pool, one batch ahead of the model."""
-    batches = [paths[i : i + size] for i in range(0, len(paths), size)]
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        pending = pool.map(_load, batches[0]) if batches else None
-        for i, batch in enumerate(batches):
-            results = list(pending)  # type: ignore[arg-type]
-            if i + 1 < len(batches):
-                pending = pool.map(_load, batches[i + 1])
-            yield [(p, image, error) for p, (image, error) in zip(batch, results, strict=True)]
+
+    def load(part: list[Path]) -> list[tuple[Any, str]]:
+        return [_load(path) for path in part]
+
+    for batch, parts in prefetched(batched(paths, size), load, workers):
+        results = flat(parts)
+        yield [(p, image, error) for p, (image, error) in zip(batch, results, strict=True)]
 
 
 def _round(x: float) -> float:

@@ -22,7 +22,7 @@ from clipguide.guidance import (
     LinearLatentDecoder,
     add_to_modular_sdxl,
 )
-from clipguide.selection import best_of_n
+from clipguide.scoring.best_of_n import best_of_n
 from clipguide.testing import tiny_clip, tiny_sd_pipeline
 
 INF, NAN = float("inf"), float("nan")

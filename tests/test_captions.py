@@ -18,15 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from clipguide import caption_lexicon as lex
-from clipguide.captions import (
+from clipguide.conditioning.prompts import plain_text
+from clipguide.scoring.captions import (
     ALL_KINDS,
     hard_negatives,
     noun_phrases,
     plain_prompt,
     prompt_parts,
 )
-from clipguide.conditioning.prompts import plain_text
+from clipguide.scoring.captions import lexicon as lex
 from clipguide.shapes.oracle import check
 from clipguide.shapes.scenes import (
     TRAIN_FAMILIES,

@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clipguide.guidance.loss import cosine, make_views, spherical_distance
+from clipguide.guidance.loss import make_views, spherical_distance
 from clipguide.guidance.update import eps_change
+from clipguide.scoring.metrics import cosine
 
 
 def test_single_view_is_centre_square_resize():

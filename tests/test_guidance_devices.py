@@ -15,7 +15,7 @@ import torch
 from clipguide import CLIPScorer, load_clip
 from clipguide.guidance import CLIPGuidance
 from clipguide.guidance.schedulers import NoiseLevel
-from clipguide.selection import best_of_n
+from clipguide.scoring.best_of_n import best_of_n
 from clipguide.testing import tiny_clip, tiny_openclip_model, tiny_sdxl_pipeline
 
 CPU, META = torch.device("cpu"), torch.device("meta")

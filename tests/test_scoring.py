@@ -21,7 +21,7 @@ from clipguide.scoring import (
     rank,
     robust_view,
 )
-from clipguide.selection import best_of_n
+from clipguide.scoring.best_of_n import best_of_n
 from clipguide.testing import torchmetrics_clipscore
 
 COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
@@ -403,3 +403,48 @@ def test_best_of_n_with_a_diffusers_pipeline(tiny_pair) -> None:
     last = len(result.seeds) - 1
     again = pipe("a red square", generator=result.generator(last), **kwargs).images[0]
     assert torch.allclose(again, result.images[last], atol=1e-5)
+
+
+def test_progress_bars_are_on_by_default_as_in_diffusers(capsys) -> None:
+    """One rule: CLIPScorer and best_of_n show a bar unless progress=False (the CLI's
+    --no-progress); anything but a bool is refused."""
+    import inspect
+
+    assert CLIPScorer(FakeCLIP()).progress is True
+    assert inspect.signature(best_of_n).parameters["progress"].default is True
+    CLIPScorer(FakeCLIP()).score([_solid("red")] * 3, "red")
+    assert "encoding images" in capsys.readouterr().err
+    CLIPScorer(FakeCLIP(), progress=False).score([_solid("red")] * 3, "red")
+    assert capsys.readouterr().err == ""
+    with pytest.raises(TypeError, match="progress must be True or False, got None"):
+        CLIPScorer(FakeCLIP(), progress=None)  # type: ignore[arg-type]
+
+
+def test_prefetched_batches_work_one_batch_ahead_on_worker_threads() -> None:
+    import threading
+
+    from clipguide.scoring.batches import batched, flat, prefetched
+
+    started = {k: threading.Event() for k in range(3)}
+    release = threading.Event()
+    threads = set()
+
+    def work(part):
+        threads.add(threading.current_thread().name)
+        started[part[0] // 10].set()
+        if part[0] >= 10:
+            release.wait(10)  # the next batch is prepared while the caller holds this one
+        return [x * 2 for x in part]
+
+    items = list(range(30))
+    batches = batched(items, 10)
+    assert [list(b) for b in batches] == [items[:10], items[10:20], items[20:]]
+    stream = prefetched(batches, work, workers=3)
+    first, parts = next(stream)
+    assert list(first) == items[:10] and flat(parts) == [x * 2 for x in items[:10]]
+    assert started[1].wait(10)  # batch 1 started before the caller asked for it
+    assert not started[2].is_set()  # and only one batch ahead
+    release.set()
+    rest = [flat(p) for _, p in stream]
+    assert rest == [[x * 2 for x in items[10:20]], [x * 2 for x in items[20:]]]
+    assert threading.current_thread().name not in threads

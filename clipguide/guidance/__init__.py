@@ -3,7 +3,7 @@
 from .decode import decode_latents
 from .guidance import CLIPGuidance
 from .linear_decoder import LinearLatentDecoder
-from .loss import cosine, make_views, spherical_distance
+from .loss import make_views, spherical_distance
 from .modular import CLIPGuidanceLoopStep, add_to_modular_sdxl
 from .schedulers import (
     EvaluationCounter,
@@ -28,7 +28,6 @@ __all__ = [
     "GuidanceSettings",
     "LinearLatentDecoder",
     "NoiseLevel",
-    "cosine",
     "decode_latents",
     "eps_change",
     "guided_change",

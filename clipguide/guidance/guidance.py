@@ -10,10 +10,11 @@ from typing import Any
 import torch
 
 from clipguide.model.text_cache import cached_text_embeds
+from clipguide.scoring.metrics import cosine
 
 from .checks import check, check_clip, check_decoder, check_target, describe
 from .decode import decode_latents, decoder_ready, shrink_latents
-from .loss import cosine, make_views, spherical_distance
+from .loss import make_views, spherical_distance
 from .schedulers import NoiseLevel, output_change_from_eps, split_model_output
 from .settings import GuidanceSettings, with_overrides
 from .update import eps_change

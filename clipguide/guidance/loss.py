@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["make_views", "spherical_distance", "cosine"]
+__all__ = ["make_views", "spherical_distance"]
 
 
 def _square_resize(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -71,8 +71,3 @@ def spherical_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     y = F.normalize(y.float(), dim=-1)
     half_chord = (x - y).norm(dim=-1).div(2).clamp(max=1.0)
     return half_chord.arcsin().pow(2).mul(2)
-
-
-def cosine(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity per row, in fp32."""
-    return (F.normalize(x.float(), dim=-1) * F.normalize(y.float(), dim=-1)).sum(-1)

@@ -1,48 +1,37 @@
-"""CLIP scoring: cosine per pair, N x M matrices, per-sample CLIPScore, reranking.
-
-The maths is a set of pure tensor functions; :class:`CLIPScorer` adds batching, a text
-embedding cache and input handling around any CLIP that :func:`clipguide.load_clip` returns.
-"""
+"""CLIPScorer: the scoring maths (:mod:`.metrics`) around any CLIP that
+:func:`clipguide.load_clip` returns, with batching, a text-embedding cache and image inputs."""
 
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import warnings
-from collections import OrderedDict
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import torch
-from PIL import Image
 
 from clipguide.model.images import ImageInput, as_image_list
-from clipguide.model.text_cache import cached_text_embeds, model_key, resolve_cache
+from clipguide.model.text_cache import (
+    TextEncodingCache,
+    cached_text_embeds,
+    model_key,
+    resolve_cache,
+)
+from clipguide.scoring.batches import batched, prefetched
+from clipguide.scoring.metrics import (
+    CLIPSCORE_SCALE,
+    HESSEL_SCALE,
+    Ranking,
+    clip_score,
+    cosine,
+    cosine_matrix,
+    normalise,
+    rank,
+)
+from clipguide.scoring.robust import ROBUST_VIEWS, RobustScores, robust_view
 
-__all__ = [
-    "CLIPSCORE_SCALE",
-    "HESSEL_SCALE",
-    "cosine",
-    "cosine_matrix",
-    "clip_score",
-    "rank",
-    "Ranking",
-    "RobustScores",
-    "ROBUST_VIEWS",
-    "robust_view",
-    "CLIPScorer",
-]
-
-CLIPSCORE_SCALE = 100.0
-"""The scale torchmetrics' ``CLIPScore`` uses. torchmetrics computes ``100 * cos`` per sample and
-clamps only the batch mean, ``max(mean(100 * cos), 0)``; :func:`clip_score` clamps each sample,
-``100 * max(cos, 0)`` (Hessel et al.), so the two agree whenever no cosine is negative."""
-HESSEL_SCALE = 2.5
-"""Hessel et al. 2021, "CLIPScore", eq. 1: w = 2.5."""
-ROBUST_VIEWS = ("jpeg", "crop", "grayscale")
+__all__ = ["CLIPScorer"]
 
 
 class _ClipLike(Protocol):
@@ -56,115 +45,6 @@ class _ClipLike(Protocol):
     def encode_text(self, prompts: Any) -> Any: ...
 
 
-def _normalise(x: torch.Tensor) -> torch.Tensor:
-    x = x.float()
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-
-
-def cosine(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity of each pair of rows, in fp32: (N, D), (N, D) or (D,) -> (N,)."""
-    if image_embeds.ndim != 2 or text_embeds.ndim not in (1, 2):
-        raise ValueError(
-            f"image_embeds must be (N, D) and text_embeds (N, D) or (D,), got shapes "
-            f"{tuple(image_embeds.shape)} and {tuple(text_embeds.shape)}"
-        )
-    if text_embeds.ndim == 2 and text_embeds.shape[0] not in (1, image_embeds.shape[0]):
-        raise ValueError(
-            f"text_embeds must have 1 or N={image_embeds.shape[0]} rows, got {text_embeds.shape[0]}"
-        )
-    return (_normalise(image_embeds) * _normalise(text_embeds)).sum(dim=-1)
-
-
-def cosine_matrix(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity of every image with every text, in fp32: (N, D), (M, D) -> (N, M)."""
-    if image_embeds.ndim != 2 or text_embeds.ndim != 2:
-        raise ValueError(
-            f"image_embeds and text_embeds must be 2-D (N, D) and (M, D), got shapes "
-            f"{tuple(image_embeds.shape)} and {tuple(text_embeds.shape)}"
-        )
-    return _normalise(image_embeds) @ _normalise(text_embeds).T
-
-
-def clip_score(cos: torch.Tensor, scale: float = CLIPSCORE_SCALE) -> torch.Tensor:
-    """CLIPScore per sample, ``scale * max(cos, 0)`` (Hessel et al. 2021; clamped per sample,
-    where torchmetrics clamps the batch mean)."""
-    if scale <= 0:
-        raise ValueError(f"scale must be positive (100 or {HESSEL_SCALE}), got {scale}")
-    return scale * cos.float().clamp_min(0.0)
-
-
-@dataclass(frozen=True)
-class Ranking:
-    """Indices into the ranked inputs, best first, and their scores in the same order."""
-
-    indices: list[int]
-    scores: torch.Tensor
-
-
-def rank(scores: torch.Tensor) -> Ranking:
-    """Sort scores best first; ties keep input order (lower index first), NaN goes last."""
-    if scores.ndim != 1:
-        raise ValueError(f"scores must be 1-D, got shape {tuple(scores.shape)}")
-    values = scores.detach().float().cpu()
-    keys = torch.nan_to_num(values, nan=-float("inf"))
-    order = torch.sort(keys, descending=True, stable=True).indices
-    return Ranking(indices=order.tolist(), scores=scores[order.to(scores.device)])
-
-
-@dataclass(frozen=True)
-class RobustScores:
-    """Scores of the clean images and of each perturbed view (JPEG, crop, grayscale)."""
-
-    clean: torch.Tensor
-    jpeg: torch.Tensor
-    crop: torch.Tensor
-    grayscale: torch.Tensor
-
-    @property
-    def worst(self) -> torch.Tensor:
-        """The lowest score of each image over the clean image and all views."""
-        return torch.stack([self.clean, self.jpeg, self.crop, self.grayscale]).amin(dim=0)
-
-    def as_dict(self) -> dict[str, torch.Tensor]:
-        return {
-            "clean": self.clean,
-            "jpeg": self.jpeg,
-            "crop": self.crop,
-            "grayscale": self.grayscale,
-        }
-
-
-def _to_pil(item: Image.Image | torch.Tensor) -> Image.Image:
-    if isinstance(item, Image.Image):
-        return item
-    array = (item.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu()
-    return Image.fromarray(array.numpy(), mode="RGB")
-
-
-def robust_view(image: Image.Image | torch.Tensor, view: str) -> Image.Image:
-    """Perturb an RGB image: ``jpeg`` (quality 75), ``crop`` (centre 90% resized back), ``grayscale``."""
-    pil = _to_pil(image)
-    if view == "jpeg":
-        buffer = io.BytesIO()
-        pil.save(buffer, format="JPEG", quality=75)
-        buffer.seek(0)
-        with Image.open(buffer) as decoded:
-            return decoded.convert("RGB")
-    if view == "crop":
-        width, height = pil.size
-        w, h = max(1, round(0.9 * width)), max(1, round(0.9 * height))
-        left, top = (width - w) // 2, (height - h) // 2
-        return pil.crop((left, top, left + w, top + h)).resize((width, height), Image.BICUBIC)
-    if view == "grayscale":
-        return pil.convert("L").convert("RGB")
-    raise ValueError(f"view must be one of {ROBUST_VIEWS}, got {view!r}")
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 class CLIPScorer:
     """Score images against prompts with a CLIP (any model :func:`clipguide.load_clip` loads).
 
@@ -176,12 +56,14 @@ class CLIPScorer:
         cache: text-embedding cache: True for the shared :data:`clipguide.model.text_cache.TEXT_CACHE`
             (keyed by the text tower's state and token ids, see :mod:`clipguide.model.text_cache`),
             False for none, or a ``TextEncodingCache``.
-        cache_size: size of the per-scorer LRU used instead when the clip has no transformers
-            ``text_model`` (duck-typed models), keyed by prompt and by the state
-            (:func:`clipguide.model.text_cache.model_key`) of every ``torch.nn.Module`` the clip is or
-            holds as an attribute; a clip holding no module is keyed by prompt alone. 0 turns
-            off all text caching, the shared cache included (as ``cache=False``).
-        progress: show a tqdm bar while encoding images.
+        cache_size: entries of the scorer's own ``TextEncodingCache`` (LRU), used instead when
+            the clip has no transformers ``text_model`` (duck-typed models), keyed by prompt
+            and by the state (:func:`clipguide.model.text_cache.model_key`) of every
+            ``torch.nn.Module`` the clip is or holds as an attribute; a clip holding no module
+            is keyed by prompt alone. 0 turns off all text caching, the shared cache included
+            (as ``cache=False``).
+        progress: show a tqdm bar while encoding images (on by default, as diffusers shows
+            its pipelines' bars; False hides it).
         workers: threads decoding files and preprocessing images (resize, crop, normalise),
             one batch ahead of the vision tower; default ``min(4, cpu_count)``.
     """
@@ -194,7 +76,7 @@ class CLIPScorer:
         scale: float = CLIPSCORE_SCALE,
         cache: Any = True,
         cache_size: int = 4096,
-        progress: bool = False,
+        progress: bool = True,
         workers: int | None = None,
     ) -> None:
         for attr in ("encode_image", "encode_text"):
@@ -211,6 +93,8 @@ class CLIPScorer:
             raise TypeError(f"scale must be a number (100 or {HESSEL_SCALE}), got {scale!r}")
         clip_score(torch.zeros(1), scale)  # validates scale
         store = resolve_cache(cache)  # validates cache
+        if not isinstance(progress, bool):
+            raise TypeError(f"progress must be True or False, got {progress!r}")
         self.clip = clip
         self.batch_size = batch_size
         self.scale = float(scale)
@@ -221,8 +105,8 @@ class CLIPScorer:
         if cache_size == 0:
             store = None
         self._shared_cache = store if store is not None else False
-        self._cache_size = cache_size if store is not None else 0
-        self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        # duck-typed clips: the same cache class, private (their keys may be prompts alone)
+        self._own_cache = TextEncodingCache(max_entries=cache_size) if store is not None else None
 
     # -- text -------------------------------------------------------------------------------
     def _warn_if_long(self, prompts: Sequence[str]) -> None:
@@ -258,19 +142,28 @@ class CLIPScorer:
         if isinstance(getattr(self.clip, "text_model", None), torch.nn.Module):
             table = cached_text_embeds(self.clip, self._tokenize(unique), cache=self._shared_cache)
             found = dict(zip(unique, table, strict=True))
-            return _normalise(torch.stack([found[p] for p in prompts]))
-        state = self._clip_state() if self._cache_size else ()
-        found = {p: self._cache[(state, p)] for p in unique if (state, p) in self._cache}
-        for p in found:
-            self._cache.move_to_end((state, p))
+            return normalise(torch.stack([found[p] for p in prompts]))
+        return normalise(torch.stack(self._duck_typed_texts(unique, prompts)))
+
+    def _duck_typed_texts(self, unique: list[str], prompts: list[str]) -> list[torch.Tensor]:
+        """Embeddings from a clip without a transformers text tower, through the scorer's
+        own cache."""
+        store = self._own_cache
+        state = self._clip_state() if store is not None else ()
+        found = {}
+        for p in unique:
+            entry = store.get((state, p)) if store is not None else None
+            if entry is not None:
+                found[p] = entry["pooled"]
         missing = [p for p in unique if p not in found]
         if missing:
             with torch.no_grad():
                 embeds = self.clip.encode_text(self._tokenize(missing)).embeds.float()
             for prompt, embed in zip(missing, embeds, strict=True):
                 found[prompt] = embed
-                self._remember((state, prompt), embed)
-        return _normalise(torch.stack([found[p] for p in prompts]))
+                if store is not None:
+                    store.put((state, prompt), {"pooled": embed})
+        return [found[p] for p in prompts]
 
     def _clip_state(self) -> tuple:
         """model_key of every module the (duck-typed) clip is or holds as an attribute."""
@@ -280,14 +173,6 @@ class CLIPScorer:
             v for v in getattr(clip, "__dict__", {}).values() if isinstance(v, torch.nn.Module)
         ]
         return tuple(model_key(m) for m in found)
-
-    def _remember(self, key: tuple, embed: torch.Tensor) -> None:
-        if self._cache_size == 0:
-            return
-        self._cache[key] = embed.detach()
-        self._cache.move_to_end(key)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
 
     # -- images -----------------------------------------------------------------------------
     def embed_images(self, images: ImageInput) -> torch.Tensor:
@@ -301,12 +186,7 @@ class CLIPScorer:
         items = list(images) if lazy else as_image_list(images)  # files: decoded by the workers
         if not items:
             raise ValueError("images is empty; pass at least one image")
-        batches = list(_chunks(items, self.batch_size))
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(items), unit="img", desc="encoding images")
+        batches = batched(items, self.batch_size)
         split = callable(getattr(self.clip, "pixel_values", None)) and callable(
             getattr(self.clip, "image_features", None)
         )
@@ -314,27 +194,21 @@ class CLIPScorer:
         # a CLIP made from a pipeline works where the pipeline executes (see CLIP.working)
         working = getattr(self.clip, "working", None)
         placed = working() if callable(working) else contextlib.nullcontext()
-        with torch.no_grad(), placed, ThreadPoolExecutor(max_workers=self.workers) as pool:
+        with self._bar(len(items)) as bar, torch.no_grad(), placed:
             if split:
-                pending = self._submit(pool, batches[0])
-            for k, batch in enumerate(batches):
-                if split:
-                    pixels = torch.cat([job.result() for job in pending])
-                    if k + 1 < len(batches):
-                        pending = self._submit(pool, batches[k + 1])
-                    out.append(self.clip.image_features(pixels).float())
-                else:
-                    out.append(self.clip.encode_image(as_image_list(list(batch))).float())
-                if bar is not None:
+                for batch, pixels in prefetched(batches, self._pixels, self.workers):
+                    out.append(self.clip.image_features(torch.cat(pixels)).float())
                     bar.update(len(batch))
-        if bar is not None:
-            bar.close()
-        return _normalise(torch.cat(out))
+            else:
+                for batch in batches:
+                    out.append(self.clip.encode_image(as_image_list(list(batch))).float())
+                    bar.update(len(batch))
+        return normalise(torch.cat(out))
 
-    def _submit(self, pool: ThreadPoolExecutor, batch: Sequence[Any]) -> list[Future]:
-        """Preprocess ``batch`` in up to ``workers`` slices, concurrently."""
-        step = -(-len(batch) // self.workers)
-        return [pool.submit(self._pixels, batch[i : i + step]) for i in range(0, len(batch), step)]
+    def _bar(self, total: int) -> Any:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, unit="img", desc="encoding images", disable=not self.progress)
 
     def _pixels(self, batch: Sequence[Any]) -> torch.Tensor:
         with torch.no_grad():  # grad mode is per thread

@@ -1,6 +1,6 @@
 """Word lists and English inflection for the caption rewriter (pure Python, no tagger).
 
-No part-of-speech model can be loaded offline, so :mod:`clipguide.captions` reads prompts with
+No part-of-speech model can be loaded offline, so :mod:`clipguide.scoring.captions` reads prompts with
 these closed word classes (determiners, numbers, attribute words by kind, spatial relations and
 their opposites, connectors) plus a few suffix rules; every other word is a content word.
 """

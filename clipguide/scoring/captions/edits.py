@@ -1,6 +1,6 @@
-"""The five kinds of one-binding edits behind :func:`clipguide.captions.hard_negatives`.
+"""The five kinds of one-binding edits behind :func:`clipguide.scoring.captions.hard_negatives`.
 
-Each maker reads a prompt's tokens and noun phrases (:mod:`clipguide.caption_parse`) and returns
+Each maker reads a prompt's tokens and noun phrases (:mod:`clipguide.scoring.captions.parse`) and returns
 :class:`Negative` captions in prompt order; the public function filters and orders them.
 """
 
@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from clipguide import caption_lexicon as lex
-from clipguide.caption_parse import NounPhrase, Token, chunk, tokenize
+from clipguide.scoring.captions import lexicon as lex
+from clipguide.scoring.captions.parse import NounPhrase, Token, chunk, tokenize
 
 __all__ = ["ALL_KINDS", "MAKERS", "MAX_OBJECTS", "Negative", "PromptDoc"]
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
 
-from clipguide import caption_lexicon as lex
+from clipguide.scoring.captions import lexicon as lex
 
 __all__ = ["NounPhrase", "Token", "noun_phrases", "plain_prompt", "tokenize"]
 

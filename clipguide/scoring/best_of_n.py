@@ -7,7 +7,9 @@ from typing import Any
 
 import torch
 
-from clipguide.scoring import CLIPScorer, RobustScores, rank
+from clipguide.scoring.metrics import rank
+from clipguide.scoring.robust import RobustScores
+from clipguide.scoring.scorer import CLIPScorer
 
 __all__ = ["BestOfN", "best_of_n"]
 

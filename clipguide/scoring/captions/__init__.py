@@ -23,7 +23,7 @@ prompt's margin over them, asks CLIP the question that matters. Kinds of negativ
 
 Negatives that mean the same as the prompt are not made (swapping the colours of "a red circle
 and a blue circle"; exchanging nouns where an attribute swap says the same). The rewriter works
-on :func:`~clipguide.caption_parse.plain_prompt` (weights stripped, BREAK read as a comma), so
+on :func:`~clipguide.scoring.captions.parse.plain_prompt` (weights stripped, BREAK read as a comma), so
 negatives are plain text: score the plain prompt as the positive. It never raises for a string
 and returns ``[]`` when nothing can be rewritten.
 """
@@ -32,8 +32,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from clipguide.caption_edits import ALL_KINDS, MAKERS, MAX_OBJECTS, Negative, PromptDoc
-from clipguide.caption_parse import NounPhrase, noun_phrases, plain_prompt
+from clipguide.scoring.captions.edits import ALL_KINDS, MAKERS, MAX_OBJECTS, Negative, PromptDoc
+from clipguide.scoring.captions.parse import NounPhrase, noun_phrases, plain_prompt
 
 __all__ = [
     "ALL_KINDS",
