@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 import clipguide
-import clipguide.cli_generate as cli_generate
+import clipguide.cli.generate as cli_generate
 import clipguide.model as model_layer
 from clipguide.cli import CLIError, main
 from clipguide.testing import save_openclip_dir, tiny_openclip_model

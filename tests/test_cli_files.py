@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-import clipguide.cli_generate as cli_generate
-import clipguide.files as files
+import clipguide.cli.files as files
+import clipguide.cli.generate as cli_generate
 from clipguide.cli import main
 from clipguide.scoring import CLIPScorer
 from clipguide.testing import save_openclip_dir, tiny_openclip_model

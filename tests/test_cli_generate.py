@@ -69,3 +69,48 @@ def test_guidance_changes_the_image_and_bad_values_are_refused(tmp_path, capsys)
         err = capsys.readouterr().err
         assert bad[-2] in err and "Traceback" not in err and len(err.splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_a_model_registered_by_name_brings_its_own_defaults(tmp_path, monkeypatch):
+    """--model NAME looks NAME up in the command line's models (as the micro world registers
+    "shapes"): its loader, steps, cfg and sidecar fields are used, with no case for it."""
+    from clipguide.cli import models
+    from clipguide.testing import tiny_sdxl_pipeline
+
+    calls = []
+
+    def load(device, scheduler, progress):
+        calls.append((str(device), scheduler, progress))
+        return tiny_sdxl_pipeline(seed=2)
+
+    def annotate(images, prompt):
+        return [{"note": f"{prompt} #{i}"} for i in range(len(images))]
+
+    model = models.NamedModel(
+        load=load, description="a test model", steps=3, cfg=1.5, annotate=annotate
+    )
+    monkeypatch.setitem(models._models, "tiny-test", model)
+    argv = ["generate", "a red circle", "--model", "tiny-test", "--num-images", "2"]
+    argv += ["--scheduler", "ddim", "--no-progress", "--device", "cpu", "--out", str(tmp_path)]
+    assert cli_main(argv) == 0
+    metas = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*.json"))]
+    assert calls == [("cpu", "ddim", False)]
+    assert [m["note"] for m in metas] == ["a red circle #0", "a red circle #1"]
+    assert {(m["steps"], m["cfg_scale"], m["model"]) for m in metas} == {(3, 1.5, "tiny-test")}
+    assert all(m["scores"] == {} and "oracle" not in m for m in metas)
+
+
+def test_a_pipeline_folder_gets_the_named_scheduler_from_its_own_config(tmp_path):
+    from diffusers import DDIMScheduler
+
+    from clipguide.cli.generate import load_pipeline
+    from clipguide.cli.schedulers import SCHEDULERS, scheduler_from_config
+    from clipguide.testing import tiny_sdxl_pipeline
+
+    tiny_sdxl_pipeline(seed=4).save_pretrained(tmp_path / "pipe")
+    pipe = load_pipeline(str(tmp_path / "pipe"), "ddim", "cpu", False)
+    assert isinstance(pipe.scheduler, DDIMScheduler)
+    assert pipe.scheduler.config.beta_end == 0.012  # the model's noise schedule is kept
+    assert len(SCHEDULERS) == 8
+    with pytest.raises(ValueError, match=r"scheduler='nope' is not one of \('euler'"):
+        scheduler_from_config("nope", pipe.scheduler.config)

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from clipguide.cli import build_parser, main
-from clipguide.cli_score import read_prompt_file, read_rows
+from clipguide.cli.score_files import read_prompt_file, read_rows
 from clipguide.model import load_clip
 from clipguide.scoring import CLIPScorer
 from clipguide.testing import save_openclip_dir, tiny_openclip_model
@@ -243,7 +243,7 @@ def test_help_shows_examples() -> None:
 def test_default_judge_is_bigg_like_load_clip(folder: Path, tmp_path: Path, monkeypatch) -> None:
     import clipguide.model as model_layer
     import clipguide.model.sources as loading
-    from clipguide import cli_score
+    from clipguide.cli import score as cli_score
 
     assert (cli_score.DEFAULT_MODEL, cli_score.DEFAULT_PRETRAINED) == (
         loading.DEFAULT_MODEL,

@@ -66,6 +66,22 @@ class Verdict:
     def ok(self) -> bool:
         return all(ok for _, ok in self.requirements)
 
+    def as_record(self) -> dict:
+        """The verdict as plain JSON data (what ``clipguide generate`` writes in sidecars)."""
+        return {
+            "ok": self.ok,
+            "requirements": [{"what": w, "ok": ok} for w, ok in self.requirements],
+            "objects": [
+                {
+                    "shape": o.shape,
+                    "colour": o.colour,
+                    "size": o.size,
+                    "centre": [round(o.cx, 1), round(o.cy, 1)],
+                }
+                for o in self.objects
+            ],
+        }
+
 
 def image_array(image) -> np.ndarray:
     """One 64x64 micro-world image -> float32 HWC in 0..255.

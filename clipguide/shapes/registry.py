@@ -1,26 +1,30 @@
 """The micro world registers its models with clipguide as any third party would.
 
 Declared as the ``shapes`` entry point of the ``clipguide.sources`` group (pyproject.toml), so
-``load_clip("shapes")`` works without importing this package first: the registry calls
-:func:`register` the first time a name is not found.
+``load_clip("shapes")`` and ``clipguide generate --model shapes`` work without importing this
+package first: the registry calls :func:`register` the first time a name is not found. It
+registers the two CLIPs, the pairing of the pipeline's text tower with the guide's vision
+tower, and the pipeline for the command line with its defaults, tiny decoder and oracle.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from functools import lru_cache, partial
-from pathlib import Path
 from typing import Any
 
+from clipguide.cli.models import NamedModel, register_model
 from clipguide.model.checkpoints import WeightsNotFoundError
 from clipguide.model.convert import text_config_from_openclip
 from clipguide.model.openclip import load_openclip_folder
 from clipguide.model.registry import LoadRequest, register_source, register_vision_pairing
+from clipguide.shapes import shipped
+from clipguide.shapes.shipped import CLIP_NAMES, WEIGHTS_DIR
 
-__all__ = ["CLIP_NAMES", "WEIGHTS_DIR", "register", "is_shapes_text_tower"]
+__all__ = ["register", "is_shapes_text_tower", "oracle_records", "CLI_MODEL"]
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-CLIP_NAMES = ("shapes", "shapes-judge")
+log = logging.getLogger(__name__)
 # what makes two CLIP text towers the same architecture (not their weights' values)
 _ARCHITECTURE = (
     "vocab_size",
@@ -65,8 +69,44 @@ def is_shapes_text_tower(text_model: Any) -> bool:
     return tuple(getattr(config, key, None) for key in _ARCHITECTURE) == shipped
 
 
+def oracle_records(images: list[Any], prompt: str) -> list[dict]:
+    """The oracle's verdict on each image, as sidecar fields; none for a prompt outside the
+    micro-world grammar (with a warning)."""
+    from clipguide.shapes.oracle import check
+
+    try:
+        verdicts = [check(image, prompt) for image in images]
+    except ValueError as err:  # prompt outside the micro-world grammar
+        log.warning("no oracle verdict: %s", err)
+        return [{} for _ in images]
+    return [{"oracle": verdict.as_record()} for verdict in verdicts]
+
+
+def _pipeline(device: Any, scheduler: str | None, progress: bool) -> Any:
+    return shipped.pipeline(device=device, scheduler=scheduler, progress=progress)
+
+
+def _tiny_decoder(pipe: Any) -> Any:
+    return shipped.load_tiny_decoder(device=pipe.device)
+
+
+CLI_MODEL = NamedModel(
+    load=_pipeline,
+    description="the micro world",
+    steps=shipped.DEFAULT_STEPS,
+    cfg=shipped.DEFAULT_GUIDANCE_SCALE,
+    guide_clip="shapes",
+    score_with=CLIP_NAMES,
+    decoders={"tiny": _tiny_decoder},
+    annotate=oracle_records,
+)
+"""``clipguide generate --model shapes``: the shipped pipeline with its measured defaults."""
+
+
 def register() -> None:
-    """Register ``"shapes"``, ``"shapes-judge"`` and the shapes vision pairing."""
+    """Register ``"shapes"``, ``"shapes-judge"``, the shapes vision pairing and the
+    command line's ``--model shapes``."""
     for name in CLIP_NAMES:
         register_source(name, partial(_load, name))
     register_vision_pairing(is_shapes_text_tower, "shapes")
+    register_model("shapes", CLI_MODEL)

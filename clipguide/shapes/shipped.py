@@ -8,9 +8,10 @@ from typing import Any
 
 import torch
 
-from clipguide.shapes.registry import CLIP_NAMES, WEIGHTS_DIR
+from clipguide.cli.schedulers import SCHEDULERS, scheduler_class
 
 __all__ = [
+    "CLIP_NAMES",
     "DEFAULT_GUIDANCE_SCALE",
     "DEFAULT_STEPS",
     "SCHEDULERS",
@@ -21,34 +22,18 @@ __all__ = [
     "pipeline",
 ]
 
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+CLIP_NAMES = ("shapes", "shapes-judge")
 # Sampling defaults measured on the shipped UNet (benchmarks/shapes_quality.py): classifier-free
 # guidance above ~3 saturates colours and empties some images in this small model.
 DEFAULT_GUIDANCE_SCALE = 2.0
 DEFAULT_STEPS = 20
 
 
-def _schedulers() -> dict[str, Any]:
-    import diffusers as d
-
-    return {
-        "euler": d.EulerDiscreteScheduler,
-        "euler_a": d.EulerAncestralDiscreteScheduler,
-        "heun": d.HeunDiscreteScheduler,
-        "ddim": d.DDIMScheduler,
-        "ddpm": d.DDPMScheduler,
-        "dpm": d.DPMSolverMultistepScheduler,
-        "unipc": d.UniPCMultistepScheduler,
-        "lms": d.LMSDiscreteScheduler,
-    }
-
-
-SCHEDULERS = ("euler", "euler_a", "heun", "ddim", "ddpm", "dpm", "unipc", "lms")
-
-
 def _missing(path: Path) -> FileNotFoundError:
     return FileNotFoundError(
         f"micro-world weights missing at {path}; reinstall clipguide or retrain them with "
-        f"`python -m clipguide.shapes.train clip|vae|unet|decoder`"
+        f"`python -m clipguide.shapes.training clip|vae|unet|decoder`"
     )
 
 
@@ -84,10 +69,7 @@ def make_scheduler(scheduler: Any = None, config: dict | None = None):
     if scheduler is None:
         return EulerDiscreteScheduler.from_config(config)
     if isinstance(scheduler, str):
-        table = _schedulers()
-        if scheduler not in table:
-            raise ValueError(f"scheduler={scheduler!r} is not one of {SCHEDULERS}")
-        return table[scheduler].from_config(config)
+        return scheduler_class(scheduler).from_config(config)
     if isinstance(scheduler, type):
         return scheduler.from_config(config)
     if hasattr(scheduler, "set_timesteps"):

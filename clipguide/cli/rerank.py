@@ -11,16 +11,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from clipguide.cli import CLIError
-from clipguide.cli_args import check_writable_file, positive_int
-from clipguide.cli_score import (
-    IMAGE_EXTENSIONS,
-    expand_paths,
-    load_scorer,
-    loaded_batches,
-    model_args,
-)
-from clipguide.files import atomic_open
+from clipguide.cli.args import CLIError, check_writable_file, positive_int
+from clipguide.cli.files import atomic_open
+from clipguide.cli.score import load_scorer, loaded_batches, model_args
+from clipguide.cli.score_files import IMAGE_EXTENSIONS, expand_paths
 
 __all__ = ["register", "run_rerank", "MAX_THUMB"]
 

@@ -1,11 +1,12 @@
 """Command line entry point: ``clipguide SUBCOMMAND ...``.
 
-Each subcommand lives in its own module exposing ``register(subparsers)``; that function adds
-its parser and sets ``func`` (called with the parsed namespace, returning an exit code).
+Each subcommand lives in its own module exposing ``register(subparsers)`` (``generate``,
+``score``, ``rerank``); ``args`` holds the argument types and :class:`CLIError`, ``models`` the
+models known by name, ``schedulers`` the samplers by name, ``files`` the atomic writer.
 
 Errors: every error is one line on stderr, ``clipguide CMD: what was wrong``, never a
 traceback. Exit status 2: a bad option or argument, found before any model loads (the types in
-``clipguide.cli_args`` and each subcommand's own checks); 1: a failure while working (a model
+``clipguide.cli.args`` and each subcommand's own checks); 1: a failure while working (a model
 or a file that cannot be read); 130: interrupted. An unexpected internal error also prints one
 line (with its exception type) and exits 1; ``-v`` prints the traceback (of the cause, too).
 """
@@ -13,28 +14,18 @@ line (with its exception type) and exits 1; ``-v`` prints the traceback (of the 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 import traceback
 
+from clipguide.cli import generate, rerank, score
+from clipguide.cli.args import CLIError
+
 __all__ = ["main", "build_parser", "CLIError"]
 
-# Modules that contribute subcommands, in the order they appear in --help.
-SUBCOMMAND_MODULES = (
-    "clipguide.cli_generate",
-    "clipguide.cli_score",
-    "clipguide.cli_rerank",
-)
-
-
-class CLIError(Exception):
-    """A user-facing error: printed as ``clipguide CMD: message``; ``code`` is the exit status."""
-
-    def __init__(self, message: str, code: int = 2, prog: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.prog = prog
+# The subcommands, in the order they appear in --help; each has register(subparsers), which
+# adds its parser and sets ``func`` (called with the parsed namespace, returning an exit code).
+SUBCOMMANDS = (generate, score, rerank)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,13 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="log at INFO level; tracebacks for bugs"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name != name:
-                raise
-            continue
+    for module in SUBCOMMANDS:
         module.register(sub)
     return parser
 

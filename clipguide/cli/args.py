@@ -1,5 +1,6 @@
-"""Argument types and checks shared by the subcommands, all cheap: they run before any model
-loads. Each error names what it accepts; argparse adds the option's name and the value."""
+"""The command line's error type, and the argument types and checks shared by the
+subcommands, all cheap: they run before any model loads. Each error names what it accepts;
+argparse adds the option's name and the value."""
 
 from __future__ import annotations
 
@@ -8,10 +9,9 @@ import math
 import os
 from pathlib import Path
 
-from clipguide.cli import CLIError
-
 __all__ = [
-    "MICRO_WORLD",
+    "CLIError",
+    "DEFAULT_PIPELINE",
     "MAX_SCALE",
     "MAX_SEED",
     "MAX_SIZE",
@@ -27,10 +27,19 @@ __all__ = [
     "check_model",
 ]
 
-MICRO_WORLD = "shapes"
+DEFAULT_PIPELINE = "shapes"  # the micro world, registered by name (clipguide.cli.models)
 MAX_SEED = 2**64 - 1  # torch generators take seeds in [0, 2**64)
 MAX_SIZE = 4096
 MAX_SCALE = 100.0  # --cfg and --clip-guidance: beyond this, only overflow
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as ``clipguide CMD: message``; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = 2, prog: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.prog = prog
 
 
 def positive_int(value: str) -> int:
@@ -155,10 +164,12 @@ def _offline() -> bool:
 
 def check_model(model: str) -> None:
     """Refuse a ``--model`` that cannot be a diffusers pipeline, before loading anything."""
-    if model == MICRO_WORLD:
+    from clipguide.cli.models import named_model
+
+    if named_model(model) is not None:
         return
     accepted = (
-        f"accepted: {MICRO_WORLD!r} (the micro world), a folder holding a diffusers pipeline "
+        f"accepted: a registered name such as {DEFAULT_PIPELINE!r} (the micro world), a folder holding a diffusers pipeline "
         "(model_index.json) or a Hugging Face repo id such as "
         "'stabilityai/stable-diffusion-xl-base-1.0'"
     )
@@ -177,5 +188,5 @@ def check_model(model: str) -> None:
             raise CLIError(
                 f"--model {model!r} is not in the local Hugging Face cache and cannot be "
                 "downloaded (HF_HUB_OFFLINE is set); download it where the hub is reachable "
-                f"(`hf download {model}`) and pass its folder, or use --model {MICRO_WORLD}"
+                f"(`hf download {model}`) and pass its folder, or use --model {DEFAULT_PIPELINE}"
             )

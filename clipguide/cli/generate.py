@@ -2,7 +2,7 @@
 
 Writes one PNG per image and a JSON sidecar next to it with the prompt, seed, steps,
 scheduler, CLIP scores and, for the micro world, the oracle's verdict. Each file is replaced
-whole (``clipguide.files``); the sidecar is written before its PNG, so a PNG never lacks its
+whole (``clipguide.cli.files``); the sidecar is written before its PNG, so a PNG never lacks its
 sidecar, and a rerun with the same arguments rewrites every pair (a kill leaves at most a
 sidecar whose PNG is missing). All options, the output folder and the model name are checked
 before any model loads; the CLIPs named by ``--score-with`` load before sampling.
@@ -18,12 +18,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from clipguide.cli import CLIError
-from clipguide.cli_args import (
+from clipguide.cli.args import (
+    DEFAULT_PIPELINE,
     MAX_SCALE,
     MAX_SEED,
     MAX_SIZE,
-    MICRO_WORLD,
+    CLIError,
     check_model,
     check_output_folder,
     device_arg,
@@ -32,8 +32,10 @@ from clipguide.cli_args import (
     seed_arg,
     size_arg,
 )
-from clipguide.cli_sampling import decoder_choice, finite_guard, load_guide, sample
-from clipguide.files import write_atomic
+from clipguide.cli.files import write_atomic
+from clipguide.cli.models import ANY_MODEL, NamedModel, named_model
+from clipguide.cli.sampling import decoder_choice, finite_guard, load_guide, sample
+from clipguide.cli.schedulers import SCHEDULERS, scheduler_from_config
 
 __all__ = ["register", "run", "load_pipeline", "write_atomic", "slug"]
 
@@ -46,8 +48,6 @@ EXAMPLE = (
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``generate`` subcommand."""
-    from clipguide.shapes.shipped import SCHEDULERS
-
     p = subparsers.add_parser(
         "generate",
         help="generate images from a prompt (default: the shipped micro-world model)",
@@ -59,7 +59,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", default="out", help="output folder (default: out/); made if missing")
     p.add_argument(
         "--model",
-        default=MICRO_WORLD,
+        default=DEFAULT_PIPELINE,
         help="'shapes' (the shipped micro world, default) or a diffusers repo id / folder",
     )
     p.add_argument(
@@ -131,17 +131,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help="generate N candidates per image and keep the one the guide CLIP scores best",
     )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    # Extension point: guidance (--guidance-scale-clip ...) and --best-of N register here.
-    for extend in EXTENSIONS:
-        extend(p)
     p.set_defaults(func=run)
     return p
-
-
-# Callables ``f(parser)`` that add options; their options reach ``run`` through ``args``.
-EXTENSIONS: list = []
-# Callables ``f(pipe, call_kwargs, args) -> call_kwargs`` applied before sampling.
-CALL_HOOKS: list = []
 
 
 def slug(text: str, limit: int = 48) -> str:
@@ -150,23 +141,21 @@ def slug(text: str, limit: int = 48) -> str:
 
 
 def load_pipeline(model: str, scheduler: str | None, device: str | None, progress: bool):
-    """The micro-world pipeline, or any diffusers text-to-image pipeline by repo id / folder."""
+    """A model registered by name (the micro world), or any diffusers text-to-image pipeline
+    by repo id / folder."""
     import torch
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if model == MICRO_WORLD:
-        from clipguide.shapes import pipeline
-
-        return pipeline(device=device, scheduler=scheduler, progress=progress)
+    named = named_model(model)
+    if named is not None:
+        return named.load(device, scheduler, progress)
     from diffusers import AutoPipelineForText2Image
 
-    from clipguide.shapes.shipped import make_scheduler
-
     dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
-    pipe = AutoPipelineForText2Image.from_pretrained(model, torch_dtype=dtype)
+    pipe = AutoPipelineForText2Image.from_pretrained(model, dtype=dtype)
     if scheduler is not None:
-        pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
+        pipe.scheduler = scheduler_from_config(scheduler, pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=not progress)
     return pipe.to(device)
 
@@ -199,35 +188,22 @@ def _scores(images, prompt: str, scorers: dict) -> dict[str, list[float | None]]
     return out
 
 
-def _oracle_record(verdict) -> dict:
-    return {
-        "ok": verdict.ok,
-        "requirements": [{"what": w, "ok": ok} for w, ok in verdict.requirements],
-        "objects": [
-            {
-                "shape": o.shape,
-                "colour": o.colour,
-                "size": o.size,
-                "centre": [round(o.cx, 1), round(o.cy, 1)],
-            }
-            for o in verdict.objects
-        ],
-    }
-
-
-def _check_args(args: argparse.Namespace, micro: bool) -> None:
-    """Everything about the options that can be known before a model loads."""
+def _check_args(args: argparse.Namespace) -> NamedModel:
+    """Everything about the options that can be known before a model loads; the defaults of
+    ``--model`` (a registered model's own, else those of any diffusers pipeline)."""
     last = args.seed + args.num_images * args.best_of - 1
     if last > MAX_SEED:
         raise CLIError(
             f"--seed {args.seed}: with --num-images {args.num_images} --best-of "
             f"{args.best_of} the seeds run to {last}, past the largest seed 2**64-1"
         )
-    args.guide_decoder = decoder_choice(args.guide_decoder, micro)
+    model = named_model(args.model) or ANY_MODEL
+    args.guide_decoder = decoder_choice(args.guide_decoder, model)
     check_output_folder(Path(args.out), "--out")
     check_model(args.model)
     if args.cfg_scale is not None and 0 < args.cfg_scale < 1:
         log.warning("--cfg %s is below 1: classifier-free guidance is off", args.cfg_scale)
+    return model
 
 
 def _load(args: argparse.Namespace):
@@ -238,30 +214,12 @@ def _load(args: argparse.Namespace):
         raise CLIError(f"--model {args.model!r}: cannot load the pipeline: {err}", 1) from err
 
 
-def run(args: argparse.Namespace) -> int:
-    """Generate ``--num-images`` images and their sidecars; returns the exit code."""
+def _call(args: argparse.Namespace, pipe, seeds: list[int], steps: int, cfg: float) -> dict:
+    """The pipeline's keyword arguments: one generator per image, the finite-latents guard."""
     import inspect
-    import io
 
     import torch
 
-    from clipguide.shapes.shipped import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS
-
-    micro = args.model == MICRO_WORLD
-    _check_args(args, micro)
-    steps = args.steps or (DEFAULT_STEPS if micro else 30)
-    cfg = (
-        args.cfg_scale if args.cfg_scale is not None else (DEFAULT_GUIDANCE_SCALE if micro else 7.0)
-    )
-    pipe = _load(args)
-    guide, vision = load_guide(pipe, args, micro)
-    names = (
-        args.score_with
-        if args.score_with is not None
-        else ([MICRO_WORLD, "shapes-judge"] if micro else [])
-    )
-    scorers = _load_scorers(names, {vision: guide} if guide is not None and vision else {})
-    seeds = [args.seed + i for i in range(args.num_images)]
     call = dict(
         prompt=args.prompt,
         num_inference_steps=steps,
@@ -273,49 +231,65 @@ def run(args: argparse.Namespace) -> int:
         call.update(height=args.size, width=args.size)
     if "callback_on_step_end" in inspect.signature(pipe.__call__).parameters:
         call["callback_on_step_end"] = finite_guard(args)
-    for hook in CALL_HOOKS:
-        call = hook(pipe, call, args)
-    images, seeds, picks = sample(pipe, call, seeds, args, guide, vision)
-    scores = _scores(images, args.prompt, scorers)
-    verdicts = None
-    if micro:
-        from clipguide.shapes import check
+    return call
 
-        try:
-            verdicts = [check(im, args.prompt) for im in images]
-        except ValueError as err:  # prompt outside the micro-world grammar
-            log.warning("no oracle verdict: %s", err)
-    out = Path(args.out)
+
+def _record(args: argparse.Namespace, pipe, path: Path, image, run: dict[str, Any]) -> dict:
+    """The sidecar of one image (``run``: its seed, steps, cfg, scores, picks, extras)."""
+    record = {
+        "file": path.name,
+        "prompt": args.prompt,
+        "model": args.model,
+        "seed": run["seed"],
+        "steps": run["steps"],
+        "scheduler": type(pipe.scheduler).__name__,
+        "cfg_scale": run["cfg"],
+        "size": list(image.size),
+        "scores": run["scores"],
+    }
+    if args.clip_guidance:
+        record["clip_guidance"] = {
+            "scale": args.clip_guidance,
+            "mode": args.clip_guidance_mode,
+            "decoder": args.guide_decoder,
+        }
+    if run["picks"] is not None:
+        record["best_of"] = run["picks"]
+    record.update(run["extras"])
+    return record
+
+
+def _write(path: Path, image, record: dict) -> None:
+    """The sidecar, then its PNG: a kill between the two leaves no PNG without its sidecar."""
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    write_atomic(path.with_suffix(".json"), json.dumps(record, indent=2, allow_nan=False) + "\n")
+    write_atomic(path, buf.getvalue())
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generate ``--num-images`` images and their sidecars; returns the exit code."""
+    model = _check_args(args)
+    steps = args.steps or model.steps
+    cfg = args.cfg_scale if args.cfg_scale is not None else model.cfg
+    pipe = _load(args)
+    guide, vision = load_guide(pipe, args, model)
+    names = args.score_with if args.score_with is not None else list(model.score_with)
+    scorers = _load_scorers(names, {vision: guide} if guide is not None and vision else {})
+    seeds = [args.seed + i for i in range(args.num_images)]
+    call = _call(args, pipe, seeds, steps, cfg)
+    images, seeds, picks = sample(pipe, call, seeds, args, guide, vision, model)
+    scores = _scores(images, args.prompt, scorers)
+    extras = model.annotate(images, args.prompt) if model.annotate else [{} for _ in images]
     stem = slug(args.prompt)
     for i, (seed, image) in enumerate(zip(seeds, images, strict=True)):
-        path = out / f"{stem}-{seed}.png"
-        record = {
-            "file": path.name,
-            "prompt": args.prompt,
-            "model": args.model,
-            "seed": seed,
-            "steps": steps,
-            "scheduler": type(pipe.scheduler).__name__,
-            "cfg_scale": cfg,
-            "size": list(image.size),
-            "scores": {k: v[i] for k, v in scores.items()},
-        }
-        if args.clip_guidance:
-            record["clip_guidance"] = {
-                "scale": args.clip_guidance,
-                "mode": args.clip_guidance_mode,
-                "decoder": args.guide_decoder,
-            }
-        if picks:
-            record["best_of"] = picks[i]
-        if verdicts is not None:
-            record["oracle"] = _oracle_record(verdicts[i])
-        buf = io.BytesIO()
-        image.save(buf, format="PNG")
-        # sidecar first: a kill between the two leaves no PNG without its sidecar
-        write_atomic(
-            path.with_suffix(".json"), json.dumps(record, indent=2, allow_nan=False) + "\n"
-        )
-        write_atomic(path, buf.getvalue())
+        path = Path(args.out) / f"{stem}-{seed}.png"
+        run_info = dict(
+            seed=seed, steps=steps, cfg=cfg, scores={k: v[i] for k, v in scores.items()},
+            picks=picks[i] if picks else None, extras=extras[i],
+        )  # fmt: skip
+        _write(path, image, _record(args, pipe, path, image, run_info))
         print(path)
     return 0

@@ -1,0 +1,144 @@
+"""Sampling for ``clipguide generate``: the guide CLIP and decoder for CLIP guidance, best-of-N
+selection, and a stop when the latents stop being finite (an image would come out black)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from clipguide.cli.args import CLIError
+from clipguide.cli.models import NamedModel, decoder_owner
+
+__all__ = [
+    "decoder_choice",
+    "guide_decoder",
+    "load_guide",
+    "NonFiniteSample",
+    "finite_guard",
+    "sample",
+]
+
+BIGG = "ViT-bigG-14/laion2b_s39b_b160k"  # load_clip's default, named in messages and records
+
+
+def decoder_choice(choice: str | None, model: NamedModel) -> str:
+    """``--guide-decoder`` checked before any model loads; its default filled in (the model's
+    own decoder when it offers one, else its VAE)."""
+    choice = choice or next(iter(model.decoders), "vae")
+    if choice == "vae" or choice in model.decoders:
+        return choice
+    owner = decoder_owner(choice)
+    if owner is not None:
+        name, other = owner
+        raise CLIError(
+            f"--guide-decoder {choice!r} is {other.description}'s decoder (--model {name}); "
+            "accepted for this model: 'vae' or a folder holding an AutoencoderTiny for its "
+            "latents"
+        )
+    if not Path(choice).is_dir():
+        named = "".join(f", {n!r}" for n in model.decoders)
+        raise CLIError(
+            f"--guide-decoder {choice!r} is not a folder; accepted: 'vae'{named} or a folder "
+            "holding an AutoencoderTiny"
+        )
+    return choice
+
+
+def guide_decoder(choice: str, pipe, model: NamedModel):
+    """The decoder guidance uses: None (the pipeline's VAE), the model's own, or an
+    ``AutoencoderTiny`` from a folder."""
+    if choice == "vae":
+        return None
+    if choice in model.decoders:
+        return model.decoders[choice](pipe)
+    from diffusers import AutoencoderTiny
+
+    try:
+        decoder = AutoencoderTiny.from_pretrained(choice, torch_dtype=pipe.unet.dtype)
+    except Exception as err:  # noqa: BLE001 - any loading failure names the option
+        raise CLIError(f"--guide-decoder {choice!r}: not an AutoencoderTiny: {err}", 1) from err
+    return decoder.to(pipe.device).eval().requires_grad_(False)
+
+
+def load_guide(pipe, args, model: NamedModel):
+    """The guide CLIP (for guidance and best-of-N) and its name; ``(None, None)`` if unused."""
+    from clipguide.model import load_clip
+
+    vision = args.guide_clip or model.guide_clip
+    if not (args.clip_guidance or args.best_of > 1):
+        return None, vision
+    try:
+        return load_clip(pipe, vision=vision), vision
+    except Exception as err:  # noqa: BLE001 - any loading failure names the option
+        shown = vision or f"{BIGG} (the default)"
+        raise CLIError(f"--guide-clip {shown}: {err}", code=1) from err
+
+
+class NonFiniteSample(CLIError):
+    """Sampling diverged (NaN or infinite latents): an image would come out black."""
+
+
+def finite_guard(args):
+    """A ``callback_on_step_end`` that stops sampling when the latents stop being finite."""
+    import torch
+
+    def check(pipe, step: int, timestep, kwargs: dict) -> dict:
+        latents = kwargs.get("latents")
+        if latents is not None and not bool(torch.isfinite(latents).all()):
+            raise NonFiniteSample(
+                f"sampling diverged at step {step + 1} (non-finite latents) with "
+                f"--cfg {args.cfg_scale} --clip-guidance {args.clip_guidance}; lower them",
+                code=1,
+            )
+        return kwargs
+
+    return check
+
+
+def sample(pipe, call: dict, seeds: list[int], args, guide, vision, model: NamedModel):
+    """Sample, with CLIP guidance attached and best-of-N selection when asked.
+
+    Returns the images, the seed that regenerates each and per-image best-of-N records.
+    """
+    import contextlib
+
+    from clipguide.guidance import CLIPGuidance, GuidanceSettings
+
+    attached = contextlib.nullcontext()
+    if args.clip_guidance:
+        settings = GuidanceSettings(scale=args.clip_guidance, mode=args.clip_guidance_mode)
+        decoder = guide_decoder(args.guide_decoder, pipe, model)
+        attached = CLIPGuidance(guide, settings, decoder=decoder).attach(pipe)
+    with attached:
+        if args.best_of == 1:
+            return pipe(**call).images, seeds, []
+        return _best_of(pipe, call, len(seeds), args, guide, vision)
+
+
+def _best_of(pipe, call: dict, count: int, args, guide, vision):
+    """``count`` images, each the guide's best of ``--best-of`` candidates with seeds counted
+    on from ``--seed``; their seeds and the candidates' records."""
+    from clipguide.scoring import CLIPScorer, best_of_n
+
+    n = args.best_of
+    scorer = CLIPScorer(guide, progress=False)  # the pipeline shows the bar
+    kwargs = {k: v for k, v in call.items() if k not in ("prompt", "generator")}
+    kwargs.pop("num_images_per_prompt")
+    images, chosen, picks = [], [], []
+    for i in range(count):
+        result = best_of_n(
+            pipe, call["prompt"], n, scorer, seed=args.seed + i * n, batch_size=n,
+            progress=False, **kwargs,
+        )  # fmt: skip
+        images.append(result.images[0])
+        chosen.append(result.seeds[0])
+        scores = [round(float(x), 4) if math.isfinite(float(x)) else None for x in result.scores]
+        picks.append(
+            {
+                "n": n,
+                "judge": vision or BIGG,
+                "candidate_seeds": result.seeds,
+                "candidate_scores": scores,
+            }
+        )
+    return images, chosen, picks
