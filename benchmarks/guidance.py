@@ -195,7 +195,7 @@ def _linear_decoder(world: World):
 
     if world.name == "shapes":
         from clipguide import shapes
-        from clipguide.shapes.data import to_tensor
+        from clipguide.shapes.training.data import to_tensor
 
         images = to_tensor(shapes.render(shapes.sample_scene(i)) for i in range(64)).float() / 255
     else:
@@ -219,9 +219,9 @@ def decoder_costs(world: World, decoders: dict, batch: int = 16, repeats: int = 
     prompts = (world.prompts * batch)[:batch]
     sets = {"random": (latents, prompts)}
     if world.name == "shapes":  # real scene latents: the gradients mean something there
-        from clipguide.shapes.data import build_pool
-        from clipguide.shapes.train_decoder import trajectory_latents
-        from clipguide.shapes.train_unet import encode_latents
+        from clipguide.shapes.training.data import build_pool
+        from clipguide.shapes.training.decoder import trajectory_latents
+        from clipguide.shapes.training.unet import encode_latents
 
         pool = build_pool(batch, 4242)  # scenes no decoder was trained on
         with torch.no_grad():

@@ -95,8 +95,8 @@ def vae_round_trip(
     """
     from diffusers import AutoencoderKL
 
-    from clipguide.shapes.data import to_tensor
     from clipguide.shapes.shipped import WEIGHTS_DIR
+    from clipguide.shapes.training.data import to_tensor
 
     if vae is None:
         vae = AutoencoderKL.from_pretrained(WEIGHTS_DIR / "vae", torch_dtype=torch.float32)

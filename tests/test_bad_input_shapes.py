@@ -23,7 +23,7 @@ from clipguide.shapes import (
     render,
     sample_scene,
 )
-from clipguide.shapes.train import main as train_main
+from clipguide.shapes.training import main as train_main
 
 SCENE = sample_scene(11, "color_attr")
 

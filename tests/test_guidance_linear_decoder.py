@@ -5,7 +5,7 @@ import torch
 
 from clipguide import shapes
 from clipguide.guidance import LinearLatentDecoder, decode_latents
-from clipguide.shapes.data import to_tensor
+from clipguide.shapes.training.data import to_tensor
 
 
 @pytest.fixture(scope="module")

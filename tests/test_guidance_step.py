@@ -59,7 +59,7 @@ def test_decoder_training_records_the_step_guidance_differentiates():
     """trajectory_latents (decoder training data) gives the combined prediction's x0 at every
     evaluation, as computed by hand from the same UNet calls."""
     from clipguide.shapes.shipped import DEFAULT_GUIDANCE_SCALE, pipeline
-    from clipguide.shapes.train_decoder import trajectory_latents
+    from clipguide.shapes.training.decoder import trajectory_latents
 
     pipe = pipeline(progress=False)
     expected = []

@@ -7,8 +7,8 @@ from diffusers import AutoencoderTiny
 from clipguide import CLIPGuidance, load_clip, shapes
 from clipguide.guidance import decode_latents
 from clipguide.guidance.schedulers import NoiseLevel
-from clipguide.shapes.data import build_pool
-from clipguide.shapes.train_unet import encode_latents
+from clipguide.shapes.training.data import build_pool
+from clipguide.shapes.training.unet import encode_latents
 
 
 @pytest.fixture(scope="module")

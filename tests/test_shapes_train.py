@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from clipguide.shapes.train import Checkpointer, cosine_lr, main
+from clipguide.shapes.training.clip import Checkpointer, cosine_lr, main
 
 
 def test_cosine_lr_warms_up_then_decays():
@@ -42,7 +42,7 @@ def test_vae_stage_runs_resumes_and_exports(tmp_path, monkeypatch):
     from diffusers import AutoencoderKL
     from safetensors.torch import load_file
 
-    from clipguide.shapes import train_vae
+    from clipguide.shapes.training import vae as train_vae
 
     steps_run = []
     real_step = train_vae.optimiser_step
@@ -120,7 +120,7 @@ def test_checkpoint_and_init_from_refuse_pickled_code(tmp_path):
 
 
 def test_caches_with_pickled_code_are_rebuilt_not_run(tmp_path, caplog):
-    from clipguide.shapes.data import build_pool
+    from clipguide.shapes.training.data import build_pool
 
     marker = tmp_path / "ran.txt"
     _plant(tmp_path / "pools" / "pool_3_4.pt", marker)
@@ -131,7 +131,7 @@ def test_caches_with_pickled_code_are_rebuilt_not_run(tmp_path, caplog):
     again = build_pool(4, 3, cache_dir=tmp_path / "pools")  # the rebuilt cache reads back
     assert torch.equal(again.images, pool.images) and again.scenes == pool.scenes
     assert again.scenes == build_pool(4, 3).scenes
-    from clipguide.shapes.data import load_cache  # what the UNet and decoder stages use
+    from clipguide.shapes.training.data import load_cache  # what the UNet and decoder stages use
 
     _plant(tmp_path / "latents.pt", marker)
     assert load_cache(tmp_path / "latents.pt") is None and not marker.exists()
@@ -139,7 +139,7 @@ def test_caches_with_pickled_code_are_rebuilt_not_run(tmp_path, caplog):
 
 def test_clip_normalisation_constants_come_from_the_model_layer():
     from clipguide.model import preprocess
-    from clipguide.shapes import train
+    from clipguide.shapes.training import clip as train
 
     assert train.OPENAI_MEAN is preprocess.OPENAI_MEAN and train.OPENAI_STD is preprocess.OPENAI_STD
     assert not hasattr(train, "CLIP_MEAN") and not hasattr(train, "CLIP_STD")

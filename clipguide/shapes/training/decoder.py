@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
+from .clip import WEIGHTS_DIR, Checkpointer, cosine_lr, optimiser_step
 from .data import build_pool, load_cache
-from .train import WEIGHTS_DIR, Checkpointer, cosine_lr, optimiser_step
-from .train_unet import encode_latents
-from .train_vae import psnr
+from .unet import encode_latents
+from .vae import psnr
 
 __all__ = ["DECODER_CONFIG", "build_decoder", "train_decoder"]
 

@@ -1,4 +1,4 @@
-"""Train the micro-world models on CPU: ``python -m clipguide.shapes.train STAGE [options]``.
+"""Train the micro-world models on CPU: ``python -m clipguide.shapes.training STAGE [options]``.
 
 Stages: ``clip`` and ``judge`` (open_clip, contrastive), ``vae`` (AutoencoderKL), ``unet``
 (SDXL-style UNet2DConditionModel on the trained CLIP text tower and VAE latents), ``decoder``
@@ -26,8 +26,8 @@ from .data import load_tensors
 __all__ = ["main", "Checkpointer", "cosine_lr", "optimiser_step"]
 
 log = logging.getLogger("clipguide.shapes.train")
-CONFIG_DIR = Path(__file__).parent / "configs"
-WEIGHTS_DIR = Path(__file__).parent / "weights"
+CONFIG_DIR = Path(__file__).parents[1] / "configs"
+WEIGHTS_DIR = Path(__file__).parents[1] / "weights"
 
 
 def cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
@@ -187,7 +187,7 @@ def _attribute_targets(model, tokenizer, pool, weight: float, frozen: bool):
     """
     if weight <= 0:
         return None, None
-    from .scenes import COLOURS, SHAPES, SIZES
+    from ..scenes import COLOURS, SHAPES, SIZES
 
     labels = [(z, c, s) for z in SIZES for c in COLOURS for s in SHAPES]
     index = {lab: i for i, lab in enumerate(labels)}
@@ -209,8 +209,8 @@ def _attribute_targets(model, tokenizer, pool, weight: float, frozen: bool):
 @torch.no_grad()
 def zero_shot_accuracy(model, tokenizer, n: int = 300, seed: int = 99_999) -> dict[str, float]:
     """Held-out single-object scenes classified among all "a {colour} {shape}" prompts."""
+    from ..scenes import COLOURS, SHAPES, SIZES, render, sample_scene
     from .data import to_tensor
-    from .scenes import COLOURS, SHAPES, SIZES, render, sample_scene
 
     model.eval()
     scenes = [sample_scene(seed * 7 + i, "colors") for i in range(n)]
@@ -262,7 +262,7 @@ def export_clip(model, config_name: str, out_dir: str | Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m clipguide.shapes.train", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m clipguide.shapes.training", description=__doc__)
     p.add_argument("stage", choices=["clip", "judge", "vae", "unet", "decoder"])
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
@@ -346,15 +346,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.stage in ("clip", "judge"):
         train_clip(args)
     elif args.stage == "vae":
-        from .train_vae import train_vae
+        from .vae import train_vae
 
         train_vae(args)
     elif args.stage == "decoder":
-        from .train_decoder import train_decoder
+        from .decoder import train_decoder
 
         train_decoder(args)
     else:
-        from .train_unet import train_unet
+        from .unet import train_unet
 
         train_unet(args)
     log.warning("stage %s done in %.1f min", args.stage, (time.monotonic() - t0) / 60)

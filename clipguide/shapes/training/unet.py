@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
+from .clip import WEIGHTS_DIR, Checkpointer, cosine_lr
 from .data import build_pool, load_cache
-from .train import WEIGHTS_DIR, Checkpointer, cosine_lr
 
 __all__ = ["SCHEDULE", "TIME_IDS", "build_unet", "train_unet", "unet_config"]
 

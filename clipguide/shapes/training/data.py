@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .scenes import Scene, ShapeObject, render, sample_scene
+from ..scenes import Scene, ShapeObject, render, sample_scene
 
 __all__ = ["ScenePool", "build_pool", "load_cache", "load_tensors", "to_tensor"]
 

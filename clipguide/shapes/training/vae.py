@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
+from .clip import WEIGHTS_DIR, Checkpointer, cosine_lr, optimiser_step
 from .data import build_pool
-from .train import WEIGHTS_DIR, Checkpointer, cosine_lr, optimiser_step
 
 __all__ = ["VAE_CONFIG", "build_vae", "train_vae"]
 
