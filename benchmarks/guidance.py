@@ -195,9 +195,9 @@ def _linear_decoder(world: World):
 
     if world.name == "shapes":
         from clipguide import shapes
-        from clipguide.shapes.training.data import to_tensor
+        from clipguide.shapes.training.data import uint8_batch
 
-        images = to_tensor(shapes.render(shapes.sample_scene(i)) for i in range(64)).float() / 255
+        images = uint8_batch(shapes.render(shapes.sample_scene(i)) for i in range(64)).float() / 255
     else:
         side = world.pipe.unet.config.sample_size * world.pipe.vae_scale_factor
         images = torch.rand(16, 3, side, side, generator=torch.Generator().manual_seed(0))

@@ -32,16 +32,16 @@ import torch
 from PIL import Image
 
 from clipguide.shapes import Prompt, Scene, check, detect, render, sample_scene
-from clipguide.shapes.oracle import judge
-from clipguide.shapes.scenes import (
+from clipguide.shapes.grammar import (
     COLOURS,
     RELATIONS,
     SHAPES,
     SIZES,
     TRAIN_FAMILIES,
     Group,
-    parse_prompt,
+    parse_caption,
 )
+from clipguide.shapes.oracle import judge
 
 __all__ = ["contrastive_caption", "main", "measure", "scenes_for", "vae_round_trip"]
 
@@ -77,7 +77,7 @@ def _variants(prompt: Prompt) -> list[Prompt]:
 
 def contrastive_caption(scene: Scene) -> str | None:
     """A caption one change away from the scene's that its objects do not satisfy (seeded)."""
-    false = [v for v in _variants(parse_prompt(scene.caption)) if not judge(scene.objects, v).ok]
+    false = [v for v in _variants(parse_caption(scene.caption)) if not judge(scene.objects, v).ok]
     if not false:
         return None
     return false[np.random.default_rng([scene.seed, 31]).integers(len(false))].text()
@@ -96,14 +96,14 @@ def vae_round_trip(
     from diffusers import AutoencoderKL
 
     from clipguide.shapes.shipped import WEIGHTS_DIR
-    from clipguide.shapes.training.data import to_tensor
+    from clipguide.shapes.training.data import uint8_batch
 
     if vae is None:
         vae = AutoencoderKL.from_pretrained(WEIGHTS_DIR / "vae", torch_dtype=torch.float32)
     g = torch.Generator().manual_seed(seed)
     out = []
     for i in range(0, len(images), batch):
-        x = to_tensor(images[i : i + batch]).float() / 127.5 - 1.0
+        x = uint8_batch(images[i : i + batch]).float() / 127.5 - 1.0
         z = vae.encode(x).latent_dist.mean
         if drift > 0:
             field = torch.randn(z.shape[0], z.shape[1], 4, 4, generator=g)

@@ -27,16 +27,9 @@ from clipguide.scoring.captions import (
     prompt_parts,
 )
 from clipguide.scoring.captions import lexicon as lex
+from clipguide.shapes import TRAIN_FAMILIES, Group, Prompt, parse_caption, prompt_set, render
 from clipguide.shapes.oracle import check
-from clipguide.shapes.scenes import (
-    TRAIN_FAMILIES,
-    Group,
-    Prompt,
-    parse_prompt,
-    prompt_set,
-    relation_holds,
-    render,
-)
+from clipguide.shapes.scenes import relation_holds
 
 DATA = Path(__file__).parent / "data"
 # freeform_prompts.json was labelled before the rewriter was run on it (and the lexicon was then
@@ -113,21 +106,21 @@ def _holds(objects, p: Prompt) -> bool:
 def test_micro_negatives_are_exactly_the_one_binding_edits():
     for scene in MICRO:
         got = {n.text: n.kind for n in hard_negatives(scene.caption)}
-        assert got == _reference_negatives(parse_prompt(scene.caption)), scene.caption
+        assert got == _reference_negatives(parse_caption(scene.caption)), scene.caption
 
 
 @pytest.mark.parametrize("variant", ["to the {}", "a photo of {}"])
 def test_micro_negatives_survive_the_grammar_variants(variant):
-    """ "to the left of" and "a photo of ..." are accepted by parse_prompt: same edits."""
+    """ "to the left of" and "a photo of ..." are accepted by parse_caption: same edits."""
     for scene in MICRO[::3]:
         caption = scene.caption
         if variant.startswith("to"):
             caption = re.sub(r"\b(left|right) of\b", r"to the \1 of", caption)
         else:
             caption = variant.format(caption)
-        parsed = parse_prompt(caption)
+        parsed = parse_caption(caption)
         want = _reference_negatives(parsed)
-        got = {parse_prompt(n.text).text(): n.kind for n in hard_negatives(caption)}
+        got = {parse_caption(n.text).text(): n.kind for n in hard_negatives(caption)}
         assert got == want, caption
 
 
@@ -149,13 +142,13 @@ def test_micro_scene_of_the_caption_fails_its_negatives():
     """A scene drawn for the caption satisfies it but not (as a rule) its negatives."""
     failed, total = Counter(), Counter()
     for scene in MICRO:
-        p = parse_prompt(scene.caption)
+        p = parse_caption(scene.caption)
         if not _holds(scene.objects, p):  # the scene generator's own slips are not ours
             continue
         for neg in hard_negatives(scene.caption):
             kind = neg.kind + ("/move" if "moved" in neg.detail else "")
             total[kind] += 1
-            failed[kind] += not _holds(scene.objects, parse_prompt(neg.text))
+            failed[kind] += not _holds(scene.objects, parse_caption(neg.text))
     rate = {k: failed[k] / total[k] for k in total}
     assert rate["drop_object"] == 0  # a dropped object asks for less: by design
     for kind in ("change_count", "swap_relation", "swap_objects"):
@@ -171,13 +164,13 @@ def test_scene_check_agrees_with_the_oracle():
         image = render(scene, jitter=False)
         for text in [scene.caption, *(n.text for n in hard_negatives(scene.caption, limit=4))]:
             total += 1
-            agree += check(image, text).ok == _holds(scene.objects, parse_prompt(text))
+            agree += check(image, text).ok == _holds(scene.objects, parse_caption(text))
     assert agree / total >= 0.95, (agree, total)
 
 
 def test_micro_parts_are_the_groups():
     for scene in MICRO:
-        p = parse_prompt(scene.caption)
+        p = parse_caption(scene.caption)
         parts = prompt_parts(scene.caption)
         texts = [g.text() for g in p.groups]
         assert parts == (texts if len(set(texts)) == 2 else []), scene.caption

@@ -5,13 +5,13 @@ import torch
 
 from clipguide import shapes
 from clipguide.guidance import LinearLatentDecoder, decode_latents
-from clipguide.shapes.training.data import to_tensor
+from clipguide.shapes.training.data import uint8_batch
 
 
 @pytest.fixture(scope="module")
 def micro():
     pipe = shapes.pipeline(progress=False)
-    images = to_tensor(shapes.render(shapes.sample_scene(i)) for i in range(48)).float() / 255
+    images = uint8_batch(shapes.render(shapes.sample_scene(i)) for i in range(48)).float() / 255
     return pipe, images
 
 

@@ -7,15 +7,8 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
+from clipguide.shapes import TRAIN_FAMILIES, Group, Prompt, parse_caption, render, sample_scene
 from clipguide.shapes.oracle import check, detect
-from clipguide.shapes.scenes import (
-    TRAIN_FAMILIES,
-    Group,
-    Prompt,
-    parse_prompt,
-    render,
-    sample_scene,
-)
 
 N_PER_FAMILY = 30
 
@@ -79,7 +72,7 @@ def test_agreement_under_distortion(distort):
 
 def _wrong(caption: str) -> str:
     """A caption the same scene cannot satisfy."""
-    p = parse_prompt(caption)
+    p = parse_caption(caption)
     if p.relation:
         flip = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
         return Prompt(p.groups, flip[p.relation]).text()
@@ -131,7 +124,7 @@ def test_blank_image_and_bad_input():
 
 def _drifted(shape: str, start: str, end: str) -> tuple[np.ndarray, object]:
     """One large shape whose colour turns from ``start`` (left edge) to ``end`` (right edge)."""
-    from clipguide.shapes.scenes import COLOURS, Scene, ShapeObject
+    from clipguide.shapes import COLOURS, Scene, ShapeObject
 
     obj = ShapeObject(shape, start, "large", 32.0, 32.0, 22.0)
     scene = Scene(f"a {start} {shape}", "colors", (obj,), (240, 240, 236), 5)
@@ -175,7 +168,7 @@ def _one_circle() -> np.ndarray:
 
 
 def test_faint_blob_and_sliver_are_not_objects():
-    from clipguide.shapes.scenes import COLOURS
+    from clipguide.shapes import COLOURS
 
     image = _one_circle().astype(float)
     yy, xx = np.mgrid[:64, :64]

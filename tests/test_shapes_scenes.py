@@ -3,18 +3,18 @@
 import numpy as np
 import pytest
 
-from clipguide.shapes.scenes import (
+from clipguide.shapes import (
     COLOURS,
     FAMILIES,
     IMAGE_SIZE,
     TRAIN_FAMILIES,
     Group,
-    parse_prompt,
+    parse_caption,
     prompt_set,
-    relation_holds,
     render,
     sample_scene,
 )
+from clipguide.shapes.scenes import relation_holds
 
 
 def test_scenes_are_deterministic():
@@ -36,7 +36,7 @@ def test_captions_round_trip_and_layout(family):
     for i in range(25):
         s = sample_scene(1000 + i, family)
         assert s.family == family
-        p = parse_prompt(s.caption)
+        p = parse_caption(s.caption)
         assert p.text() == s.caption
         for o in s.objects:
             h = o.extent / 2
@@ -56,7 +56,7 @@ def test_captions_round_trip_and_layout(family):
 
 def test_all_relations_and_counts_occur():
     scenes = [sample_scene(i, "position") for i in range(200)]
-    assert {parse_prompt(s.caption).relation for s in scenes} == {
+    assert {parse_caption(s.caption).relation for s in scenes} == {
         "left of",
         "right of",
         "above",
@@ -67,15 +67,15 @@ def test_all_relations_and_counts_occur():
 
 
 def test_parse_prompt_grammar():
-    p = parse_prompt("Two red circles above a blue square.")
+    p = parse_caption("Two red circles above a blue square.")
     assert p.relation == "above"
     assert p.groups == (
         Group("circle", count=2, exact=True, colour="red"),
         Group("square", colour="blue"),
     )
-    q = parse_prompt("a photo of a small circle to the left of a triangle")
+    q = parse_caption("a photo of a small circle to the left of a triangle")
     assert q.relation == "left of" and q.groups[0].size == "small"
-    assert parse_prompt("a green triangle and a cyan square").groups[1].colour == "cyan"
+    assert parse_caption("a green triangle and a cyan square").groups[1].colour == "cyan"
 
 
 @pytest.mark.parametrize(
@@ -88,9 +88,9 @@ def test_parse_prompt_grammar():
 )
 def test_parse_prompt_errors_name_the_problem(bad, word):
     with pytest.raises(ValueError, match=word):
-        parse_prompt(bad)
+        parse_caption(bad)
     with pytest.raises(TypeError, match="caption"):
-        parse_prompt(3)
+        parse_caption(3)
 
 
 def test_prompt_set_is_fixed_and_covers_families():
@@ -103,7 +103,7 @@ def test_prompt_set_is_fixed_and_covers_families():
 
 def _caption_holds(scene) -> bool:
     """The caption is true of the scene's own objects, by the grammar's rules."""
-    p = parse_prompt(scene.caption)
+    p = parse_caption(scene.caption)
     for g in p.groups:
         n = sum(g.matches(o) for o in scene.objects)
         if not (n == g.count if g.exact else n >= g.count):

@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from clipguide.shapes.training.clip import Checkpointer, cosine_lr, main
+from clipguide.shapes.training import main
+from clipguide.shapes.training.common import Checkpointer, cosine_lr
 
 
 def test_cosine_lr_warms_up_then_decays():
@@ -124,7 +125,7 @@ def test_caches_with_pickled_code_are_rebuilt_not_run(tmp_path, caplog):
 
     marker = tmp_path / "ran.txt"
     _plant(tmp_path / "pools" / "pool_3_4.pt", marker)
-    with caplog.at_level("WARNING", logger="clipguide.shapes.train"):
+    with caplog.at_level("WARNING", logger="clipguide.shapes.training"):
         pool = build_pool(4, 3, cache_dir=tmp_path / "pools")
     assert "rebuilding the cache" in caplog.text and "refusing to load" in caplog.text
     assert not marker.exists()

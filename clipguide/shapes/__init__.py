@@ -1,23 +1,28 @@
 """The micro world: seeded scenes of coloured shapes, an oracle that reads them, and the
 shipped model set trained on them (guide CLIP, judge CLIP, SDXL-style UNet, AutoencoderKL, and
-an AutoencoderTiny distilled from it as a cheap guidance decoder)."""
+an AutoencoderTiny distilled from it as a cheap guidance decoder).
 
-from clipguide.shapes.oracle import Detection, Verdict, check, detect
-from clipguide.shapes.registry import register
-from clipguide.shapes.scenes import (
+A client of the library: it registers its models (``registry``) through clipguide's public
+sources registry, declared as an entry point, as any third party would. ``grammar`` parses
+captions, ``scenes`` samples them, ``render`` draws them, ``oracle`` checks images against
+captions, ``shipped`` loads the trained models, ``training`` trains them.
+"""
+
+from clipguide.shapes.grammar import (
     COLOURS,
     FAMILIES,
     RELATIONS,
     SHAPES,
     SIZES,
+    TRAIN_FAMILIES,
+    Group,
     Prompt,
-    Scene,
-    ShapeObject,
-    parse_prompt,
-    prompt_set,
-    render,
-    sample_scene,
+    parse_caption,
 )
+from clipguide.shapes.oracle import Detection, Verdict, check, detect
+from clipguide.shapes.registry import register
+from clipguide.shapes.render import render
+from clipguide.shapes.scenes import IMAGE_SIZE, Scene, ShapeObject, prompt_set, sample_scene
 from clipguide.shapes.shipped import (
     DEFAULT_GUIDANCE_SCALE,
     DEFAULT_STEPS,
@@ -33,11 +38,14 @@ __all__ = [
     "DEFAULT_GUIDANCE_SCALE",
     "DEFAULT_STEPS",
     "FAMILIES",
+    "IMAGE_SIZE",
     "RELATIONS",
     "SCHEDULERS",
     "SHAPES",
     "SIZES",
+    "TRAIN_FAMILIES",
     "Detection",
+    "Group",
     "Prompt",
     "Scene",
     "ShapeObject",
@@ -47,7 +55,7 @@ __all__ = [
     "load_shapes_clip",
     "load_tiny_decoder",
     "make_scheduler",
-    "parse_prompt",
+    "parse_caption",
     "pipeline",
     "prompt_set",
     "render",

@@ -22,7 +22,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull
 
-from .scenes import COLOURS, IMAGE_SIZE, Prompt, ShapeObject, parse_prompt, relation_holds
+from .grammar import COLOURS, Prompt, parse_caption
+from .scenes import IMAGE_SIZE, ShapeObject, relation_holds
 
 __all__ = ["Detection", "Verdict", "check", "detect", "image_array", "judge"]
 
@@ -322,7 +323,7 @@ def _as_prompt(prompt) -> Prompt:
         return prompt
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a caption str or a Prompt, got {prompt!r}")
-    return parse_prompt(prompt)
+    return parse_caption(prompt)
 
 
 def judge(objects: Sequence[ShapeObject], prompt: str | Prompt) -> Verdict:

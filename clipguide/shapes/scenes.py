@@ -1,68 +1,39 @@
-"""Seeded scenes of coloured shapes, their captions, and the caption grammar.
-
-The task families mirror GenEval (single object, two objects, counting, colours, position,
-colour attribution) plus size; ``composite`` mixes them (e.g. "two red circles above a blue
-square") and is used for training and the command line example.
-"""
+"""Seeded scenes of coloured shapes: the objects that make a caption true, placed at random
+without overlap, and the spatial relations between them."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw
+
+from clipguide.shapes.grammar import (
+    COLOURS,
+    FAMILIES,
+    RELATIONS,
+    SHAPES,
+    SIZES,
+    TRAIN_FAMILIES,
+    Group,
+    Prompt,
+)
 
 __all__ = [
     "BACKGROUND",
-    "COLOURS",
-    "FAMILIES",
     "IMAGE_SIZE",
-    "RELATIONS",
-    "SHAPES",
-    "SIZES",
-    "TRAIN_FAMILIES",
-    "Group",
-    "Prompt",
     "Scene",
     "ShapeObject",
-    "parse_prompt",
+    "non_negative_int",
     "prompt_set",
     "relation_holds",
-    "render",
     "sample_scene",
 ]
 
 IMAGE_SIZE = 64
-# Far apart in RGB (minimum pairwise distance ~114) so an oracle separates them robustly.
-COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 40, 40),
-    "yellow": (235, 200, 30),
-    "green": (40, 165, 70),
-    "cyan": (30, 185, 205),
-    "blue": (40, 70, 210),
-    "purple": (150, 55, 185),
-}
-SHAPES = ("circle", "square", "triangle")
-SIZES = ("small", "large")
-RELATIONS = ("left of", "right of", "above", "below")
 BACKGROUND = (240, 240, 236)
 # Extent (bounding-box side in pixels at 64x64) ranges per size class.
 EXTENTS = {"small": (10.0, 13.0), "large": (19.0, 24.0)}
-FAMILIES = (
-    "single_object",
-    "two_object",
-    "counting",
-    "colors",
-    "position",
-    "color_attr",
-    "size",
-)
-TRAIN_FAMILIES = FAMILIES + ("composite",)
-NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4}
-_NUMBER_WORDS = {v: k for k, v in NUMBERS.items()}
-_SUPERSAMPLE = 4
 _GAP = 4.0  # minimum gap between bounding boxes, pixels
 
 
@@ -89,96 +60,6 @@ class Scene:
     seed: int = 0
 
 
-@dataclass(frozen=True)
-class Group:
-    """A noun phrase: ``count`` objects (exactly if ``exact``, else at least)."""
-
-    shape: str
-    count: int = 1
-    exact: bool = False
-    colour: str | None = None
-    size: str | None = None
-
-    def text(self) -> str:
-        words = [_NUMBER_WORDS[self.count] if self.exact else "a"]
-        words += [w for w in (self.size, self.colour) if w]
-        words.append(self.shape + ("s" if self.count > 1 else ""))
-        return " ".join(words)
-
-    def matches(self, obj: ShapeObject) -> bool:
-        return (
-            obj.shape == self.shape
-            and (self.colour is None or obj.colour == self.colour)
-            and (self.size is None or obj.size == self.size)
-        )
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """A parsed caption: one or two groups, optionally related spatially (first REL second)."""
-
-    groups: tuple[Group, ...]
-    relation: str | None = None
-    family: str | None = field(default=None, compare=False)
-
-    def text(self) -> str:
-        sep = f" {self.relation} " if self.relation else " and "
-        return sep.join(g.text() for g in self.groups)
-
-
-_TOKEN = re.compile(r"[a-z]+")
-
-
-def _parse_group(words: list[str], caption: str) -> Group:
-    if not words:
-        raise ValueError(f"caption={caption!r}: empty noun phrase")
-    head, *rest = words
-    if head in ("a", "an"):
-        count, exact = 1, False
-    elif head in NUMBERS:
-        count, exact = NUMBERS[head], True
-    else:
-        rest, count, exact = words, 1, False
-    size = colour = None
-    for w in rest[:-1]:
-        if w in SIZES and size is None:
-            size = w
-        elif w in COLOURS and colour is None:
-            colour = w
-        else:
-            raise ValueError(
-                f"caption={caption!r}: unexpected word {w!r}; accepted: number, "
-                f"size {SIZES}, colour {tuple(COLOURS)}, shape {SHAPES}"
-            )
-    noun = rest[-1] if rest else ""
-    shape = noun[:-1] if noun.endswith("s") and noun[:-1] in SHAPES else noun
-    if shape not in SHAPES:
-        raise ValueError(f"caption={caption!r}: unknown shape {noun!r}; accepted: {SHAPES}")
-    return Group(shape=shape, count=count, exact=exact, colour=colour, size=size)
-
-
-def parse_prompt(caption: str) -> Prompt:
-    """Parse a caption of the micro-world grammar; raise ValueError naming the bad word."""
-    if not isinstance(caption, str):
-        raise TypeError(f"caption must be a str, got {caption!r} ({type(caption).__name__})")
-    words = _TOKEN.findall(caption.lower())
-    if words[:3] == ["a", "photo", "of"]:
-        words = words[3:]
-    text = " ".join(words)
-    found = [r for r in RELATIONS for _ in re.finditer(rf"\b{r}\b", text)]
-    if len(found) > 1:
-        raise ValueError(f"caption={caption!r}: at most one relation is accepted, got {found}")
-    for rel in RELATIONS:
-        parts = re.split(rf"\b(?:to the )?{rel}\b", text)
-        if len(parts) == 2:
-            a, b = (p.split() for p in parts)
-            return Prompt((_parse_group(a, caption), _parse_group(b, caption)), rel)
-    parts = text.split(" and ")
-    if len(parts) > 2:
-        raise ValueError(f"caption={caption!r}: at most two noun phrases are accepted")
-    return Prompt(tuple(_parse_group(p.split(), caption) for p in parts))
-
-
 def relation_holds(a: ShapeObject, b: ShapeObject, relation: str, *, margin: float = 2.0) -> bool:
     """Whether ``a`` is ``relation`` ``b``: offset along the axis > margin and dominant."""
     dx, dy = b.cx - a.cx, b.cy - a.cy  # image y grows downwards
@@ -189,9 +70,6 @@ def relation_holds(a: ShapeObject, b: ShapeObject, relation: str, *, margin: flo
         "below": (-dy, dx),
     }[relation]
     return along > margin and along >= abs(across)
-
-
-# ---------------------------------------------------------------- sampling
 
 
 def _extent(rng: np.random.Generator, size: str) -> float:
@@ -334,7 +212,7 @@ def _across(a: ShapeObject, b: ShapeObject, relation: str) -> float:
     return b.cy - a.cy if relation in ("left of", "right of") else b.cx - a.cx
 
 
-def _non_negative_int(name: str, value) -> int:
+def non_negative_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(
             f"{name} must be a non-negative int, got {value!r} ({type(value).__name__})"
@@ -351,7 +229,7 @@ def _check_family(family, name: str = "family") -> None:
 
 def sample_scene(seed: int, family: str | None = None) -> Scene:
     """The scene for ``seed`` (deterministic); family drawn from TRAIN_FAMILIES if None."""
-    seed = _non_negative_int("seed", seed)
+    seed = non_negative_int("seed", seed)
     if family is not None:
         _check_family(family)
     rng = np.random.default_rng([seed, 7919])
@@ -370,9 +248,9 @@ def sample_scene(seed: int, family: str | None = None) -> Scene:
 
 def prompt_set(n_per_family: int = 30, seed: int = 1234, families=FAMILIES) -> list[Scene]:
     """A fixed, seeded list of scenes (caption + family) covering each family equally."""
-    if _non_negative_int("n_per_family", n_per_family) < 1:
+    if non_negative_int("n_per_family", n_per_family) < 1:
         raise ValueError(f"n_per_family must be >= 1, got {n_per_family!r}")
-    _non_negative_int("seed", seed)
+    non_negative_int("seed", seed)
     if isinstance(families, str) or not isinstance(families, Iterable):
         raise TypeError(f"families must be a sequence of family names, got {families!r}")
     families = tuple(families)
@@ -383,50 +261,3 @@ def prompt_set(n_per_family: int = 30, seed: int = 1234, families=FAMILIES) -> l
         for i in range(n_per_family):
             out.append(sample_scene(seed * 1_000_003 + fi * 10_007 + i, fam))
     return out
-
-
-# ---------------------------------------------------------------- rendering
-
-
-def _check_scene(scene) -> None:
-    """Raise naming the field of ``scene`` that render cannot draw."""
-    if not isinstance(scene, Scene):
-        raise TypeError(f"scene must be a Scene, got {scene!r} ({type(scene).__name__})")
-    _non_negative_int("scene.seed", scene.seed)
-    for i, o in enumerate(scene.objects):
-        for field_name, value, accepted in (
-            ("shape", o.shape, SHAPES),
-            ("colour", o.colour, tuple(COLOURS)),
-            ("size", o.size, SIZES),
-        ):
-            if value not in accepted:
-                raise ValueError(
-                    f"scene.objects[{i}].{field_name}={value!r} is not one of {accepted}"
-                )
-
-
-def render(scene: Scene, *, jitter: bool = True) -> Image.Image:
-    """Draw the scene as a 64x64 RGB image (anti-aliased, mild colour variation)."""
-    _check_scene(scene)
-    rng = np.random.default_rng([scene.seed, 104729])
-    s = _SUPERSAMPLE
-    img = Image.new("RGB", (IMAGE_SIZE * s, IMAGE_SIZE * s), scene.background)
-    draw = ImageDraw.Draw(img)
-    for o in scene.objects:
-        base = np.array(COLOURS[o.colour])
-        if jitter:
-            base = base + rng.integers(-10, 11, size=3)
-        fill = tuple(int(v) for v in np.clip(base, 0, 255))
-        h = o.extent / 2
-        x0, y0, x1, y1 = ((o.cx - h) * s, (o.cy - h) * s, (o.cx + h) * s, (o.cy + h) * s)
-        if o.shape == "circle":
-            draw.ellipse((x0, y0, x1, y1), fill=fill)
-        elif o.shape == "square":
-            draw.rectangle((x0, y0, x1, y1), fill=fill)
-        else:
-            draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=fill)
-    img = img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BOX)
-    if jitter:
-        arr = np.asarray(img).astype(np.float32) + rng.normal(0, 1.5, (IMAGE_SIZE, IMAGE_SIZE, 3))
-        img = Image.fromarray(np.clip(arr, 0, 255).round().astype(np.uint8))
-    return img

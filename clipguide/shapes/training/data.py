@@ -11,11 +11,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..scenes import Scene, ShapeObject, render, sample_scene
+from clipguide.shapes.render import render
+from clipguide.shapes.scenes import Scene, ShapeObject, sample_scene
 
-__all__ = ["ScenePool", "build_pool", "load_cache", "load_tensors", "to_tensor"]
+__all__ = ["ScenePool", "build_pool", "load_cache", "load_tensors", "uint8_batch"]
 
-log = logging.getLogger("clipguide.shapes.train")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -85,8 +86,9 @@ def load_cache(path: Path, convert=lambda state: state) -> Any | None:
         return None
 
 
-def to_tensor(images) -> torch.Tensor:
-    """PIL images -> uint8 tensor (N, 3, H, W)."""
+def uint8_batch(images) -> torch.Tensor:
+    """PIL images -> one uint8 tensor (N, 3, H, W) (distinct from the model layer's
+    ``to_tensor``, which turns one image into floats in [0, 1])."""
     arr = np.stack([np.asarray(im.convert("RGB")) for im in images])
     return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
 
@@ -105,7 +107,7 @@ def build_pool(n: int, seed: int, *, progress: bool = False, cache_dir=None) -> 
         return cached
 
     scenes = [sample_scene(seed * 10_000_019 + i) for i in tqdm(range(n), disable=not progress)]
-    images = to_tensor(render(s) for s in scenes)
+    images = uint8_batch(render(s) for s in scenes)
     pool = ScenePool(images, [s.caption for s in scenes], scenes)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -20,14 +20,15 @@ from pathlib import Path
 
 import torch
 
-from .clip import WEIGHTS_DIR, Checkpointer, cosine_lr, optimiser_step
+from clipguide.shapes.shipped import WEIGHTS_DIR
+
+from .common import Checkpointer, begin_step, optimiser_step, psnr, to_unit
 from .data import build_pool, load_cache
 from .unet import encode_latents
-from .vae import psnr
 
 __all__ = ["DECODER_CONFIG", "build_decoder", "train_decoder"]
 
-log = logging.getLogger("clipguide.shapes.train")
+log = logging.getLogger(__name__)
 
 # 16 channels everywhere; the decoder's work is at 16x16 and 32x32, then one convolution at 64x64.
 DECODER_CONFIG = dict(
@@ -191,10 +192,8 @@ def train_decoder(args: argparse.Namespace) -> None:
     model.train()
     t0 = time.monotonic()
     while step < args.steps:
-        g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+        g = begin_step(opt, step, args)
         idx = torch.randint(len(latents), (args.batch,), generator=g)
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, args.steps, args.lr, args.warmup)
         z = latents[idx].clone().requires_grad_(True)
         rec = model.decoder(z)
         target = images[idx]
@@ -207,7 +206,7 @@ def train_decoder(args: argparse.Namespace) -> None:
             grad_loss = ((mine - ref).flatten(1).pow(2).sum(1) / norm).mean()
             loss = loss + args.grad_weight * grad_loss
         cidx = torch.randint(len(data["clean"]), (args.batch // 4,), generator=g)
-        x = data["pool_images"][cidx].float() / 127.5 - 1.0
+        x = to_unit(data["pool_images"][cidx])
         loss = loss + (model.encoder(x) - data["clean"][cidx]).pow(2).mean()
         step = optimiser_step(model, opt, loss, step, args.steps, ckpt, t0)
     model.eval()

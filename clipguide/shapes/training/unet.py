@@ -17,12 +17,14 @@ from pathlib import Path
 
 import torch
 
-from .clip import WEIGHTS_DIR, Checkpointer, cosine_lr
+from clipguide.shapes.shipped import WEIGHTS_DIR
+
+from .common import Checkpointer, begin_step, to_unit
 from .data import build_pool, load_cache
 
 __all__ = ["SCHEDULE", "TIME_IDS", "build_unet", "train_unet", "unet_config"]
 
-log = logging.getLogger("clipguide.shapes.train")
+log = logging.getLogger(__name__)
 
 # SDXL's training schedule (scaled_linear betas 0.00085 -> 0.012 over 1000 steps).
 SCHEDULE = dict(
@@ -80,7 +82,7 @@ def encode_latents(vae, images_u8: torch.Tensor, batch: int = 128) -> torch.Tens
     """Scaled latent means (N, 4, 16, 16) of uint8 images."""
     out = []
     for i in range(0, len(images_u8), batch):
-        x = images_u8[i : i + batch].float() / 127.5 - 1.0
+        x = to_unit(images_u8[i : i + batch])
         out.append(vae.encode(x).latent_dist.mean * vae.config.scaling_factor)
     return torch.cat(out)
 
@@ -129,7 +131,7 @@ def train_unet(args: argparse.Namespace) -> None:
     unet.train()
     t0 = time.monotonic()
     while step < args.steps and not args.export_only:
-        g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+        g = begin_step(opt, step, args)
         idx = torch.randint(len(latents), (args.batch,), generator=g)
         caps = torch.where(torch.rand(args.batch, generator=g) < 0.1, empty, cap_idx[idx])
         x0 = latents[idx]
@@ -137,8 +139,6 @@ def train_unet(args: argparse.Namespace) -> None:
         eps = torch.randn(x0.shape, generator=g)
         a = abar[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, args.steps, args.lr, args.warmup)
         pred = unet(
             xt,
             t,

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import torch
 
-from .clip import WEIGHTS_DIR, Checkpointer, cosine_lr, optimiser_step
+from clipguide.shapes.shipped import WEIGHTS_DIR
+
+from .common import Checkpointer, begin_step, optimiser_step, psnr, to_unit
 from .data import build_pool
 
 __all__ = ["VAE_CONFIG", "build_vae", "train_vae"]
 
-log = logging.getLogger("clipguide.shapes.train")
+log = logging.getLogger(__name__)
 
 VAE_CONFIG = dict(
     in_channels=3,
@@ -36,16 +38,6 @@ def build_vae():
     return AutoencoderKL(**VAE_CONFIG)
 
 
-def _to_unit(images_u8: torch.Tensor) -> torch.Tensor:
-    return images_u8.float() / 127.5 - 1.0
-
-
-def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
-    """PSNR in dB of images in [-1, 1]."""
-    mse = ((x.clamp(-1, 1) - y) / 2).pow(2).mean()
-    return float(10 * torch.log10(1.0 / mse))
-
-
 def train_vae(args: argparse.Namespace) -> None:
     """L1 + L2 reconstruction with a tiny KL term (as in LDM's KL-f autoencoders)."""
     torch.manual_seed(args.seed)
@@ -59,10 +51,8 @@ def train_vae(args: argparse.Namespace) -> None:
     vae.train()
     t0 = time.monotonic()
     while step < args.steps:
-        g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
-        x = _to_unit(pool.images[torch.randint(len(pool), (args.batch,), generator=g)])
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, args.steps, args.lr, args.warmup)
+        g = begin_step(opt, step, args)
+        x = to_unit(pool.images[torch.randint(len(pool), (args.batch,), generator=g)])
         post = vae.encode(x).latent_dist
         z = post.mean + post.std * torch.randn(post.mean.shape, generator=g)
         rec = vae.decode(z).sample
@@ -70,7 +60,7 @@ def train_vae(args: argparse.Namespace) -> None:
         step = optimiser_step(vae, opt, loss, step, args.steps, ckpt, t0)
     vae.eval()
     with torch.no_grad():
-        x = _to_unit(held.images)
+        x = to_unit(held.images)
         z = vae.encode(x).latent_dist.mean
         scaling = float(1.0 / z.std())
         log.warning(
