@@ -239,7 +239,7 @@ def _sheet(cands: np.ndarray, items: list, path: str, per_family: int = 4) -> No
     """The first plain samples of each family, captioned with the oracle's verdict."""
     from PIL import Image
 
-    from clipguide.scoring.sheet import contact_sheet
+    from clipguide import contact_sheet
     from clipguide.shapes import check
 
     families = list(dict.fromkeys(i.family for i in items))

@@ -14,7 +14,7 @@ import pytest
 import torch
 from diffusers import CMStochasticIterativeScheduler, EDMEulerScheduler
 
-from clipguide import CLIPScorer
+from clipguide import CLIPScorer, best_of_n
 from clipguide.guidance import (
     CLIPGuidance,
     CLIPGuidanceLoopStep,
@@ -22,7 +22,6 @@ from clipguide.guidance import (
     LinearLatentDecoder,
     add_to_modular_sdxl,
 )
-from clipguide.scoring.best_of_n import best_of_n
 from clipguide.testing import tiny_clip, tiny_sd_pipeline
 
 INF, NAN = float("inf"), float("nan")

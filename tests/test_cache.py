@@ -223,7 +223,8 @@ def test_unsampleable_tensors_are_never_cached():
 
 
 def test_scorer_cache_size_zero_caches_nothing(clip):
-    from clipguide import TEXT_CACHE, CLIPScorer
+    from clipguide import CLIPScorer
+    from clipguide.model import TEXT_CACHE
 
     TEXT_CACHE.clear()
     count = Counter(clip.text_model)

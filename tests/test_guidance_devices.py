@@ -12,10 +12,9 @@ import math
 import pytest
 import torch
 
-from clipguide import CLIPScorer, load_clip
+from clipguide import CLIPScorer, best_of_n, load_clip
 from clipguide.guidance import CLIPGuidance
 from clipguide.guidance.schedulers import NoiseLevel
-from clipguide.scoring.best_of_n import best_of_n
 from clipguide.testing import tiny_clip, tiny_openclip_model, tiny_sdxl_pipeline
 
 CPU, META = torch.device("cpu"), torch.device("meta")

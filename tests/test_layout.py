@@ -4,6 +4,7 @@ imports its test fixtures; the micro world is reached only through the sources e
 from __future__ import annotations
 
 import ast
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -125,3 +126,33 @@ def test_load_clip_finds_the_micro_world_through_the_entry_point():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_the_public_surface_is_a_dozen_names():
+    import clipguide
+
+    assert clipguide.__all__ == [
+        "__version__",
+        "load_clip",
+        "CLIP",
+        "load_image",
+        "encode_prompt",
+        "Conditioning",
+        "CLIPGuidance",
+        "GuidanceSettings",
+        "CLIPScorer",
+        "Ranking",
+        "best_of_n",
+        "BestOfN",
+        "contact_sheet",
+    ]
+    assert all(hasattr(clipguide, name) for name in clipguide.__all__)
+    # everything else from its module; each of those names its own public names
+    for package in ("model", "conditioning", "guidance", "scoring", "cli", "shapes"):
+        module = importlib.import_module(f"clipguide.{package}")
+        assert module.__all__ and all(hasattr(module, n) for n in module.__all__), package
+
+
+def test_every_module_declares_its_public_names():
+    missing = [m for m, p in _modules().items() if "__all__" not in p.read_text(encoding="utf-8")]
+    assert missing == ["clipguide.__main__", "clipguide.shapes.training.__main__"]

@@ -11,7 +11,8 @@ from PIL import Image
 from safetensors.torch import save_file
 from transformers import CLIPModel, CLIPTextModelWithProjection
 
-from clipguide import CLIP, WeightsNotFoundError, load_clip
+from clipguide import CLIP, load_clip
+from clipguide.model import WeightsNotFoundError
 from clipguide.model.convert import clip_config_from_openclip, openclip_to_transformers
 from clipguide.testing import save_openclip_dir, tiny_openclip_model, tiny_sdxl_pipeline
 

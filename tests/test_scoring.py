@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from clipguide import best_of_n
 from clipguide.model.images import to_tensor
 from clipguide.scoring import (
     HESSEL_SCALE,
@@ -21,7 +22,6 @@ from clipguide.scoring import (
     rank,
     robust_view,
 )
-from clipguide.scoring.best_of_n import best_of_n
 from clipguide.testing import torchmetrics_clipscore
 
 COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}

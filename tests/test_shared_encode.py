@@ -2,7 +2,8 @@
 
 import torch
 
-from clipguide import TEXT_CACHE, CLIPGuidance, CLIPScorer, encode_prompt, load_clip
+from clipguide import CLIPGuidance, CLIPScorer, encode_prompt, load_clip
+from clipguide.model import TEXT_CACHE
 from clipguide.testing import tiny_openclip_model, tiny_sdxl_pipeline_bigg_only
 
 

@@ -82,7 +82,7 @@ def make_scheduler(scheduler: Any = None, config: dict | None = None):
 
 def load_shapes_clip(name: str = "shapes", **kwargs):
     """The shipped guide (``"shapes"``) or judge (``"shapes-judge"``) CLIP via load_clip."""
-    from clipguide import load_clip
+    from clipguide.model import load_clip
 
     if name not in CLIP_NAMES:
         raise ValueError(f"name={name!r} is not one of {CLIP_NAMES}")

@@ -124,7 +124,7 @@ def _decoder_data(state: dict) -> dict[str, torch.Tensor]:
 
 
 def _dataset(args: argparse.Namespace, vae) -> dict[str, torch.Tensor]:
-    from clipguide import load_clip
+    from clipguide.model import load_clip
 
     cache = Path(args.run_dir) / f"decoder_data_{args.seed}_{args.pool}.pt"
     cached = load_cache(cache, _decoder_data)

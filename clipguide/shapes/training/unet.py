@@ -95,7 +95,7 @@ def _latent_data(state: dict) -> dict:
 def train_unet(args: argparse.Namespace) -> None:
     from diffusers import AutoencoderKL, DDPMScheduler
 
-    from clipguide import load_clip
+    from clipguide.model import load_clip
 
     torch.manual_seed(args.seed)
     clip_src = args.clip or str(WEIGHTS_DIR / "shapes")
