@@ -1,4 +1,6 @@
-"""Offline fixtures: tiny random CLIPs and diffusers pipelines built from configs (no hub).
+"""Offline fixtures for tests and benchmarks: tiny random CLIPs and diffusers pipelines built
+from configs (no hub). Never imported by the library (tests/test_layout.py checks it); the tests
+register the tiny config themselves (tests/conftest.py).
 
 The tiny open_clip config ``clipguide-tiny`` keeps the ViT-bigG-14 structure (pre-norm ViT with
 CLS pooling, causal text transformer, real 49,408-token vocabulary, context 77) at toy widths.

@@ -17,7 +17,6 @@ __all__ = [
     "MAX_SIZE",
     "positive_int",
     "non_negative_float",
-    "positive_float",
     "seed_arg",
     "scale_arg",
     "size_arg",
@@ -68,14 +67,6 @@ def non_negative_float(value: str) -> float:
     number = _finite(value)
     if number < 0:
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {value!r}")
-    return number
-
-
-def positive_float(value: str) -> float:
-    """A finite number > 0."""
-    number = _finite(value)
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {value!r}")
     return number
 
 

@@ -37,7 +37,7 @@ from clipguide.cli.models import ANY_MODEL, NamedModel, named_model
 from clipguide.cli.sampling import decoder_choice, finite_guard, load_guide, sample
 from clipguide.cli.schedulers import SCHEDULERS, scheduler_from_config
 
-__all__ = ["register", "run", "load_pipeline", "write_atomic", "slug"]
+__all__ = ["register", "run", "load_pipeline", "slug"]
 
 log = logging.getLogger(__name__)
 
