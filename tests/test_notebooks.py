@@ -1,4 +1,8 @@
-"""The notebooks run top to bottom on the shipped micro world, and are committed without outputs."""
+"""The notebooks run top to bottom on the shipped micro world, and are committed without outputs.
+
+CI runs them with CLIPGUIDE_QUICK=1, the one switch the notebooks read to use fewer images and
+steps (a human running them gets the full settings).
+"""
 
 from __future__ import annotations
 
@@ -40,6 +44,8 @@ def test_notebook_is_committed_without_outputs(name):
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs_the_micro_world_and_keeps_real_weights_opt_in(name):
     source = "\n".join(c.source for c in _read(name).cells if c.cell_type == "code")
+    assert 'QUICK = os.environ.get("CLIPGUIDE_QUICK") == "1"' in source  # full run by default
+    assert "if QUICK" in source  # and uses it
     assert "MICRO_WORLD = True" in source
     assert "RUN_REAL = False" in source
     assert "if RUN_REAL:" in source
@@ -64,6 +70,7 @@ def test_notebook_executes_top_to_bottom(name, tmp_path, monkeypatch):
     nb = _read(name)
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.setenv(var, "1")  # the kernel inherits this process's environment
+    monkeypatch.setenv("CLIPGUIDE_QUICK", "1")  # the notebooks' smaller settings, for CI
     client = nbclient.NotebookClient(
         nb,
         timeout=CELL_TIMEOUT_S,
