@@ -6,6 +6,14 @@ from clipguide.model.clip import CLIP, TextEncoding
 from clipguide.model.convert import openclip_to_transformers, transformers_to_openclip
 from clipguide.model.images import UnreadableImageError, as_image_list, load_image, to_rgb
 from clipguide.model.preprocess import Preprocess
+from clipguide.model.registry import (
+    LoadRequest,
+    Resolver,
+    register_resolver,
+    register_source,
+    register_vision_pairing,
+    registered_sources,
+)
 from clipguide.model.sources import load_clip
 from clipguide.model.text_cache import (
     TEXT_CACHE,
@@ -19,6 +27,12 @@ __all__ = [
     "CLIP",
     "TextEncoding",
     "load_clip",
+    "register_source",
+    "register_resolver",
+    "register_vision_pairing",
+    "registered_sources",
+    "LoadRequest",
+    "Resolver",
     "Preprocess",
     "WeightsNotFoundError",
     "CheckpointError",
