@@ -23,6 +23,8 @@ __all__ = [
     "offline_hint",
     "build_module",
     "read_openclip_config",
+    "read_json_object",
+    "logit_scale",
 ]
 
 OPENCLIP_WEIGHTS = (
@@ -279,14 +281,27 @@ def build_module(
     return model.to(device=device).requires_grad_(False).eval()
 
 
-def read_openclip_config(path: Path, towers) -> tuple[dict, dict]:
-    """An ``open_clip_config.json`` and its model config, checked for what loading needs."""
+def read_json_object(path: Path) -> dict:
+    """A JSON object from ``path``; a clear error naming the file otherwise."""
     try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{path} is not valid JSON: {err}") from None
-    if not isinstance(cfg, dict):
-        raise CheckpointError(f"{path} holds a JSON {type(cfg).__name__}; expected an object")
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(data).__name__}; expected an object")
+    return data
+
+
+def logit_scale(sd: Mapping[str, torch.Tensor] | None) -> float | None:
+    """CLIP's temperature ``exp(logit_scale)`` from a state dict, if it holds one."""
+    if sd is None or "logit_scale" not in sd:
+        return None
+    return float(sd["logit_scale"].float().exp())
+
+
+def read_openclip_config(path: Path, towers) -> tuple[dict, dict]:
+    """An ``open_clip_config.json`` and its model config, checked for what loading needs."""
+    cfg = read_json_object(path)
     model_cfg = cfg.get("model_cfg", cfg)
     needed = {"embed_dim": int, "vision_cfg": dict}  # the preprocessing reads vision_cfg
     if "text" in towers:

@@ -18,6 +18,7 @@ from clipguide.model.checkpoints import (
     WeightsNotFoundError,
     build_module,
     hub_file,
+    logit_scale,
     read_openclip_config,
     read_weights,
 )
@@ -88,16 +89,13 @@ def _clip_from_openclip(
             f"{'/'.join(towers)} tower needs (keys found: {sorted(sd or {})[:4]} ...)"
         ) from None
     text, vision, tok = _build_towers(model_cfg, tsd, request, device, dtype, where)
-    scale = (
-        float(sd["logit_scale"].float().exp()) if sd is not None and "logit_scale" in sd else None
-    )
     return CLIP(
         text_model=text,
         vision_model=vision,
         tokenizer=tok,
         preprocess=preprocess,
         name=name,
-        logit_scale=scale,
+        logit_scale=logit_scale(sd),
     )
 
 
@@ -105,6 +103,19 @@ def _preprocess(model_cfg: Mapping, overlay: Mapping) -> Preprocess:
     base = {"mean": OPENAI_MEAN, "std": OPENAI_STD}
     base.update({k: v for k, v in overlay.items() if v is not None})
     return Preprocess.from_dict(base, model_cfg["vision_cfg"].get("image_size", 224))
+
+
+def _from_files(
+    config: tuple[dict, dict], weights: Path, request: LoadRequest, name: str, where: str
+):
+    """A CLIP from a read ``open_clip_config.json`` and a weights file (in ``file_dtype``)."""
+    cfg, model_cfg = config
+    dtype = request.file_dtype
+    sd = read_weights(weights, _keep(request.towers), dtype)
+    pre = _preprocess(model_cfg, cfg.get("preprocess_cfg", {}))
+    return _clip_from_openclip(
+        model_cfg, sd, pre, request, name, device=request.device, dtype=dtype, where=where
+    )
 
 
 def load_openclip_folder(folder: str | Path, request: LoadRequest, name: str) -> CLIP:
@@ -116,19 +127,14 @@ def load_openclip_folder(folder: str | Path, request: LoadRequest, name: str) ->
             f"local-dir:{folder} has no open_clip_config.json; an open_clip folder holds "
             f"open_clip_config.json and open_clip_model.safetensors"
         )
-    cfg, model_cfg = read_openclip_config(cfg_path, request.towers)
+    config = read_openclip_config(cfg_path, request.towers)  # named before a missing weights file
     weights = next((folder / w for w in OPENCLIP_WEIGHTS if (folder / w).is_file()), None)
     if weights is None:
         raise WeightsNotFoundError(
             f"local-dir:{folder} has no weights file; looked for {OPENCLIP_WEIGHTS}"
         )
-    dtype = request.file_dtype
-    sd = read_weights(weights, _keep(request.towers), dtype)
-    pre = _preprocess(model_cfg, cfg.get("preprocess_cfg", {}))
     where = f"folder {str(folder)!r} ({weights.name} with {cfg_path.name})"
-    return _clip_from_openclip(
-        model_cfg, sd, pre, request, name, device=request.device, dtype=dtype, where=where
-    )
+    return _from_files(config, weights, request, name, where)
 
 
 def _pretrained_file(model: str, pretrained: str, cache_dir: str | None) -> tuple[str, dict]:
@@ -175,14 +181,9 @@ def _from_hub(source: str, request: LoadRequest) -> CLIP:
     repo = source.removeprefix("hf-hub:")
     cfg_file = hub_file(repo, ("open_clip_config.json",), request.cache_dir)
     weights = hub_file(repo, OPENCLIP_WEIGHTS, request.cache_dir)
-    cfg, model_cfg = read_openclip_config(Path(cfg_file), request.towers)
-    dtype = request.file_dtype
-    sd = read_weights(weights, _keep(request.towers), dtype)
-    pre = _preprocess(model_cfg, cfg.get("preprocess_cfg", {}))
     where = f"hf-hub:{repo} ({weights} with {cfg_file})"
-    return _clip_from_openclip(
-        model_cfg, sd, pre, request, source, device=request.device, dtype=dtype, where=where
-    )
+    config = read_openclip_config(Path(cfg_file), request.towers)
+    return _from_files(config, Path(weights), request, source, where)
 
 
 def _from_local_dir(source: str, request: LoadRequest) -> CLIP:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -16,11 +15,12 @@ from transformers import (
 )
 
 from clipguide.model.checkpoints import (
-    CheckpointError,
     WeightsNotFoundError,
     build_module,
     hub_file,
+    logit_scale,
     offline_hint,
+    read_json_object,
     read_weights,
 )
 from clipguide.model.clip import CLIP
@@ -49,20 +49,9 @@ def _transformers_file(source: str, filename: str, cache_dir, required: bool = T
         return None
 
 
-def _read_json(path: Path) -> dict:
-    """A JSON object from ``path``; a clear error naming the file otherwise."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path} is not valid JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} holds a JSON {type(data).__name__}; expected an object")
-    return data
-
-
 def _transformers_preprocess(source: str, image_size: int, cache_dir) -> Preprocess:
     path = _transformers_file(source, "preprocessor_config.json", cache_dir, required=False)
-    cfg = _read_json(path) if path is not None else {}
+    cfg = read_json_object(path) if path is not None else {}
     crop = cfg.get("crop_size", image_size)
     size = crop.get("height", image_size) if isinstance(crop, dict) else int(crop)
     resample = {0: "nearest", 2: "bilinear", 3: "bicubic"}.get(cfg.get("resample", 3), "bicubic")
@@ -76,7 +65,7 @@ def _transformers_preprocess(source: str, image_size: int, cache_dir) -> Preproc
 
 def load_transformers_clip(source: str, towers, device, dtype, cache_dir) -> CLIP:
     cfg_path = _transformers_file(source, "config.json", cache_dir)
-    raw = _read_json(cfg_path)  # type: ignore[arg-type]
+    raw = read_json_object(cfg_path)  # type: ignore[arg-type]
     kind = raw.get("model_type")
     text_cfg = vision_cfg = None
     if kind == "clip":
@@ -123,14 +112,13 @@ def load_transformers_clip(source: str, towers, device, dtype, cache_dir) -> CLI
     if "vision" in towers:
         vision = build_module(CLIPVisionModelWithProjection, vision_cfg, sd, device, dtype, where)
         pre = _transformers_preprocess(source, vision_cfg.image_size, cache_dir)  # type: ignore[union-attr]
-    scale = float(sd["logit_scale"].float().exp()) if "logit_scale" in sd else None
     return CLIP(
         text_model=text,
         vision_model=vision,
         tokenizer=tok,
         preprocess=pre,
         name=source,
-        logit_scale=scale,
+        logit_scale=logit_scale(sd),
     )
 
 

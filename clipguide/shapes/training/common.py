@@ -17,6 +17,7 @@ from .data import load_tensors
 __all__ = [
     "Checkpointer",
     "begin_step",
+    "resume",
     "cosine_lr",
     "optimiser_step",
     "psnr",
@@ -59,6 +60,18 @@ class Checkpointer:
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, tmp)
         os.replace(tmp, self.path)
         self._last = time.monotonic()
+
+
+def resume(model, args: argparse.Namespace, *, weight_decay: float, trained=None):
+    """(AdamW over ``trained``'s parameters (default ``model``'s), the run's checkpointer, the
+    step to resume from, with ``model`` and the optimiser restored from the checkpoint)."""
+    opt = torch.optim.AdamW(
+        (trained if trained is not None else model).parameters(),
+        lr=args.lr,
+        weight_decay=weight_decay,
+    )
+    ckpt = Checkpointer(args.run_dir)
+    return opt, ckpt, ckpt.load(model, opt)
 
 
 def begin_step(opt: torch.optim.Optimizer, step: int, args: argparse.Namespace) -> torch.Generator:

@@ -22,7 +22,7 @@ import torch
 
 from clipguide.shapes.shipped import WEIGHTS_DIR
 
-from .common import Checkpointer, begin_step, optimiser_step, psnr, to_unit
+from .common import begin_step, optimiser_step, psnr, resume, to_unit
 from .data import build_pool, load_cache
 from .unet import encode_latents
 
@@ -186,9 +186,7 @@ def train_decoder(args: argparse.Namespace) -> None:
         sum(p.numel() for p in model.parameters()) / 1e6,
         sum(p.numel() for p in model.decoder.parameters()) / 1e6,
     )
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    ckpt = Checkpointer(args.run_dir)
-    step = ckpt.load(model, opt)
+    opt, ckpt, step = resume(model, args, weight_decay=0.0)
     model.train()
     t0 = time.monotonic()
     while step < args.steps:

@@ -19,7 +19,7 @@ import torch
 
 from clipguide.shapes.shipped import WEIGHTS_DIR
 
-from .common import Checkpointer, begin_step, to_unit
+from .common import begin_step, resume, to_unit
 from .data import build_pool, load_cache
 
 __all__ = ["SCHEDULE", "TIME_IDS", "build_unet", "train_unet", "unet_config"]
@@ -123,10 +123,8 @@ def train_unet(args: argparse.Namespace) -> None:
     log.warning("unet: %.3f M params", sum(p.numel() for p in unet.parameters()) / 1e6)
     sched = DDPMScheduler(**SCHEDULE)
     abar = sched.alphas_cumprod
-    opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.01)
-    ckpt = Checkpointer(run)
     both = torch.nn.ModuleDict({"unet": unet, "ema": ema})
-    step = ckpt.load(both, opt)
+    opt, ckpt, step = resume(both, args, weight_decay=0.01, trained=unet)
     time_ids = torch.tensor(TIME_IDS).repeat(args.batch, 1)
     unet.train()
     t0 = time.monotonic()

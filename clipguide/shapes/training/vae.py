@@ -11,7 +11,7 @@ import torch
 
 from clipguide.shapes.shipped import WEIGHTS_DIR
 
-from .common import Checkpointer, begin_step, optimiser_step, psnr, to_unit
+from .common import begin_step, optimiser_step, psnr, resume, to_unit
 from .data import build_pool
 
 __all__ = ["VAE_CONFIG", "build_vae", "train_vae"]
@@ -45,9 +45,7 @@ def train_vae(args: argparse.Namespace) -> None:
     log.warning("vae: %.3f M params", sum(p.numel() for p in vae.parameters()) / 1e6)
     pool = build_pool(args.pool, args.seed, cache_dir=Path(args.run_dir).parent / "pools")
     held = build_pool(256, args.seed + 1000)
-    opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
-    ckpt = Checkpointer(args.run_dir)
-    step = ckpt.load(vae, opt)
+    opt, ckpt, step = resume(vae, args, weight_decay=0.0)
     vae.train()
     t0 = time.monotonic()
     while step < args.steps:
