@@ -89,6 +89,14 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--device", type=device_arg, default=None, help="torch device (default: cuda if any)"
     )
+    _guide_options(p)
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=run)
+    return p
+
+
+def _guide_options(p: argparse.ArgumentParser) -> None:
+    """The CLIPs that score, guide and pick: --score-with, --clip-guidance..., --best-of."""
     p.add_argument(
         "--score-with",
         action="append",
@@ -130,9 +138,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         metavar="N",
         help="generate N candidates per image and keep the one the guide CLIP scores best",
     )
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.set_defaults(func=run)
-    return p
 
 
 def slug(text: str, limit: int = 48) -> str:

@@ -87,17 +87,7 @@ def load_transformers_clip(source: str, towers, device, dtype, cache_dir) -> CLI
             raise ValueError(
                 f"{source!r} holds no {tower} tower (model_type={kind!r}); towers={towers}"
             )
-    weights = None
-    for fname in ("model.safetensors", "pytorch_model.bin"):
-        weights = _transformers_file(source, fname, cache_dir, required=False)
-        if weights is not None:
-            break
-    if weights is None:
-        raise WeightsNotFoundError(
-            offline_hint(source)
-            if not os.path.isdir(source)
-            else f"folder {source!r} has no model.safetensors or pytorch_model.bin"
-        )
+    weights = _weights_file(source, cache_dir)
     prefixes = ("logit_scale",)
     if "text" in towers:
         prefixes += ("text_model.", "text_projection.")
@@ -119,6 +109,19 @@ def load_transformers_clip(source: str, towers, device, dtype, cache_dir) -> CLI
         preprocess=pre,
         name=source,
         logit_scale=logit_scale(sd),
+    )
+
+
+def _weights_file(source: str, cache_dir) -> Path:
+    """``model.safetensors`` (or ``pytorch_model.bin``) of a folder or repo id."""
+    for fname in ("model.safetensors", "pytorch_model.bin"):
+        weights = _transformers_file(source, fname, cache_dir, required=False)
+        if weights is not None:
+            return weights
+    raise WeightsNotFoundError(
+        offline_hint(source)
+        if not os.path.isdir(source)
+        else f"folder {source!r} has no model.safetensors or pytorch_model.bin"
     )
 
 

@@ -92,12 +92,13 @@ def _latent_data(state: dict) -> dict:
     return {k: state[k] for k in ("latents", "cap_idx", "captions")}
 
 
-def train_unet(args: argparse.Namespace) -> None:
-    from diffusers import AutoencoderKL, DDPMScheduler
+def _training_data(args: argparse.Namespace) -> dict:
+    """Scaled VAE latents of the pool (cached in the run folder), each one's caption index,
+    and the captions encoded by the CLIP given now (the last: the empty prompt)."""
+    from diffusers import AutoencoderKL
 
     from clipguide.model import load_clip
 
-    torch.manual_seed(args.seed)
     clip_src = args.clip or str(WEIGHTS_DIR / "shapes")
     clip = load_clip(f"local-dir:{clip_src}", towers=("text",), dtype=torch.float32)
     vae = AutoencoderKL.from_pretrained(args.vae or WEIGHTS_DIR / "vae", torch_dtype=torch.float32)
@@ -114,6 +115,15 @@ def train_unet(args: argparse.Namespace) -> None:
     # Text encodings always come from the CLIP given now (the one the pipeline will carry);
     # the last entry is the empty prompt, used for classifier-free-guidance dropout.
     data["hs"], data["pooled"] = encode_captions(clip, data["captions"] + [""])
+    return data
+
+
+def train_unet(args: argparse.Namespace) -> None:
+    """Epsilon prediction on SDXL's schedule, 10 % of captions dropped, an EMA exported."""
+    from diffusers import DDPMScheduler
+
+    torch.manual_seed(args.seed)
+    data = _training_data(args)
     latents, cap_idx, hs, pooled = data["latents"], data["cap_idx"], data["hs"], data["pooled"]
     empty = len(data["captions"])
     log.warning("pool %d latents (std %.3f), %d captions", len(latents), latents.std(), empty)
