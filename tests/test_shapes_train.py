@@ -147,3 +147,23 @@ def test_clip_normalisation_constants_come_from_the_model_layer():
     x = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
     expected = (1 - torch.tensor(preprocess.OPENAI_MEAN)) / torch.tensor(preprocess.OPENAI_STD)
     torch.testing.assert_close(train.normalise(x)[0, :, 0, 0], expected)
+
+
+def test_checkpoints_and_pools_are_replaced_whole_by_the_one_atomic_writer(tmp_path, monkeypatch):
+    import clipguide.cli.files as files
+    from clipguide.shapes.training.data import build_pool
+
+    written = []
+    real = files._temp_path
+
+    def spy(path):
+        written.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(files, "_temp_path", spy)
+    model = torch.nn.Linear(3, 2)
+    Checkpointer(tmp_path / "run").maybe_save(model, torch.optim.AdamW(model.parameters()), 1, True)
+    build_pool(2, 5, cache_dir=tmp_path / "pools")
+    assert written == ["ckpt.pt", "pool_5_2.pt"]
+    assert Checkpointer(tmp_path / "run").load(model, torch.optim.AdamW(model.parameters())) == 1
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]  # no leftovers

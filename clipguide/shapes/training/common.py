@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
 import torch
+
+from clipguide.cli.files import atomic_open
 
 from .data import load_tensors
 
@@ -36,7 +37,8 @@ def cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
 
 
 class Checkpointer:
-    """Save/restore model + optimiser + step under ``run_dir`` (atomic replace)."""
+    """Save/restore model + optimiser + step under ``run_dir`` (replaced whole, as the command
+    line's outputs are: ``clipguide.cli.files.atomic_open``)."""
 
     def __init__(self, run_dir: str | Path, every_s: float = 120.0):
         self.path = Path(run_dir) / "ckpt.pt"
@@ -56,9 +58,9 @@ class Checkpointer:
     def maybe_save(self, model, opt, step: int, force: bool = False) -> None:
         if not force and time.monotonic() - self._last < self.every_s:
             return
-        tmp = self.path.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, tmp)
-        os.replace(tmp, self.path)
+        state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step}
+        with atomic_open(self.path, "wb") as handle:
+            torch.save(state, handle)
         self._last = time.monotonic()
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from clipguide.cli.files import atomic_open
 from clipguide.shapes.render import render
 from clipguide.shapes.scenes import Scene, ShapeObject, sample_scene
 
@@ -110,7 +111,6 @@ def build_pool(n: int, seed: int, *, progress: bool = False, cache_dir=None) -> 
     images = uint8_batch(render(s) for s in scenes)
     pool = ScenePool(images, [s.caption for s in scenes], scenes)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(pool.to_state(), path.with_suffix(".tmp"))
-        path.with_suffix(".tmp").replace(path)
+        with atomic_open(path, "wb") as handle:  # makes the folder; replaced whole
+            torch.save(pool.to_state(), handle)
     return pool

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from clipguide.cli.files import atomic_open
 from clipguide.shapes.shipped import WEIGHTS_DIR
 
 from .common import begin_step, optimiser_step, psnr, resume, to_unit
@@ -154,7 +155,8 @@ def _dataset(args: argparse.Namespace, vae) -> dict[str, torch.Tensor]:
         out_grads=out_grads,
         latent_grads=latent_grads,
     )
-    torch.save(data, cache)
+    with atomic_open(cache, "wb") as handle:
+        torch.save(data, handle)
     return data
 
 

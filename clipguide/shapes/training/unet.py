@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from clipguide.cli.files import atomic_open
 from clipguide.shapes.shipped import WEIGHTS_DIR
 
 from .common import begin_step, resume, to_unit
@@ -111,7 +112,8 @@ def _training_data(args: argparse.Namespace) -> dict:
         pool = build_pool(args.pool, args.seed, cache_dir=Path(args.run_dir).parent / "pools")
         unique, cap_idx = pool.caption_ids()
         data = dict(latents=encode_latents(vae, pool.images), cap_idx=cap_idx, captions=unique)
-        torch.save(data, cache)
+        with atomic_open(cache, "wb") as handle:
+            torch.save(data, handle)
     # Text encodings always come from the CLIP given now (the one the pipeline will carry);
     # the last entry is the empty prompt, used for classifier-free-guidance dropout.
     data["hs"], data["pooled"] = encode_captions(clip, data["captions"] + [""])
