@@ -43,6 +43,7 @@ PUBLISHED = [
     ("plain", 4),
     ("vae", 1),
     ("tiny", 1),
+    ("tiny", 2),
     ("tiny_every10", 1),
     ("tiny_every10", 2),
     ("tiny_every10", 4),
