@@ -1,0 +1,53 @@
+"""Spatial relations between the object phrases of a free-form prompt (pure Python)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from clipguide.scoring.captions.edits import PromptDoc
+from clipguide.scoring.captions.parse import plain_prompt
+
+__all__ = ["Relation", "relations"]
+
+
+class Relation(NamedTuple):
+    """``subject relation object``, e.g. ("two cats", "on", "a blue sofa"); texts are spans of
+    :func:`~clipguide.scoring.captions.parse.plain_prompt`, the relation lower-cased."""
+
+    subject: str
+    relation: str
+    object: str
+
+
+def relations(prompt: str) -> list[Relation]:
+    """Every spatial relation ("left of", "above", "on top of", "under", "next to", ...) with
+    an object phrase right before it in its clause and one right after it, in prompt order.
+
+    Verbs and participles may stand between the subject and the relation ("a fox sitting
+    under a tree"). A relation that only places its subject ("a cat on the left") or joins
+    non-objects ("a cat in soft light") is not one. Never raises for a string; ``[]`` when none is found.
+    """
+    doc = PromptDoc(plain_prompt(prompt))
+    objects = {id(p) for p in doc.objects}
+    found = []
+    for k, tok in enumerate(doc.toks):
+        if tok.cls != "rel":
+            continue
+        before = _phrase_before(doc, k)
+        after = doc.by_first.get(k + 1)
+        if before is None or after is None or id(before) not in objects or id(after) not in objects:
+            continue
+        found.append(Relation(before.text, tok.low, after.text))
+    return found
+
+
+_BETWEEN = ("adv", "verb", "pred")  # "a fox sitting under ...", "a cat is asleep on ..."
+
+
+def _phrase_before(doc: PromptDoc, k: int):
+    """The phrase ending before token ``k``, with only verbs, participles or predicatives
+    between ("a fox sitting under a tree")."""
+    j = k - 1
+    while j >= 0 and j not in doc.by_last and doc.toks[j].cls in _BETWEEN:
+        j -= 1
+    return doc.by_last.get(j)

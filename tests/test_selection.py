@@ -1,0 +1,124 @@
+"""Selection methods of CLIPScorer: relations read from free-form prompts, the methods' API,
+their fallback, bad input, and that the structured score sees bindings and relations on the
+micro world where plain CLIPScore reads a bag of words."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from clipguide.model import load_clip
+from clipguide.scoring import CLIPScorer
+from clipguide.scoring.captions import Relation, relations
+from clipguide.scoring.methods import METHODS, StructureWeights, structure_terms
+from clipguide.shapes import Scene, ShapeObject, render
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [
+        ("a red circle left of a blue square", [("a red circle", "left of", "a blue square")]),
+        (
+            "two cats on a blue sofa next to a yellow lamp",
+            [("two cats", "on", "a blue sofa"), ("a blue sofa", "next to", "a yellow lamp")],
+        ),
+        (
+            "A (red fox:1.3) sitting under a big oak tree",
+            [("A red fox", "under", "a big oak tree")],
+        ),
+        (
+            "a small green triangle To The Right Of a large yellow circle",
+            [("a small green triangle", "to the right of", "a large yellow circle")],
+        ),
+        ("a cat on the left, a dog on the right", []),  # positions without a landmark
+        ("a photo of a dog, soft light", []),
+        ("", []),
+        ("(((", []),
+    ],
+)
+def test_relations_of_free_form_prompts(prompt, expected):
+    assert relations(prompt) == [Relation(*e) for e in expected]
+
+
+def test_relations_never_crash_on_the_held_prompt_lists():
+    found = 0
+    for name in ("freeform_prompts.json", "freeform_prompts_heldout.json"):
+        for entry in json.loads((DATA / name).read_text()):
+            rels = relations(entry["prompt"])
+            found += bool(rels)
+            for r in rels:  # every side is a span of the prompt's plain text
+                assert r.subject and r.object and r.relation == r.relation.lower()
+    assert found >= 30
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    return CLIPScorer(load_clip("shapes", dtype=torch.float32), progress=False)
+
+
+def _scene(*objects) -> Image.Image:
+    objs = tuple(ShapeObject(s, c, "large", x, y, 20.0) for s, c, x, y in objects)
+    return render(Scene("", "position", objs, seed=3), jitter=False)
+
+
+LEFT = _scene(("circle", "red", 16, 32), ("square", "blue", 48, 32))  # red circle on the left
+RIGHT = _scene(("circle", "red", 48, 32), ("square", "blue", 16, 32))
+SWAPPED = _scene(("circle", "blue", 16, 32), ("square", "red", 48, 32))  # colours swapped
+
+
+def test_structured_sees_the_relation_and_the_binding(scorer):
+    prompt = "a red circle left of a blue square"
+    terms = structure_terms(scorer, [LEFT, RIGHT, SWAPPED], prompt)
+    assert terms.relations[0] > 0.5 and terms.relations[1] < -0.5  # in order / reversed
+    assert terms.parts[0] > terms.parts[2]  # "a red circle" is found only where it is drawn
+    for wrong in (RIGHT, SWAPPED):
+        assert scorer.rerank([wrong, LEFT], prompt, method="structured").indices[0] == 1
+    # the scorer's own method is the default of rerank and select
+    by_default = CLIPScorer(scorer.clip, method="structured", progress=False)
+    assert torch.equal(by_default.select([LEFT, RIGHT], prompt), scorer.select(
+        [LEFT, RIGHT], prompt, "structured"))  # fmt: skip
+
+
+def test_every_method_scores_any_image_form_and_size(scorer):
+    images = [LEFT, torch.rand(3, 40, 56), torch.rand(3, 600, 520)]  # 600 px: views downscaled
+    for method in METHODS:
+        out = scorer.select(images, "two red circles above a blue square", method)
+        assert out.shape == (3,) and torch.isfinite(out).all(), method
+        assert scorer.rerank(images, "a red circle", method).indices[0] in (0, 1, 2)
+
+
+def test_prompts_with_nothing_to_decompose_fall_back_to_the_plain_score(scorer):
+    images = [LEFT, RIGHT, SWAPPED]
+    plain = scorer.score(images, "a red circle")
+    assert plain.min() > 0  # so CLIPScore's clamp does not apply
+    for method in ("parts", "structured"):
+        assert torch.allclose(scorer.select(images, "a red circle", method), plain, atol=1e-4)
+    terms = structure_terms(scorer, images, "a red circle")
+    assert terms.parts is terms.relations is terms.counts is None
+    # a number word brings the count term; "a" alone does not
+    assert structure_terms(scorer, images, "three red circles").counts is not None
+    # plain CLIPScore stays what score() and the default method report
+    assert torch.equal(scorer.select(images, "a red circle left of a blue square"),
+                       scorer.score(images, "a red circle left of a blue square"))  # fmt: skip
+
+
+def test_bad_methods_and_weights_name_argument_value_and_accepted(scorer):
+    with pytest.raises(ValueError, match=r"method='best' is not a scoring method; accepted: "
+                       r"clipscore, contrastive, parts, views, structured"):  # fmt: skip
+        CLIPScorer(scorer.clip, method="best")
+    with pytest.raises(ValueError, match=r"method=3 is not a scoring method; accepted: clip"):
+        scorer.rerank([LEFT], "a red circle", method=3)
+    with pytest.raises(ValueError, match=r"relations=-1 is not valid; accepted: a finite"):
+        StructureWeights(relations=-1)
+    with pytest.raises(ValueError, match=r"tau=0 is not valid; accepted: a finite number > 0"):
+        StructureWeights(tau=0)
+    with pytest.raises(TypeError, match=r"weights must be a StructureWeights or None, got"):
+        CLIPScorer(scorer.clip, weights={"parts": 1})
+    with pytest.raises(TypeError, match=r"prompt must be a str, got list"):
+        scorer.select([LEFT], ["a red circle"], "structured")
+    with pytest.raises(ValueError, match=r"images is empty"):
+        scorer.select([], "a red circle", "views")
