@@ -122,3 +122,50 @@ def test_bad_methods_and_weights_name_argument_value_and_accepted(scorer):
         scorer.select([LEFT], ["a red circle"], "structured")
     with pytest.raises(ValueError, match=r"images is empty"):
         scorer.select([], "a red circle", "views")
+
+
+def test_best_of_n_ranks_by_the_method_asked(scorer):
+    from clipguide.scoring import best_of_n
+    from clipguide.shapes import pipeline
+
+    pipe = pipeline(progress=False)
+    prompt = "a red circle left of a blue square"
+    kwargs = dict(seed=5, batch_size=3, progress=False, num_inference_steps=4, output_type="pt")
+    plain = best_of_n(pipe, prompt, 3, scorer, **kwargs)
+    chosen = best_of_n(pipe, prompt, 3, scorer, method="structured", **kwargs)
+    images = [plain.images[plain.generation_order.index(i)] for i in range(3)]  # seed order
+    expected = scorer.rerank(images, prompt, method="structured")
+    assert chosen.generation_order == expected.indices
+    assert torch.allclose(chosen.scores, expected.scores)
+    assert torch.allclose(plain.scores, scorer.rerank(images, prompt).scores)
+
+    calls = []
+
+    def fake_pipe(*args, **kw):
+        calls.append(kw)
+
+    with pytest.raises(ValueError, match=r"method='clip' is not a scoring method; accepted"):
+        best_of_n(fake_pipe, prompt, 2, scorer, method="clip", progress=False)
+    assert calls == []  # refused before any image is made
+
+
+def test_rerank_command_ranks_by_the_method(scorer, tmp_path, capsys):
+    from clipguide.cli import main
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name, image in (("a_right.png", RIGHT), ("b_swapped.png", SWAPPED), ("c_left.png", LEFT)):
+        image.save(folder / name)
+    prompt = "a red circle left of a blue square"
+    argv = ["rerank", str(folder), "--prompt", prompt, "--model", "shapes"]
+    argv += ["--sheet", str(tmp_path / "s.png")]
+    assert main([*argv, "--method", "structured"]) == 0
+    lines = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()]
+    paths = sorted(folder.glob("*.png"))
+    expected = scorer.rerank(paths, prompt, method="structured")
+    assert [Path(line[2]).name for line in lines] == [paths[i].name for i in expected.indices]
+    assert lines[0][2].endswith("c_left.png")
+    assert [float(line[1]) for line in lines] == pytest.approx(expected.scores.tolist(), abs=0.006)
+    assert main([*argv, "--method", "best"]) == 2
+    err = capsys.readouterr().err
+    assert "--method" in err and "'best'" in err and "structured" in err
