@@ -8,7 +8,9 @@ from PIL import Image
 
 from clipguide.cli import main as cli_main
 
+# one plain sample per image unless a test asks for more (the default is best-of-4)
 BASE = ["generate", "a red circle left of a blue square", "--steps", "6", "--no-progress"]
+BASE += ["--best-of", "1"]
 
 
 def _pixels(path):

@@ -169,3 +169,39 @@ def test_rerank_command_ranks_by_the_method(scorer, tmp_path, capsys):
     assert main([*argv, "--method", "best"]) == 2
     err = capsys.readouterr().err
     assert "--method" in err and "'best'" in err and "structured" in err
+
+
+def test_generate_default_is_best_of_4_by_structure_with_a_sheet_and_a_summary(
+    scorer, tmp_path, capsys
+):
+    from clipguide.cli import main
+    from clipguide.shapes import check
+
+    prompt = "a red circle left of a blue square"
+    common = ["generate", prompt, "--steps", "6", "--no-progress", "--seed", "7"]
+    assert main([*common, "--out", str(tmp_path / "best")]) == 0
+    line = capsys.readouterr().out.strip()
+    [png] = sorted((tmp_path / "best").glob("*.png"))  # only the chosen image is a PNG
+    meta = json.loads(png.with_suffix(".json").read_text())
+    picks = meta["best_of"]
+    assert picks["n"] == 4 and picks["method"] == "structured" and picks["judge"] == "shapes"
+    assert sorted(picks["candidate_seeds"]) == [7, 8, 9, 10] and meta["seed"] == picks[
+        "candidate_seeds"][0]  # fmt: skip
+    sheet = tmp_path / "best" / picks["sheet"]
+    with Image.open(sheet) as image:
+        assert image.format == "JPEG" and image.size[0] > 4 * 192  # four candidates in a row
+    verdict = "correct" if meta["oracle"]["ok"] else "wrong"
+    assert line.startswith(f"{png} | best of 4 by structured (scores, chosen first: ")
+    assert f"oracle: {verdict}" in line and line.endswith(f"sheet: {sheet}")
+    assert f"shapes {meta['scores']['shapes']:.2f}" in line and len(line.splitlines()) == 1
+    # each candidate regenerated alone, as one plain sample: the structured ranking agrees
+    plain = []
+    for seed in (7, 8, 9, 10):
+        argv = ["generate", prompt, "--steps", "6", "--no-progress", "--seed", str(seed)]
+        assert main([*argv, "--best-of", "1", "--out", str(tmp_path / "one")]) == 0
+        plain.append(Image.open(tmp_path / "one" / f"{png.stem.rsplit('-', 1)[0]}-{seed}.png"))
+    capsys.readouterr()
+    ranking = scorer.rerank(plain, prompt, method="structured")
+    assert [7 + i for i in ranking.indices] == picks["candidate_seeds"]
+    assert ranking.scores.tolist() == pytest.approx(picks["candidate_scores"], abs=0.5)
+    assert check(plain[ranking.indices[0]], prompt).ok == meta["oracle"]["ok"]
