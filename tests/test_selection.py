@@ -34,6 +34,15 @@ DATA = Path(__file__).resolve().parent / "data"
             "a small green triangle To The Right Of a large yellow circle",
             [("a small green triangle", "to the right of", "a large yellow circle")],
         ),
+        (
+            "a woman in a red dress to the left of a man in a black suit",
+            [
+                ("a woman", "in", "a red dress"),
+                ("a woman", "to the left of", "a man"),
+                ("a man", "in", "a black suit"),
+            ],
+        ),
+        ("a cup of coffee next to an open laptop", [("a cup", "next to", "an open laptop")]),
         ("a cat on the left, a dog on the right", []),  # positions without a landmark
         ("a photo of a dog, soft light", []),
         ("", []),

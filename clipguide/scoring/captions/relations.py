@@ -24,7 +24,7 @@ def relations(prompt: str) -> list[Relation]:
     an object phrase right before it in its clause and one right after it, in prompt order.
 
     Verbs and participles may stand between the subject and the relation ("a fox sitting
-    under a tree"). A relation that only places its subject ("a cat on the left") or joins
+    under a tree"); the subject of "a woman in a red dress left of a man" is "a woman". A relation that only places its subject ("a cat on the left") or joins
     non-objects ("a cat in soft light") is not one. Never raises for a string; ``[]`` when none is found.
     """
     doc = PromptDoc(plain_prompt(prompt))
@@ -42,12 +42,23 @@ def relations(prompt: str) -> list[Relation]:
 
 
 _BETWEEN = ("adv", "verb", "pred")  # "a fox sitting under ...", "a cat is asleep on ..."
+_ATTACHED = ("in", "with", "of", "wearing", "holding")  # "a man in a suit", "a cup of tea"
 
 
 def _phrase_before(doc: PromptDoc, k: int):
     """The phrase ending before token ``k``, with only verbs, participles or predicatives
-    between ("a fox sitting under a tree")."""
+    between ("a fox sitting under a tree"); a phrase attached to an earlier one ("a woman in
+    a red dress", "a cup of coffee") stands for that one."""
     j = k - 1
     while j >= 0 and j not in doc.by_last and doc.toks[j].cls in _BETWEEN:
         j -= 1
-    return doc.by_last.get(j)
+    phrase = doc.by_last.get(j)
+    while phrase is not None:  # "a woman in a red dress left of ...": the woman is the subject
+        i = phrase.first_token - 1
+        if i < 1 or doc.toks[i].low not in _ATTACHED:
+            break
+        owner = doc.by_last.get(i - 1)
+        if owner is None or not owner.is_object:
+            break
+        phrase = owner
+    return phrase
