@@ -214,3 +214,27 @@ def test_generate_default_is_best_of_4_by_structure_with_a_sheet_and_a_summary(
     assert [7 + i for i in ranking.indices] == picks["candidate_seeds"]
     assert ranking.scores.tolist() == pytest.approx(picks["candidate_scores"], abs=0.5)
     assert check(plain[ranking.indices[0]], prompt).ok == meta["oracle"]["ok"]
+
+
+def test_selection_benchmark_smoke_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import selection
+
+    argv = ["--split", "dev", "--limit", "7", "--n", "2", "--cache", str(tmp_path)]  # 1 a family
+    out = selection.main([*argv, "--methods", "clipscore", "structured", "--cost-items", "1"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(
+        json.dumps(out)
+    )
+    rows = out["methods"]
+    assert set(rows) == {"clipscore", "structured"} and out["settings_tried"] == 2
+    assert rows["clipscore"]["vs_clipscore"][0] == 0.0
+    for row in rows.values():
+        assert 0 <= row["accuracy"] <= 1 and row["items"] == out["items"] == 7
+        assert set(row["family"]) == {"single_object", "two_object", "counting", "colors",
+                                      "position", "color_attr", "size"}  # fmt: skip
+        assert all(f["items"] == 1 for f in row["family"].values())
+    assert out["cost"]["generation_s_per_image"] > 0
+    assert out["cost"]["structured"]["s_per_image"] > 0
+    with pytest.raises(SystemExit):
+        selection.main(["--split", "test", "--tune"])  # nothing is tuned on the test split
+    assert "--tune works on the dev split only" in capsys.readouterr().err
