@@ -23,8 +23,9 @@ Non-plain scores are reported as ``scale * value`` (100x, like CLIPScore) withou
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -43,8 +44,19 @@ from clipguide.scoring.structure import (
     window_views,
 )
 
-if TYPE_CHECKING:
-    from clipguide.scoring.scorer import CLIPScorer
+
+class _Scorer(Protocol):
+    """What the methods use of :class:`clipguide.scoring.scorer.CLIPScorer`."""
+
+    clip: Any
+    scale: float
+
+    def embed_images(self, images: ImageInput) -> torch.Tensor: ...
+
+    def embed_texts(self, prompts: str | Sequence[str]) -> torch.Tensor: ...
+
+    def score(self, images: ImageInput, prompts: str | Sequence[str]) -> torch.Tensor: ...
+
 
 __all__ = [
     "METHODS",
@@ -109,7 +121,7 @@ def check_method(method: object, name: str = "method") -> str:
 
 
 def selection_scores(
-    scorer: CLIPScorer,
+    scorer: _Scorer,
     images: ImageInput,
     prompt: str,
     method: str = "clipscore",
@@ -139,12 +151,12 @@ def selection_scores(
     return scorer.scale * (whole if extra is None else extra)
 
 
-def _logit_scale(scorer: CLIPScorer) -> float:
+def _logit_scale(scorer: _Scorer) -> float:
     value = getattr(scorer.clip, "logit_scale", None)
     return float(value) if value else _DEFAULT_LOGIT_SCALE
 
 
-def _contrastive(scorer: CLIPScorer, embeds: torch.Tensor, text: str) -> torch.Tensor | None:
+def _contrastive(scorer: _Scorer, embeds: torch.Tensor, text: str) -> torch.Tensor | None:
     negatives = [n.text for n in hard_negatives(text)]
     if not negatives:
         return None
@@ -152,7 +164,7 @@ def _contrastive(scorer: CLIPScorer, embeds: torch.Tensor, text: str) -> torch.T
     return torch.log_softmax(_logit_scale(scorer) * embeds @ texts.T, dim=1)[:, 0]
 
 
-def _parts(scorer: CLIPScorer, embeds: torch.Tensor, text: str) -> torch.Tensor | None:
+def _parts(scorer: _Scorer, embeds: torch.Tensor, text: str) -> torch.Tensor | None:
     parts = prompt_parts(text)
     if not parts:
         return None
@@ -173,7 +185,7 @@ def _pixels(items: list) -> list[torch.Tensor]:
     return out
 
 
-def _views_cosine(scorer: CLIPScorer, items: list, prompt: str) -> torch.Tensor:
+def _views_cosine(scorer: _Scorer, items: list, prompt: str) -> torch.Tensor:
     shifted = []
     for x in _pixels(items):
         d = max(1, round(max(x.shape[-2:]) / 32))
@@ -203,7 +215,7 @@ class StructureTerms:
 
 
 def structure_terms(
-    scorer: CLIPScorer, images: ImageInput, prompt: str, w: StructureWeights | None = None
+    scorer: _Scorer, images: ImageInput, prompt: str, w: StructureWeights | None = None
 ) -> StructureTerms:
     """Each term of the ``"structured"`` score (``w`` gives tau, offset, count_scale; a zero
     weight skips its term's work)."""
@@ -252,7 +264,7 @@ def _count_variants(text: str) -> list[str]:
     return [n.text for n in hard_negatives(text, kinds=("change_count",))]
 
 
-def _window_sims(scorer: CLIPScorer, items: list, phrase_embeds: torch.Tensor) -> torch.Tensor:
+def _window_sims(scorer: _Scorer, items: list, phrase_embeds: torch.Tensor) -> torch.Tensor:
     """(N, windows, K) cosines of every window view of every image with K phrases."""
     views = [window_views(x, window_boxes(*x.shape[-2:])) for x in _pixels(items)]
     flat = [v for per_image in views for v in per_image]  # sizes may differ between images
