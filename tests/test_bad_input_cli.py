@@ -109,6 +109,7 @@ CASES = [
     ("gen-steps-word", GEN + ["--steps", "two"], 2, ["--steps", "'two'"], True),
     ("gen-num-images-0", GEN + ["--num-images", "0"], 2, ["--num-images", "'0'"], True),
     ("gen-best-of-0", GEN + ["--best-of", "0"], 2, ["--best-of", "'0'"], True),
+    ("gen-method-unknown", GEN + ["--method", "best"], 2, ["--method", "'best'", "structured"], True),
     ("gen-seed-negative", GEN + ["--seed", "-1"], 2, ["--seed", "'-1'", "0..2**64-1"], True),
     ("gen-seed-too-big", GEN + ["--seed", TOO_BIG_SEED], 2, ["--seed", TOO_BIG_SEED], True),
     ("gen-seed-word", GEN + ["--seed", "abc"], 2, ["--seed", "'abc'"], True),

@@ -21,7 +21,7 @@ from clipguide.scoring import CLIPScorer
 from clipguide.testing import save_openclip_dir, tiny_openclip_model
 
 PROMPT = "a red circle"
-GEN = ["generate", PROMPT, "--steps", "2", "--size", "32", "--no-progress"]
+GEN = ["generate", PROMPT, "--steps", "2", "--size", "32", "--no-progress", "--best-of", "1"]
 GEN += ["--score-with", "shapes"]
 
 

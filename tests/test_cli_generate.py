@@ -8,7 +8,9 @@ from PIL import Image
 
 from clipguide.cli import main as cli_main
 
+# one plain sample per image unless a test asks for more (the default is best-of-4)
 BASE = ["generate", "a red circle left of a blue square", "--steps", "6", "--no-progress"]
+BASE += ["--best-of", "1"]
 
 
 def _pixels(path):
@@ -17,14 +19,14 @@ def _pixels(path):
 
 def test_best_of_n_keeps_the_best_candidate_and_its_seed_regenerates_it(tmp_path):
     argv = BASE + ["--out", str(tmp_path / "best"), "--best-of", "3", "--num-images", "2"]
-    argv += ["--clip-guidance", "2", "--score-with", "shapes"]
-    assert cli_main(argv) == 0
+    argv += ["--clip-guidance", "2", "--score-with", "shapes", "--method", "clipscore"]
+    assert cli_main(argv) == 0  # candidates ranked by CLIPScore: the sidecar's score is the best
     sidecars = sorted((tmp_path / "best").glob("*.json"))
     assert len(sidecars) == 2
     for i, sidecar in enumerate(sidecars):
         meta = json.loads(sidecar.read_text())
         picks = meta["best_of"]
-        assert picks["n"] == 3 and picks["judge"] == "shapes"
+        assert picks["n"] == 3 and picks["judge"] == "shapes" and picks["method"] == "clipscore"
         assert sorted(picks["candidate_seeds"]) == [3 * i + j for j in range(3)]
         assert picks["candidate_scores"] == sorted(picks["candidate_scores"], reverse=True)
         assert meta["seed"] == picks["candidate_seeds"][0]

@@ -78,6 +78,8 @@ def test_generate_cli_writes_images_and_sidecars(tmp_path):
         "--no-progress",
         "--score-with",
         "shapes-judge",
+        "--best-of",
+        "1",  # plain samples; the default, best-of-4, is tested in test_selection.py
     ]
     assert cli_main(argv) == 0
     pngs = sorted(tmp_path.glob("*.png"))

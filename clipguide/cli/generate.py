@@ -36,6 +36,8 @@ from clipguide.cli.files import write_atomic
 from clipguide.cli.models import ANY_MODEL, NamedModel, named_model
 from clipguide.cli.sampling import decoder_choice, finite_guard, load_guide, sample
 from clipguide.cli.schedulers import SCHEDULERS, scheduler_from_config
+from clipguide.cli.summary import summary_line, write_sheet
+from clipguide.scoring.methods import METHODS
 
 __all__ = ["register", "run", "load_pipeline", "slug"]
 
@@ -134,9 +136,18 @@ def _guide_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--best-of",
         type=positive_int,
-        default=1,
+        default=None,
         metavar="N",
-        help="generate N candidates per image and keep the one the guide CLIP scores best",
+        help="generate N candidates per image and keep the one the guide CLIP ranks first, "
+        "with a contact sheet of them (default: the model's, 4 for the micro world, else 1; "
+        "1 = one plain sample)",
+    )
+    p.add_argument(
+        "--method",
+        choices=METHODS,
+        default="structured",
+        help="how --best-of ranks its candidates (default: structured, which sees "
+        "attributes, counts and relations; clipscore: plain CLIPScore)",
     )
 
 
@@ -196,13 +207,15 @@ def _scores(images, prompt: str, scorers: dict) -> dict[str, list[float | None]]
 def _check_args(args: argparse.Namespace) -> NamedModel:
     """Everything about the options that can be known before a model loads; the defaults of
     ``--model`` (a registered model's own, else those of any diffusers pipeline)."""
+    model = named_model(args.model) or ANY_MODEL
+    if args.best_of is None:
+        args.best_of = model.best_of
     last = args.seed + args.num_images * args.best_of - 1
     if last > MAX_SEED:
         raise CLIError(
             f"--seed {args.seed}: with --num-images {args.num_images} --best-of "
             f"{args.best_of} the seeds run to {last}, past the largest seed 2**64-1"
         )
-    model = named_model(args.model) or ANY_MODEL
     args.guide_decoder = decoder_choice(args.guide_decoder, model)
     check_output_folder(Path(args.out), "--out")
     check_model(args.model)
@@ -285,7 +298,7 @@ def run(args: argparse.Namespace) -> int:
     scorers = _load_scorers(names, {vision: guide} if guide is not None and vision else {})
     seeds = [args.seed + i for i in range(args.num_images)]
     call = _call(args, pipe, seeds, steps, cfg)
-    images, seeds, picks = sample(pipe, call, seeds, args, guide, vision, model)
+    images, seeds, picks, candidates = sample(pipe, call, seeds, args, guide, vision, model)
     scores = _scores(images, args.prompt, scorers)
     extras = model.annotate(images, args.prompt) if model.annotate else [{} for _ in images]
     stem = slug(args.prompt)
@@ -295,6 +308,10 @@ def run(args: argparse.Namespace) -> int:
             seed=seed, steps=steps, cfg=cfg, scores={k: v[i] for k, v in scores.items()},
             picks=picks[i] if picks else None, extras=extras[i],
         )  # fmt: skip
-        _write(path, image, _record(args, pipe, path, image, run_info))
-        print(path)
+        record = _record(args, pipe, path, image, run_info)
+        sheet = write_sheet(path, candidates[i], record, model) if candidates else None
+        if sheet is not None:
+            record["best_of"]["sheet"] = sheet.name
+        _write(path, image, record)
+        print(summary_line(path, record, sheet))
     return 0

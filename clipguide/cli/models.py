@@ -30,6 +30,8 @@ class NamedModel:
         score_with: default ``--score-with`` CLIPs.
         decoders: extra ``--guide-decoder`` names: ``name -> (pipeline -> decoder)``.
         annotate: ``(images, prompt) -> one dict per image`` of extra sidecar fields.
+        best_of: default ``--best-of``: candidates per written image, picked by the guide
+            CLIP with ``--method`` (1: one plain sample, no guide CLIP loaded).
     """
 
     load: Callable[[Any, str | None, bool], Any] | None = None
@@ -40,6 +42,7 @@ class NamedModel:
     score_with: tuple[str, ...] = ()
     decoders: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
     annotate: Callable[[list[Any], str], list[dict]] | None = None
+    best_of: int = 1
 
 
 ANY_MODEL = NamedModel()

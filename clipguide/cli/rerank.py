@@ -15,6 +15,7 @@ from clipguide.cli.args import CLIError, check_writable_file, positive_int
 from clipguide.cli.files import atomic_open
 from clipguide.cli.score import load_scorer, loaded_batches, model_args
 from clipguide.cli.score_files import IMAGE_EXTENSIONS, expand_paths
+from clipguide.scoring.methods import METHODS
 
 __all__ = ["register", "run_rerank", "MAX_THUMB"]
 
@@ -68,20 +69,25 @@ def run_rerank(args: argparse.Namespace) -> int:
         raise CLIError(f"DIR {args.dir!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
     scorer = load_scorer(args, args.batch_size)
     kept: list[tuple[Path, Any]] = []  # (path, thumbnail): full images are not kept
-    cosines = []
+    scores_of = []  # per batch: CLIPScores, or the --method's scores (per image, any batch)
     for batch in loaded_batches(paths, args.batch_size, args.workers):
         good = [(path, image) for path, image, error in batch if not error]
         for path, _, error in batch:
             if error:
                 logger.warning("skipping %s: %s", path, error)
         if good:
-            cosines.append(scorer.cosine([image for _, image in good], args.prompt))
+            images = [image for _, image in good]
+            if args.method == "clipscore":
+                cos = torch.nan_to_num(scorer.cosine(images, args.prompt), nan=-1.0)
+                scores_of.append(clip_score(cos, scorer.scale))
+            else:
+                scores_of.append(scorer.select(images, args.prompt, args.method))
             for path, image in good:
                 image.thumbnail((args.thumb, args.thumb))
                 kept.append((path, image))
     if not kept:
         raise CLIError(f"no readable images in DIR {args.dir!r}", code=1)
-    ranking = rank(clip_score(torch.nan_to_num(torch.cat(cosines), nan=-1.0), scorer.scale))
+    ranking = rank(torch.nan_to_num(torch.cat(scores_of), nan=-float("inf")))
     top = ranking.indices[: args.top] if args.top else ranking.indices
     scores = [float(s) for s in ranking.scores[: len(top)]]
     for place, (i, score) in enumerate(zip(top, scores, strict=True), 1):
@@ -113,5 +119,10 @@ def register(subparsers: Any) -> None:
         "--thumb", type=_thumb, default=192, help=f"thumbnail size, 8..{MAX_THUMB} pixels"
     )
     rerank.add_argument("--workers", type=positive_int, default=4, help="image-decoding threads")
+    rerank.add_argument(
+        "--method", choices=METHODS, default="clipscore",
+        help="how to rank: plain CLIPScore (default) or a selection method that sees "
+        "attributes, counts and relations ('structured'; see README's selection section)",
+    )  # fmt: skip
     model_args(rerank)
     rerank.set_defaults(func=run_rerank)

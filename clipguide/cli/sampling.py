@@ -98,7 +98,8 @@ def finite_guard(args):
 def sample(pipe, call: dict, seeds: list[int], args, guide, vision, model: NamedModel):
     """Sample, with CLIP guidance attached and best-of-N selection when asked.
 
-    Returns the images, the seed that regenerates each and per-image best-of-N records.
+    Returns the images, the seed that regenerates each, per-image best-of-N records and
+    per-image candidates, best first (both empty lists without best-of-N).
     """
     import contextlib
 
@@ -111,7 +112,7 @@ def sample(pipe, call: dict, seeds: list[int], args, guide, vision, model: Named
         attached = CLIPGuidance(guide, settings, decoder=decoder).attach(pipe)
     with attached:
         if args.best_of == 1:
-            return pipe(**call).images, seeds, []
+            return pipe(**call).images, seeds, [], []
         return _best_of(pipe, call, len(seeds), args, guide, vision)
 
 
@@ -124,12 +125,13 @@ def _best_of(pipe, call: dict, count: int, args, guide, vision):
     scorer = CLIPScorer(guide, progress=False)  # the pipeline shows the bar
     kwargs = {k: v for k, v in call.items() if k not in ("prompt", "generator")}
     kwargs.pop("num_images_per_prompt")
-    images, chosen, picks = [], [], []
+    images, chosen, picks, candidates = [], [], [], []
     for i in range(count):
         result = best_of_n(
             pipe, call["prompt"], n, scorer, seed=args.seed + i * n, batch_size=n,
-            progress=False, **kwargs,
+            progress=False, method=args.method, **kwargs,
         )  # fmt: skip
+        candidates.append(result.images)
         images.append(result.images[0])
         chosen.append(result.seeds[0])
         scores = [round(float(x), 4) if math.isfinite(float(x)) else None for x in result.scores]
@@ -137,8 +139,9 @@ def _best_of(pipe, call: dict, count: int, args, guide, vision):
             {
                 "n": n,
                 "judge": vision or BIGG,
+                "method": args.method,
                 "candidate_seeds": result.seeds,
                 "candidate_scores": scores,
             }
         )
-    return images, chosen, picks
+    return images, chosen, picks, candidates

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from clipguide.scoring.methods import check_method
 from clipguide.scoring.metrics import rank
 from clipguide.scoring.robust import RobustScores
 from clipguide.scoring.scorer import CLIPScorer
@@ -46,15 +47,24 @@ def best_of_n(
     generator_device: str = "cpu",
     robust: bool = False,
     progress: bool = True,
+    method: str | None = None,
     **pipe_kwargs: Any,
 ) -> BestOfN:
     """Generate ``n`` images of ``prompt`` and return them sorted by the scorer, best first.
 
     Image ``i`` is generated with its own generator seeded ``seed + i`` (or with seeds drawn
     from ``generator``, or from torch's global RNG when neither is given), so any image can be
-    regenerated alone with :meth:`BestOfN.generator`.
+    regenerated alone with :meth:`BestOfN.generator`. ``method`` picks how images are ranked
+    (:data:`clipguide.scoring.methods.METHODS`; default: the scorer's own, plain CLIPScore
+    unless it was made with another); ``scores`` are that method's.
     """
     _check_args(pipe, prompt, n, scorer, batch_size, seed, generator, pipe_kwargs)
+    if method is not None:
+        check_method(method)
+        if not callable(getattr(scorer, "select", None)):
+            raise TypeError(
+                f"method={method!r} needs a CLIPScorer (with .select), got {_got(scorer)}"
+            )
     _check_flags(robust=robust, progress=progress)
     try:  # an unknown or unavailable device fails here, before any image is made
         torch.Generator(device=generator_device)
@@ -78,7 +88,8 @@ def best_of_n(
         generators = [torch.Generator(device=generator_device).manual_seed(s) for s in batch]
         out = pipe(prompt, num_images_per_prompt=len(batch), generator=generators, **pipe_kwargs)
         images.extend(_batch_images(out, len(batch)))
-    scores = scorer.score(images, prompt)
+    select = getattr(scorer, "select", None)
+    scores = scorer.score(images, prompt) if select is None else select(images, prompt, method)
     ranking = rank(scores)
     order = ranking.indices
     ranked = [images[i] for i in order]

@@ -19,6 +19,7 @@ from clipguide.model.text_cache import (
     resolve_cache,
 )
 from clipguide.scoring.batches import batched, prefetched
+from clipguide.scoring.methods import StructureWeights, check_method, selection_scores
 from clipguide.scoring.metrics import (
     CLIPSCORE_SCALE,
     HESSEL_SCALE,
@@ -66,6 +67,11 @@ class CLIPScorer:
             its pipelines' bars; False hides it).
         workers: threads decoding files and preprocessing images (resize, crop, normalise),
             one batch ahead of the vision tower; default ``min(4, cpu_count)``.
+        method: how :meth:`rerank` and :meth:`select` rank a prompt's images, one of
+            :data:`clipguide.scoring.methods.METHODS`: ``"clipscore"`` (default), ``"contrastive"``,
+            ``"parts"``, ``"views"`` or ``"structured"`` (see :mod:`clipguide.scoring.methods`).
+            :meth:`score` is always the plain CLIPScore.
+        weights: the ``"structured"`` method's :class:`~clipguide.scoring.methods.StructureWeights`.
     """
 
     def __init__(
@@ -78,7 +84,12 @@ class CLIPScorer:
         cache_size: int = 4096,
         progress: bool = True,
         workers: int | None = None,
+        method: str = "clipscore",
+        weights: StructureWeights | None = None,
     ) -> None:
+        check_method(method)
+        if weights is not None and not isinstance(weights, StructureWeights):
+            raise TypeError(f"weights must be a StructureWeights or None, got {weights!r:.80}")
         for attr in ("encode_image", "encode_text"):
             if not callable(getattr(clip, attr, None)):
                 raise TypeError(
@@ -96,6 +107,8 @@ class CLIPScorer:
         if not isinstance(progress, bool):
             raise TypeError(f"progress must be True or False, got {progress!r}")
         self.clip = clip
+        self.method = method
+        self.weights = weights or StructureWeights()
         self.batch_size = batch_size
         self.scale = float(scale)
         self.progress = progress
@@ -235,11 +248,18 @@ class CLIPScorer:
         """CLIPScore per image, ``scale * max(cos, 0)``: (N,)."""
         return clip_score(self.cosine(images, prompts), self.scale)
 
-    def rerank(self, images: ImageInput, prompt: str) -> Ranking:
-        """Rank images against one prompt, best first (ties: lower index first)."""
+    def select(self, images: ImageInput, prompt: str, method: str | None = None) -> torch.Tensor:
+        """Selection score of each image for one prompt by ``method`` (default: the scorer's):
+        (N,), higher is better, comparable only among images of that prompt and method."""
+        method = self.method if method is None else check_method(method)
+        return selection_scores(self, images, prompt, method, self.weights)
+
+    def rerank(self, images: ImageInput, prompt: str, method: str | None = None) -> Ranking:
+        """Rank images against one prompt by ``method`` (default: the scorer's), best first
+        (ties: lower index first); the ranking's scores are that method's."""
         if not isinstance(prompt, str):
             raise TypeError(f"prompt must be a str, got {type(prompt).__name__}: {prompt!r:.80}")
-        return rank(self.score(images, prompt))
+        return rank(self.select(images, prompt, method))
 
     def robust_scores(self, images: ImageInput, prompts: str | Sequence[str]) -> RobustScores:
         """Scores of the images and of their JPEG-75, 0.9-crop and grayscale views."""

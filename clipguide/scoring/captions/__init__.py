@@ -34,6 +34,7 @@ from collections.abc import Iterable
 
 from clipguide.scoring.captions.edits import ALL_KINDS, MAKERS, MAX_OBJECTS, Negative, PromptDoc
 from clipguide.scoring.captions.parse import NounPhrase, noun_phrases, plain_prompt
+from clipguide.scoring.captions.relations import Relation, relations
 
 __all__ = [
     "ALL_KINDS",
@@ -44,6 +45,8 @@ __all__ = [
     "noun_phrases",
     "plain_prompt",
     "prompt_parts",
+    "Relation",
+    "relations",
 ]
 
 

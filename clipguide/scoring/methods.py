@@ -1,0 +1,272 @@
+"""Selection scores: how :class:`~clipguide.scoring.scorer.CLIPScorer` ranks a prompt's images.
+
+Every method is a plain function of (images, prompt) through one CLIP (any CLIP: windows and
+shifts are made in image space, then go through the CLIP's own preprocessing), so best-of-N,
+reranking or a steering loop can call it alike. Scores compare images *of one prompt* under
+one method; they are not CLIPScores (``CLIPScorer.score`` stays the plain CLIPScore).
+
+- ``"clipscore"``: plain CLIPScore, ``scale * max(cos, 0)``.
+- ``"contrastive"``: log-probability of the prompt in a softmax (at the CLIP's logit scale)
+  over the prompt and its hard negatives (:func:`~clipguide.scoring.captions.hard_negatives`).
+- ``"parts"``: whole-prompt cosine plus the least similar object phrase's cosine.
+- ``"views"``: cosine of the mean embedding of four views shifted by 1/32 of the side.
+- ``"structured"``: whole-prompt cosine plus the object phrases found in window views
+  (:func:`~clipguide.scoring.structure.part_presence`), their spatial relations and counts
+  (:mod:`clipguide.scoring.structure`; counts only for prompts with a number word), weighted
+  by :class:`StructureWeights`.
+
+Fallback: a prompt that gives a method nothing to work with (no hard negative; fewer than two
+object phrases, no relation between objects and no number) is scored by its plain cosine.
+Non-plain scores are reported as ``scale * value`` (100x, like CLIPScore) without the clamp.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from clipguide.model.images import ImageInput, as_image_list, to_tensor
+from clipguide.scoring.captions import hard_negatives, noun_phrases, plain_prompt, prompt_parts
+from clipguide.scoring.captions.relations import relations
+from clipguide.scoring.metrics import normalise
+from clipguide.scoring.structure import (
+    box_centres,
+    count_agreement,
+    part_presence,
+    relation_agreement,
+    relation_axis,
+    window_boxes,
+    window_views,
+)
+
+
+class _Scorer(Protocol):
+    """What the methods use of :class:`clipguide.scoring.scorer.CLIPScorer`."""
+
+    clip: Any
+    scale: float
+
+    def embed_images(self, images: ImageInput) -> torch.Tensor: ...
+
+    def embed_texts(self, prompts: str | Sequence[str]) -> torch.Tensor: ...
+
+    def score(self, images: ImageInput, prompts: str | Sequence[str]) -> torch.Tensor: ...
+
+
+__all__ = [
+    "METHODS",
+    "StructureTerms",
+    "StructureWeights",
+    "check_method",
+    "selection_scores",
+    "structure_terms",
+]
+
+METHODS = ("clipscore", "contrastive", "parts", "views", "structured")
+MAX_SIDE = 512  # images are cut into views at most this large (CLIPs see 224-448 pixels)
+_DEFAULT_LOGIT_SCALE = 100.0
+
+
+@dataclass(frozen=True)
+class StructureWeights:
+    """Weights of the ``"structured"`` score's terms (chosen on the dev split).
+
+    Attributes:
+        parts: weight of the least-found object phrase's best window cosine.
+        relations: weight of the mean relation agreement (in [-1, 1]).
+        counts: weight of the count log-probability.
+        tau: softmax temperature locating a phrase among windows (cosine units).
+        offset: image fraction at which a relation's agreement reaches tanh(1).
+        count_scale: logit scale of the count softmax.
+    """
+
+    parts: float = 1.0
+    relations: float = 0.3
+    counts: float = 0.1
+    tau: float = 0.03
+    offset: float = 0.125
+    count_scale: float = 50.0
+
+    def __post_init__(self) -> None:
+        for name in ("parts", "relations", "counts", "tau", "offset", "count_scale"):
+            value = getattr(self, name)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if (
+                not ok
+                or not math.isfinite(value)
+                or value < 0
+                or (name in _POSITIVE and value == 0)
+            ):
+                accepted = "> 0" if name in _POSITIVE else ">= 0"
+                raise ValueError(
+                    f"{name}={value!r} is not valid; accepted: a finite number {accepted}"
+                )
+
+
+_POSITIVE = ("tau", "offset", "count_scale")
+
+
+def check_method(method: object, name: str = "method") -> str:
+    """``method`` if it is one of :data:`METHODS`, else a ValueError naming it."""
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(
+            f"{name}={method!r} is not a scoring method; accepted: {', '.join(METHODS)}"
+        )
+    return method
+
+
+def selection_scores(
+    scorer: _Scorer,
+    images: ImageInput,
+    prompt: str,
+    method: str = "clipscore",
+    weights: StructureWeights | None = None,
+) -> torch.Tensor:
+    """(N,) selection scores of ``images`` for one ``prompt`` by ``method`` (see the module)."""
+    check_method(method)
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str, got {type(prompt).__name__}: {prompt!r:.80}")
+    items = as_image_list(images)
+    if not items:
+        raise ValueError("images is empty; pass at least one image")
+    if method == "clipscore":
+        return scorer.score(items, prompt)
+    if method == "views":
+        return scorer.scale * _views_cosine(scorer, items, prompt)
+    text = plain_prompt(prompt) or prompt
+    if method == "structured":
+        weights = weights or StructureWeights()
+        terms = structure_terms(scorer, items, text, weights)
+        whole, extra = terms.whole, terms.combine(weights)
+    else:
+        embeds = scorer.embed_images(items)
+        whole = embeds @ scorer.embed_texts(text).to(embeds)[0]
+        maker = _contrastive if method == "contrastive" else _parts
+        extra = maker(scorer, embeds, text)
+    return scorer.scale * (whole if extra is None else extra)
+
+
+def _logit_scale(scorer: _Scorer) -> float:
+    value = getattr(scorer.clip, "logit_scale", None)
+    return float(value) if value else _DEFAULT_LOGIT_SCALE
+
+
+def _contrastive(scorer: _Scorer, embeds: torch.Tensor, text: str) -> torch.Tensor | None:
+    negatives = [n.text for n in hard_negatives(text)]
+    if not negatives:
+        return None
+    texts = scorer.embed_texts([text, *negatives]).to(embeds)
+    return torch.log_softmax(_logit_scale(scorer) * embeds @ texts.T, dim=1)[:, 0]
+
+
+def _parts(scorer: _Scorer, embeds: torch.Tensor, text: str) -> torch.Tensor | None:
+    parts = prompt_parts(text)
+    if not parts:
+        return None
+    whole = embeds @ scorer.embed_texts(text).to(embeds)[0]
+    return whole + (embeds @ scorer.embed_texts(parts).to(embeds).T).amin(dim=1)
+
+
+def _pixels(items: list) -> list[torch.Tensor]:
+    """Float CHW tensors in [0, 1], at most :data:`MAX_SIDE` on their longer side."""
+    out = []
+    for item in items:
+        x = to_tensor(item).detach().float()
+        side = max(x.shape[-2:])
+        if side > MAX_SIDE:
+            size = [max(1, round(s * MAX_SIDE / side)) for s in x.shape[-2:]]
+            x = F.interpolate(x[None], size=size, mode="bilinear", antialias=True)[0].clamp(0, 1)
+        out.append(x)
+    return out
+
+
+def _views_cosine(scorer: _Scorer, items: list, prompt: str) -> torch.Tensor:
+    shifted = []
+    for x in _pixels(items):
+        d = max(1, round(max(x.shape[-2:]) / 32))
+        shifted += [torch.roll(x, s, dims=dim) for s, dim in ((d, 1), (-d, 1), (d, 2), (-d, 2))]
+    embeds = scorer.embed_images(shifted).view(len(items), 4, -1).mean(dim=1)
+    text = scorer.embed_texts(plain_prompt(prompt) or prompt).to(embeds)
+    return normalise(embeds) @ text[0]
+
+
+@dataclass(frozen=True)
+class StructureTerms:
+    """The ``"structured"`` score's terms for N images of one prompt, each (N,) or None when
+    the prompt has nothing for that term: ``score = whole + sum(weight * term)``."""
+
+    whole: torch.Tensor
+    parts: torch.Tensor | None = None
+    relations: torch.Tensor | None = None
+    counts: torch.Tensor | None = None
+
+    def combine(self, w: StructureWeights) -> torch.Tensor | None:
+        """The weighted sum, or None when no term applies (the plain-cosine fallback)."""
+        terms = [(w.parts, self.parts), (w.relations, self.relations), (w.counts, self.counts)]
+        used = [(weight, term) for weight, term in terms if weight and term is not None]
+        if not used:
+            return None
+        return self.whole + sum(weight * term for weight, term in used)
+
+
+def structure_terms(
+    scorer: _Scorer, images: ImageInput, prompt: str, w: StructureWeights | None = None
+) -> StructureTerms:
+    """Each term of the ``"structured"`` score (``w`` gives tau, offset, count_scale; a zero
+    weight skips its term's work)."""
+    w = w or StructureWeights()
+    items = as_image_list(images)
+    text = plain_prompt(prompt) or prompt
+    embeds = scorer.embed_images(items)
+    parts = prompt_parts(text) if w.parts else []
+    rels = (
+        [r for r in relations(text) if relation_axis(r.relation) is not None] if w.relations else []
+    )
+    counts = _count_variants(text) if w.counts else []
+    prompt_embed = scorer.embed_texts(text).to(embeds)[0]
+    out = {"whole": embeds @ prompt_embed}
+    if counts:
+        variants = scorer.embed_texts(counts).to(embeds)
+        out["counts"] = count_agreement(embeds, prompt_embed, variants, w.count_scale)
+    if parts or rels:
+        phrases = list(dict.fromkeys(parts + [p for r in rels for p in (r.subject, r.object)]))
+        sims = _window_sims(scorer, items, scorer.embed_texts(phrases))  # (N, windows, K)
+        if parts:
+            out["parts"] = part_presence(sims[..., : len(parts)])
+        if rels:
+            h, w_ = _pixels(items[:1])[0].shape[-2:]  # window centres: fractions, any size
+            centres = box_centres(window_boxes(h, w_), h, w_)
+            column = {p: k for k, p in enumerate(phrases)}
+            agree = [
+                relation_agreement(
+                    sims[..., column[r.subject]],
+                    sims[..., column[r.object]],
+                    centres,
+                    r.relation,
+                    tau=w.tau,
+                    scale=w.offset,
+                )  # fmt: skip
+                for r in rels
+            ]
+            out["relations"] = torch.stack(agree).mean(dim=0)
+    return StructureTerms(**out)
+
+
+def _count_variants(text: str) -> list[str]:
+    """The prompt with one number moved by one, when it has a number word ("a" is not one)."""
+    if not any("num" in np.roles for np in noun_phrases(text) if np.is_object):
+        return []
+    return [n.text for n in hard_negatives(text, kinds=("change_count",))]
+
+
+def _window_sims(scorer: _Scorer, items: list, phrase_embeds: torch.Tensor) -> torch.Tensor:
+    """(N, windows, K) cosines of every window view of every image with K phrases."""
+    views = [window_views(x, window_boxes(*x.shape[-2:])) for x in _pixels(items)]
+    flat = [v for per_image in views for v in per_image]  # sizes may differ between images
+    embeds = scorer.embed_images(flat).view(len(items), views[0].shape[0], -1)
+    return embeds @ phrase_embeds.to(embeds).T

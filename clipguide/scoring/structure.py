@@ -1,0 +1,154 @@
+"""Pure tensor maths of structure-aware selection: window views, where a phrase is found, and
+whether relations and counts agree with the prompt.
+
+CLIP reads a caption almost as a bag of words (Yuksekgonul et al., "When and why
+vision-language models behave like bags-of-words", ICLR 2023): "a blue triangle and a cyan
+square" and "a cyan triangle and a blue square" embed nearly alike, so no rewriting of the text
+alone makes a plain score see a binding. What CLIP does read is one object phrase against an
+image showing little else. So the image is cut into *window views* (the image with everything
+outside one window filled with the median colour of its border, so objects keep their size and
+place), each object phrase is scored against every window, and
+
+- :func:`part_presence`: every phrase must be found somewhere (min over phrases of the best window);
+- :func:`relation_agreement`: for "A left of B", the windows where A and B are found
+  (softmax-weighted centres) must lie in that order along that axis;
+- :func:`count_agreement`: the whole image must prefer the prompt to the same prompt with a
+  number moved by one (a softmax over the captions).
+
+:mod:`clipguide.scoring.methods` combines them into the ``"structured"`` selection score.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+__all__ = [
+    "WINDOWS",
+    "Box",
+    "window_boxes",
+    "window_views",
+    "box_centres",
+    "part_presence",
+    "relation_axis",
+    "relation_agreement",
+    "count_agreement",
+]
+
+Box = tuple[int, int, int, int]  # (top, left, height, width) in pixels
+
+WINDOWS: tuple[tuple[float, float], ...] = ((0.5, 0.25), (0.625, 0.375))
+"""Window layouts as (side, stride), fractions of the image side: 3x3 windows of half the
+side plus 2x2 of 5/8 (chosen on the dev split)."""
+
+_UP = ("above", "over", "on top of", "atop", "at the top of")
+_DOWN = ("below", "under", "underneath", "beneath", "at the bottom of")
+
+
+def window_boxes(
+    height: int, width: int, layout: Sequence[tuple[float, float]] = WINDOWS
+) -> list[Box]:
+    """Every window of ``layout`` on a ``height`` x ``width`` image, row by row, as
+    ``(top, left, h, w)`` pixels. Windows are placed in fractions of the side (the count
+    depends only on ``layout``: ``floor((1 - side) / stride) + 1`` per axis), then rounded."""
+    if height < 1 or width < 1:
+        raise ValueError(f"height and width must be >= 1, got {height}x{width}")
+    boxes = []
+    for side, stride in layout:
+        if not (0 < side <= 1 and 0 < stride <= 1):
+            raise ValueError(
+                f"layout entries must be (side, stride) in (0, 1], got {(side, stride)}"
+            )
+        steps = math.floor((1 - side) / stride + 1e-9) + 1
+        h, w = max(1, round(side * height)), max(1, round(side * width))
+        for i in range(steps):
+            top = min(round(i * stride * height), height - h)
+            for j in range(steps):
+                boxes.append((top, min(round(j * stride * width), width - w), h, w))
+    return boxes
+
+
+def window_views(image: torch.Tensor, boxes: Sequence[Box]) -> torch.Tensor:
+    """(len(boxes), C, H, W) copies of a (C, H, W) image, each keeping one box; everything
+    else is filled with the per-channel median of the image's one-pixel border."""
+    if image.ndim != 3:
+        raise ValueError(f"image must be (C, H, W), got shape {tuple(image.shape)}")
+    c = image.shape[0]
+    border = torch.cat([image[:, 0], image[:, -1], image[:, :, 0], image[:, :, -1]], dim=1)
+    fill = border.reshape(c, -1).median(dim=1).values.view(c, 1, 1)
+    views = fill.expand(len(boxes), *image.shape).clone()
+    for k, (top, left, h, w) in enumerate(boxes):
+        views[k, :, top : top + h, left : left + w] = image[:, top : top + h, left : left + w]
+    return views
+
+
+def box_centres(boxes: Sequence[Box], height: int, width: int) -> torch.Tensor:
+    """(len(boxes), 2) centres ``(x, y)`` as fractions of the image's width and height."""
+    return torch.tensor(
+        [[(left + w / 2) / width, (top + h / 2) / height] for top, left, h, w in boxes],
+        dtype=torch.float32,
+    )
+
+
+def part_presence(window_sims: torch.Tensor) -> torch.Tensor:
+    """(N, windows, K) cosines of K phrases -> (N,): the least-found phrase's best window."""
+    if window_sims.ndim != 3:
+        raise ValueError(f"window_sims must be (N, windows, K), got {tuple(window_sims.shape)}")
+    return window_sims.amax(dim=1).amin(dim=1)
+
+
+def relation_axis(relation: str) -> tuple[int, float] | None:
+    """``(axis, sign)`` of a spatial relation in the image (axis 0 = x, 1 = y, growing
+    rightwards and downwards): subject minus object along the axis should have that sign.
+    None for relations without an image axis ("next to", "behind", "in")."""
+    low = " ".join(relation.lower().split())
+    words = low.split()
+    if "left" in words:
+        return 0, -1.0
+    if "right" in words:
+        return 0, 1.0
+    if low in _UP:
+        return 1, -1.0
+    if low in _DOWN:
+        return 1, 1.0
+    return None
+
+
+def relation_agreement(
+    subject: torch.Tensor,
+    obj: torch.Tensor,
+    centres: torch.Tensor,
+    relation: str,
+    *,
+    tau: float = 0.03,
+    scale: float = 0.125,
+) -> torch.Tensor:
+    """How well (N, windows) cosines of a subject and an object phrase agree with ``relation``.
+
+    Each phrase is placed at the softmax(cosine / ``tau``)-weighted centre of the windows
+    (``centres`` from :func:`box_centres`); the signed offset along the relation's axis, in
+    image fractions, gives ``tanh(offset / scale)``: +1 clearly in order, -1 clearly reversed.
+    Relations without an axis give 0.
+    """
+    found = relation_axis(relation)
+    if found is None:
+        return torch.zeros(subject.shape[0], dtype=subject.dtype, device=subject.device)
+    axis, sign = found
+    centres = centres.to(subject)
+    where_s = torch.softmax(subject / tau, dim=1) @ centres
+    where_o = torch.softmax(obj / tau, dim=1) @ centres
+    return torch.tanh(sign * (where_s[:, axis] - where_o[:, axis]) / scale)
+
+
+def count_agreement(
+    image_embeds: torch.Tensor,
+    prompt_embed: torch.Tensor,
+    variant_embeds: torch.Tensor,
+    logit_scale: float,
+) -> torch.Tensor:
+    """(N,) log-probability of the prompt in a softmax over the prompt and (J, D) captions
+    that change one of its numbers, for (N, D) normalised image embeddings."""
+    texts = torch.cat([prompt_embed.reshape(1, -1), variant_embeds], dim=0).to(image_embeds)
+    return torch.log_softmax(logit_scale * image_embeds @ texts.T, dim=1)[:, 0]
