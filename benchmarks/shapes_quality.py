@@ -10,6 +10,9 @@ paired over the same items (see ``shapes_eval.py`` for the splits and the candid
   judge gain, ± 1 SE), and the oracle accuracy at equal guide score against plain;
 - cost: process CPU time against plain on one thread (median of interleaved repeats).
 
+Best-of-N picks by the guide CLIP's CLIPScore, or by another ``CLIPScorer`` method with
+``--pick structured`` (the selection ``clipguide generate`` uses; see ``selection.py``).
+
     python benchmarks/shapes_quality.py --split test            # README's table (test split)
     python benchmarks/shapes_quality.py --split dev --modes plain tiny_every5 --limit 140
 Last line: JSON.
@@ -22,6 +25,7 @@ import json
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -103,9 +107,20 @@ def cpu_cost(pipe, items: list, sampler, ctx: dict, repeats: int = 3) -> float:
     return statistics.median(ratios)
 
 
-def row(name: str, n: int, m: ev.Measures, base: ev.Measures, refs: dict, items) -> dict:
-    """Figures of one mode (best-of-``n`` of sampler ``name``) against plain and references."""
-    index = ev.pick(m.guide[:, :n])
+def picks(m: ev.Measures, n: int, chooser: Any = None, cands: np.ndarray | None = None, items=()):
+    """Index of the chosen candidate among the first ``n`` of each item: the guide CLIP's
+    CLIPScore, or ``chooser(images, caption)`` (e.g. a ``CLIPScorer.select`` method)."""
+    if chooser is None or n == 1:
+        return ev.pick(m.guide[:, :n])
+    scores = [chooser(list(cands[i, :n]), it.caption).numpy() for i, it in enumerate(items)]
+    return ev.pick(np.stack(scores))
+
+
+def row(
+    name: str, n: int, m: ev.Measures, base: ev.Measures, refs: dict, items, index: np.ndarray
+) -> dict:
+    """Figures of one mode (best-of-``n`` of sampler ``name``, candidates ``index``) against
+    plain and references."""
     c = ev.chosen(m, index)
     out: dict[str, Any] = {"accuracy": ev.accuracy_by_family(c.ok, items)}
     out["vs_plain"] = ev.paired(c.ok, base.ok)
@@ -135,7 +150,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--cost-items", type=int, default=14, help="prompts in the cost batch; 0: skip")
     p.add_argument("--write-split", action="store_true", help="freeze --split's file and exit")
     p.add_argument("--save-sheet", default=None, help="contact sheet of plain samples (PNG)")
+    p.add_argument(
+        "--pick", default="clipscore", help="CLIPScorer method that picks among N candidates"
+    )
     args = p.parse_args(argv)
+    from clipguide.scoring.methods import check_method
+
+    check_method(args.pick)
     if args.write_split:
         print(ev.write_split(args.split))
         return {}
@@ -168,6 +189,8 @@ def main(argv: list[str] | None = None) -> dict:
         pipe, Path(args.cache), ev.weights_fingerprint(WEIGHTS_DIR), args.batch
     )
     measures: dict[str, ev.Measures] = {}
+    cands_of: dict[str, np.ndarray] = {}
+    chooser = None if args.pick == "clipscore" else partial(guide.select, method=args.pick)
     for name, n in [("plain", 4), *modes]:
         have = measures.get(name)
         if have is not None and have.ok.shape[1] >= n:
@@ -177,19 +200,21 @@ def main(argv: list[str] | None = None) -> dict:
             args.split, items, mode_key(name, settings, ctx), sampler_for(settings, ctx), n, ctx
         )
         measures[name] = ev.measure(cands, items, guide, judge)
+        cands_of[name] = cands
     if args.save_sheet:
         _sheet(store.candidates(args.split, items, mode_key("plain", None, ctx), plain, 1, ctx),
                items, args.save_sheet)  # fmt: skip
     base = ev.chosen(measures["plain"], np.zeros(len(items), dtype=int))
-    refs = {
-        f"best_of_{n}": ev.chosen(measures["plain"], ev.pick(measures["plain"].guide[:, :n]))
-        for n in (2, 4)
-    }
+
+    def index(name: str, n: int) -> np.ndarray:
+        return picks(measures[name], n, chooser, cands_of[name], items)
+
+    refs = {f"best_of_{n}": ev.chosen(measures["plain"], index("plain", n)) for n in (2, 4)}
     results: dict[str, dict] = {}
     costs: dict[str, float] = {}
     for name, n in modes:
         label = name if n == 1 else f"{name}+best_of_{n}"
-        results[label] = row(name, n, measures[name], base, refs, items)
+        results[label] = row(name, n, measures[name], base, refs, items, index(name, n))
         if args.cost_items and name not in costs:
             settings = SAMPLERS[name]
             costs[name] = 1.0 if settings is None else cpu_cost(
@@ -207,6 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
         "items": len(items),
         "steps": ctx["steps"],
         "cfg": ctx["cfg"],
+        "pick": args.pick,
         "modes": results,
     }
     print(json.dumps(summary))
