@@ -43,10 +43,12 @@ class GuidanceSettings:
             CLIP) instead of the full-size latents: the decoder cost drops with the area.
 
     The defaults (a push of 4x the classifier-free-guidance correction on every other model
-    evaluation of the middle half of the run) were chosen on the micro world with
-    ``benchmarks/guidance.py`` and ``benchmarks/shapes_quality.py``, whose measured costs and
-    gains the README reports. For the cheapest guidance, pass a tiny decoder and ``every=10``
-    or ``every=5``. Numbers are stored as Python ``float``/``int``; every float is finite.
+    evaluation of the middle half of the run) add +4.5 ± 1.2 oracle points over plain sampling
+    on the micro world's held-out test split, for 1.45x SDXL's unguided FLOPs, and part of what
+    they gain only the guiding CLIP sees (README, "Measuring quality"). A tiny decoder
+    (TAESDXL for SDXL) costs 1.06x for +3.4 ± 1.2; ``every=10`` costs 1.015x and gains nothing
+    measurable. Choosing among samples (best-of-N) gains more per unit of compute.
+    Numbers are stored as Python ``float``/``int``; every float is finite.
     """
 
     scale: float = 4.0
