@@ -3,6 +3,7 @@ and the top-k images per prompt of a scored dataset."""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -78,13 +79,17 @@ def top_k_rows(table: Any, k: int) -> Any:
     return ordered.groupby("prompt", sort=True).head(k).reset_index(drop=True)
 
 
-def top_k_per_prompt(dataset: Any, k: int) -> Any:
-    """The top ``k`` rows per prompt of a scored Ray Dataset (a groupby over the cluster)."""
+def top_k_per_prompt(dataset: Any, k: int, num_partitions: int | None = None) -> Any:
+    """The top ``k`` rows per prompt of a scored Ray Dataset: each block keeps its own top
+    ``k`` per prompt first, so the groupby shuffles at most ``k`` rows per prompt and block.
+    ``num_partitions``: the groupby's (default: Ray Data's)."""
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
     columns = ["path", "prompt", "cosine", "clipscore", "error"]
+    best = functools.partial(top_k_rows, k=k)
     return (
         dataset.select_columns(columns)
-        .groupby("prompt")
-        .map_groups(lambda group: top_k_rows(group, k), batch_format="pandas")
+        .map_batches(best, batch_format="pandas", batch_size=None)
+        .groupby("prompt", num_partitions=num_partitions)
+        .map_groups(best, batch_format="pandas")
     )
