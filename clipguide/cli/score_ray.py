@@ -69,8 +69,8 @@ def _check(args: argparse.Namespace) -> tuple[Any, str | None]:
     """The job's source and prompt, every option checked; Ray's presence too."""
     for option, flag in (("robust", "--robust"), ("format", "--format"), ("device", "--device")):
         if getattr(args, option):
-            why = "workers pick their device (--gpus-per-worker)" if option == "device" else ""
-            raise CLIError(f"{flag} is not supported with --engine ray {why}".rstrip())
+            why = ": workers pick their device (--gpus-per-worker)" if option == "device" else ""
+            raise CLIError(f"{flag} is not supported with --engine ray{why}")
     if args.prompts and args.paths:
         raise CLIError(
             "--engine ray reads image PATHS with --prompt, or a manifest --prompts FILE "
