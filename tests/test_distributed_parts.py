@@ -199,6 +199,9 @@ def test_parts_are_written_whole_in_input_order(tmp_path: Path) -> None:
     assert rows[2] == {"path": "p2.png", "prompt": "x", "cosine": None, "clipscore": None,
                        "error": "boom"}  # fmt: skip
     assert rows[3]["prompt"] is None and rows[1]["cosine"] == 0.1
+    nulls = _batch([8, 9], lambda i: 2).set_column(1, "prompt", pa.nulls(2))  # typed null
+    write_parts([nulls, _batch([10, 11], lambda i: 2)], tmp_path, {2: 4})
+    assert [r["prompt"] for r in read_output(tmp_path).to_pylist()[8:]] == [None, None, "x", "x"]
     with pytest.raises(RuntimeError, match="shard 1: more rows"):
         write_parts([_batch([4, 5, 6], shard_of)], tmp_path / "x", {1: 2})
     with pytest.raises(RuntimeError, match=r"shards \[1\] did not receive all their rows"):

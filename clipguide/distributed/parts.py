@@ -103,14 +103,16 @@ def _table(rows: list[Any]) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    table = pa.concat_tables(rows).sort_by("index")
+    schema = pa.schema(
+        [("path", pa.string()), ("prompt", pa.string()), ("index", pa.int64())]
+        + [("cosine", pa.float64()), ("clipscore", pa.float64()), ("error", pa.string())]
+    )  # a batch whose prompts are all missing arrives typed null: cast, then concatenate
+    table = pa.concat_tables([t.select(schema.names).cast(schema) for t in rows]).sort_by("index")
     columns = []
     for name in COLUMNS:
         column = table[name]
         if name in ("cosine", "clipscore"):  # NaN means "no score": null, as the CLI's None
             column = pc.if_else(pc.is_nan(column), pa.scalar(None, pa.float64()), column)
-        elif name == "prompt":
-            column = column.cast(pa.string())
         columns.append(column)
     return pa.table(columns, names=list(COLUMNS))
 

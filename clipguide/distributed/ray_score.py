@@ -16,7 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from clipguide.distributed.sources import WorkItem, image_paths, is_uri, read_manifest, work_items
+from clipguide.distributed.sources import (
+    MANIFEST_SUFFIXES,
+    WorkItem,
+    image_paths,
+    is_uri,
+    read_manifest,
+    work_items,
+)
 from clipguide.model.images import UnreadableImageError, load_image
 from clipguide.model.preprocess import Preprocess
 
@@ -55,7 +62,7 @@ def job_items(
     """The work items of a job: a manifest file (Parquet/JSONL/CSV with path and prompt), or
     image files, folders and globs scored against one ``prompt``."""
     manifest = isinstance(source, (str, os.PathLike)) and str(source).lower().endswith(
-        (".parquet", ".jsonl", ".ndjson", ".csv")
+        MANIFEST_SUFFIXES
     )
     if manifest:
         if prompt is not None:
