@@ -42,7 +42,7 @@ def _hard_timeout(seconds: int):
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.alarm(seconds)
-    faulthandler.dump_traceback_later(seconds + 30, exit=True)
+    faulthandler.dump_traceback_later(seconds + 30, exit=True, file=sys.__stderr__)
     try:
         yield
     finally:
@@ -238,3 +238,18 @@ def test_top_k_per_prompt_on_the_cluster(cluster, tmp_path: Path) -> None:
     got = got.sort_values(["prompt", "clipscore", "path"], ascending=[True, False, True])
     columns = ["path", "prompt", "clipscore"]
     assert got[columns].values.tolist() == expected[columns].values.tolist()
+
+
+def test_a_pool_the_cluster_cannot_hold_is_refused(cluster, folder: Path, tmp_path: Path, capsys):
+    """2 CPUs, no GPU: Ray would wait forever for these workers; the error says why instead."""
+    from clipguide.distributed import job_items, score_items
+
+    items = job_items(folder, PROMPTS[0])
+    with pytest.raises(ValueError, match="needs 2 GPUs; the Ray cluster has 0"):
+        score_items(items, model="shapes", concurrency=2, gpus_per_worker=1.0)
+    with pytest.raises(ValueError, match="reserves 1.5 of the cluster's 2 CPUs"):
+        score_items(items, model="shapes", concurrency=3, cpus_per_worker=0.5)
+    argv = ["score", str(folder), "--prompt", "x", "--engine", "ray", "--out", str(tmp_path / "o")]
+    with _hard_timeout(60):
+        assert main([*argv, "--gpus-per-worker", "1"]) == 2
+    assert "--gpus-per-worker 1 x --concurrency 1 needs 1 GPUs" in capsys.readouterr().err

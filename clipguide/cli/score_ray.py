@@ -104,6 +104,25 @@ def _init_ray(address: str | None, progress: bool) -> None:
     DataContext.get_current().enable_progress_bars = progress
 
 
+def _check_resources(args: argparse.Namespace) -> None:
+    """The pool asked for fits the cluster (else Ray would wait forever); names the options."""
+    import ray
+
+    from clipguide.distributed.ray_score import check_resources
+
+    try:
+        check_resources(
+            ray.cluster_resources(), args.concurrency or 1, args.gpus_per_worker or 0.0,
+            args.cpus_per_worker or 0.5,
+        )  # fmt: skip
+    except ValueError as err:
+        text = str(err).replace("gpus_per_worker=", "--gpus-per-worker ")
+        text = text.replace("cpus_per_worker=", "--cpus-per-worker ").replace(
+            "concurrency=", "--concurrency "
+        )
+        raise CLIError(text.replace("lower cpus_per_worker", "lower --cpus-per-worker")) from None
+
+
 def run_score_ray(args: argparse.Namespace) -> int:
     """``clipguide score --engine ray``: score into ``--out``'s Parquet parts."""
     from clipguide.distributed.jobs import run_job
@@ -119,6 +138,7 @@ def run_score_ray(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as err:
         raise CLIError(str(err)) from None
     _init_ray(args.address, not args.no_progress)
+    _check_resources(args)
     options = dict(
         model=args.model, pretrained=args.pretrained, dtype=args.dtype,
         concurrency=args.concurrency or 1, gpus_per_worker=args.gpus_per_worker or 0.0,

@@ -34,6 +34,7 @@ __all__ = [
     "preprocess_for",
     "decode_batch",
     "ImageScorer",
+    "check_resources",
     "score_items",
     "score_dataset",
 ]
@@ -215,6 +216,8 @@ def score_items(
     _check_options(concurrency, gpus_per_worker, cpus_per_worker, decode_cpus, batch_size)
     if not items:
         raise ValueError("items is empty: nothing to score")
+    if ray.is_initialized():
+        check_resources(ray.cluster_resources(), concurrency, gpus_per_worker, cpus_per_worker)
     pre = preprocess or preprocess_for(model, pretrained)
     blocks = max(1, min(math.ceil(len(items) / batch_size), 2000))  # streams batch by batch
     ds = ray.data.from_items(items, override_num_blocks=blocks)
@@ -236,6 +239,28 @@ def score_items(
         num_cpus=cpus_per_worker,
         num_gpus=gpus_per_worker or None,
     )
+
+
+def check_resources(
+    available: dict[str, float], concurrency: int, gpus_per_worker: float, cpus_per_worker: float
+) -> None:
+    """Refuse a pool the cluster cannot hold: Ray would wait for it forever, without a word.
+
+    The workers' CPUs must leave at least one CPU for the decoding tasks, and their GPUs
+    must exist (on an autoscaling cluster, start the nodes first).
+    """
+    cpus, gpus = available.get("CPU", 0.0), available.get("GPU", 0.0)
+    if gpus_per_worker * concurrency > gpus:
+        raise ValueError(
+            f"gpus_per_worker={gpus_per_worker:g} x concurrency={concurrency} needs "
+            f"{gpus_per_worker * concurrency:g} GPUs; the Ray cluster has {gpus:g}"
+        )
+    if cpus_per_worker * concurrency > cpus - 1:
+        raise ValueError(
+            f"cpus_per_worker={cpus_per_worker:g} x concurrency={concurrency} reserves "
+            f"{cpus_per_worker * concurrency:g} of the cluster's {cpus:g} CPUs and leaves less "
+            "than one for decoding; lower cpus_per_worker or concurrency"
+        )
 
 
 def _check_options(concurrency, gpus, cpus, decode_cpus, batch_size) -> None:
