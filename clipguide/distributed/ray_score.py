@@ -217,7 +217,8 @@ def score_items(
     if not items:
         raise ValueError("items is empty: nothing to score")
     if ray.is_initialized():
-        check_resources(ray.cluster_resources(), concurrency, gpus_per_worker, cpus_per_worker)
+        available = ray.cluster_resources()
+        check_resources(available, concurrency, gpus_per_worker, cpus_per_worker, decode_cpus)
     pre = preprocess or preprocess_for(model, pretrained)
     blocks = max(1, min(math.ceil(len(items) / batch_size), 2000))  # streams batch by batch
     ds = ray.data.from_items(items, override_num_blocks=blocks)
@@ -242,11 +243,15 @@ def score_items(
 
 
 def check_resources(
-    available: dict[str, float], concurrency: int, gpus_per_worker: float, cpus_per_worker: float
+    available: dict[str, float],
+    concurrency: int,
+    gpus_per_worker: float,
+    cpus_per_worker: float,
+    decode_cpus: float = 1.0,
 ) -> None:
     """Refuse a pool the cluster cannot hold: Ray would wait for it forever, without a word.
 
-    The workers' CPUs must leave at least one CPU for the decoding tasks, and their GPUs
+    The workers' CPUs must leave ``decode_cpus`` for a decoding task, and their GPUs
     must exist (on an autoscaling cluster, start the nodes first).
     """
     cpus, gpus = available.get("CPU", 0.0), available.get("GPU", 0.0)
@@ -255,11 +260,11 @@ def check_resources(
             f"gpus_per_worker={gpus_per_worker:g} x concurrency={concurrency} needs "
             f"{gpus_per_worker * concurrency:g} GPUs; the Ray cluster has {gpus:g}"
         )
-    if cpus_per_worker * concurrency > cpus - 1:
+    if cpus_per_worker * concurrency > cpus - decode_cpus:
         raise ValueError(
             f"cpus_per_worker={cpus_per_worker:g} x concurrency={concurrency} reserves "
             f"{cpus_per_worker * concurrency:g} of the cluster's {cpus:g} CPUs and leaves less "
-            "than one for decoding; lower cpus_per_worker or concurrency"
+            f"than the {decode_cpus:g} a decoding task needs; lower cpus_per_worker or concurrency"
         )
 
 
