@@ -253,3 +253,4 @@ def test_a_pool_the_cluster_cannot_hold_is_refused(cluster, folder: Path, tmp_pa
     with _hard_timeout(60):
         assert main([*argv, "--gpus-per-worker", "1"]) == 2
     assert "--gpus-per-worker 1 x --concurrency 1 needs 1 GPUs" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # refused before anything was written

@@ -134,7 +134,8 @@ def run_score_ray(args: argparse.Namespace) -> int:
     shard_size = args.shard_size or 1000
     try:
         items = job_items(source, prompt, shard_size)
-        prepare_output(Path(args.out), items, shard_size, args.resume, args.overwrite, "--out")
+        out = Path(args.out)  # checked now, written once Ray runs and the pool fits
+        prepare_output(out, items, shard_size, args.resume, args.overwrite, "--out", True)
     except (ValueError, TypeError) as err:
         raise CLIError(str(err)) from None
     _init_ray(args.address, not args.no_progress)
@@ -146,7 +147,10 @@ def run_score_ray(args: argparse.Namespace) -> int:
         scale=HESSEL_SCALE if args.hessel else 100.0,
     )  # fmt: skip
     try:
-        summary = run_job(items, args.out, shard_size=shard_size, resume=True, **options)
+        summary = run_job(
+            items, out, shard_size=shard_size, resume=args.resume, overwrite=args.overwrite,
+            **options,
+        )  # fmt: skip
     except Exception as err:  # noqa: BLE001 - a failed Ray job: one line, -v for the cause
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CLIError(f"--engine ray: the job failed: {first}", code=1) from err

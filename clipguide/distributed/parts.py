@@ -56,9 +56,10 @@ def prepare_output(
     resume: bool,
     overwrite: bool,
     name: str = "out",
+    check_only: bool = False,
 ) -> set[int]:
-    """Check ``out`` (the argument ``name``) for this job and write its ``_job.json``; the
-    shards already done."""
+    """Check ``out`` (the argument ``name``) for this job, then (unless ``check_only``) clear
+    it if ``overwrite`` and write its ``_job.json``; the shards already done."""
     out = Path(out)
     if resume and overwrite:
         raise ValueError("resume and overwrite contradict each other; pass one of them")
@@ -68,17 +69,19 @@ def prepare_output(
     job.update(shard_size=shard_size, shards=items[-1]["shard"] + 1 if items else 0)
     job_file = out / JOB_FILE
     ours = done_shards(out) or job_file.exists()
-    if ours and overwrite:
-        for shard in done_shards(out):
-            part_path(out, shard).unlink()
-        job_file.unlink(missing_ok=True)
-    elif ours and not resume:
+    if ours and not (resume or overwrite):
         raise ValueError(
             f"{name} {out} holds a scoring job; pass resume=True (--resume) to continue it or "
             "overwrite=True (--overwrite) to replace it"
         )
-    elif ours:
+    if ours and resume:
         _check_same_job(out, job, name)
+    if check_only:
+        return set() if overwrite else done_shards(out)
+    if ours and overwrite:
+        for shard in done_shards(out):
+            part_path(out, shard).unlink()
+        job_file.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(job_file, json.dumps(job, indent=2) + "\n")
     return done_shards(out)
