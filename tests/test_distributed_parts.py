@@ -329,3 +329,31 @@ def test_engine_ray_bad_input_is_one_line_exit_2(folder: Path, tmp_path: Path, c
         assert len(err.splitlines()) == 1 and err.startswith("clipguide score: "), err
         assert __import__("re").search(message, err), (message, err)
     assert not ray.is_initialized()  # every case was refused before Ray started
+
+
+def test_best_sheets_for_a_sample_of_prompts(folder: Path, tmp_path: Path) -> None:
+    from clipguide.distributed import best_sheets
+
+    paths = [str(p) for p in sorted(folder.rglob("im*.png"))]
+    frame = top_k_rows(
+        pa.table(
+            {
+                "path": paths + [str(folder / "bad.png")],
+                "prompt": ["a b", "a b", "c", "c", "d e", "f", "f"],
+                "cosine": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
+                "clipscore": [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0],
+                "error": [""] * 7,
+            }
+        ),
+        2,
+    )
+    files = best_sheets(frame, tmp_path / "sheets", sample=3, seed=1, thumb=32)
+    assert len(files) == 3 and all(f.is_file() for f in files)
+    assert files == best_sheets(frame, tmp_path / "sheets", sample=3, seed=1, thumb=32)
+    assert [f.name.split("-", 1)[1] for f in files] == sorted(
+        f.name.split("-", 1)[1] for f in files
+    )
+    widths = {f.name: Image.open(f).size[0] for f in files}
+    assert max(widths.values()) > min(widths.values())  # sheets of 2 images and of 1
+    with pytest.raises(ValueError, match="sample must be a positive int, got 0"):
+        best_sheets(frame, tmp_path, sample=0)
