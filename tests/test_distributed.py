@@ -254,3 +254,8 @@ def test_a_pool_the_cluster_cannot_hold_is_refused(cluster, folder: Path, tmp_pa
         assert main([*argv, "--gpus-per-worker", "1"]) == 2
     assert "--gpus-per-worker 1 x --concurrency 1 needs 1 GPUs" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # refused before anything was written
+    with _hard_timeout(90):  # a worker that cannot load the model: one line, no hang
+        code = main([*argv, "--model", "ViT-B-32", "--pretrained", "no_such_tag"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1 and err.startswith("clipguide score: --model ViT-B-32: a model worker could")
+    assert "ValueError: pretrained='no_such_tag' is neither a file nor a known tag" in err

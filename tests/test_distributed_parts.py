@@ -318,6 +318,17 @@ def _cases(folder: Path, tmp: Path) -> list[tuple[list[str], str]]:
     ]  # fmt: skip
 
 
+def test_engine_ray_unknown_model_fails_before_ray(folder: Path, tmp_path: Path, capsys) -> None:
+    import ray
+
+    out = tmp_path / "o"
+    argv = ["score", str(folder), "--prompt", "x", "--engine", "ray", "--out", str(out)]
+    assert main([*argv, "--model", "no-such-model"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("clipguide score: --model no-such-model: ") and len(err.splitlines()) == 1
+    assert "Registered names" in err and not out.exists() and not ray.is_initialized()
+
+
 def test_engine_ray_bad_input_is_one_line_exit_2(folder: Path, tmp_path: Path, capsys) -> None:
     (tmp_path / "f.txt").write_text("a file")
     prepare_output(tmp_path / "taken", job_items(folder, "x"), 1000, False, False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from clipguide.cli.args import CLIError, check_output_folder, non_negative_float
 __all__ = ["ray_options", "run_score_ray", "RAY_ONLY"]
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_JUDGE = "ViT-bigG-14 (the default)"
 
 # dest -> option, for the options that only the Ray engine reads (default None: "not given")
 RAY_ONLY = {
@@ -91,6 +94,17 @@ def _check(args: argparse.Namespace) -> tuple[Any, str | None]:
     return (args.prompts or list(args.paths)), args.prompt
 
 
+def _preprocess(args: argparse.Namespace) -> Any:
+    """The judge's preprocessing for the decoding tasks, before Ray starts (from configs for
+    open_clip names; other sources load here once); a failure names --model."""
+    from clipguide.distributed.ray_score import preprocess_for
+
+    try:
+        return preprocess_for(args.model, args.pretrained)
+    except Exception as err:  # noqa: BLE001 - any loading failure names the option
+        raise CLIError(f"--model {args.model or DEFAULT_JUDGE}: {err}", code=1) from err
+
+
 def _init_ray(address: str | None, progress: bool) -> None:
     import ray
     from ray.data import DataContext
@@ -123,6 +137,17 @@ def _check_resources(args: argparse.Namespace) -> None:
         raise CLIError(text.replace("lower cpus_per_worker", "lower --cpus-per-worker")) from None
 
 
+def _job_failure(err: Exception, args: argparse.Namespace) -> str:
+    """One line for a failed Ray job: the root error Ray's message ends with, and the option
+    it points at (a model worker that could not start names --model)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    causes = [line for line in lines if re.match(r"^[\w.]+(Error|Exception): ", line)]
+    cause = causes[-1] if causes else (lines[0] if lines else type(err).__name__)
+    if "creation task" in str(err) or "ImageScorer" in str(err) and "__init__" in str(err):
+        return f"--model {args.model or DEFAULT_JUDGE}: a model worker could not start: {cause}"
+    return f"--engine ray: the job failed: {cause}"
+
+
 def run_score_ray(args: argparse.Namespace) -> int:
     """``clipguide score --engine ray``: score into ``--out``'s Parquet parts."""
     from clipguide.distributed.jobs import run_job
@@ -138,10 +163,11 @@ def run_score_ray(args: argparse.Namespace) -> int:
         prepare_output(out, items, shard_size, args.resume, args.overwrite, "--out", True)
     except (ValueError, TypeError) as err:
         raise CLIError(str(err)) from None
+    preprocess = _preprocess(args)
     _init_ray(args.address, not args.no_progress)
     _check_resources(args)
     options = dict(
-        model=args.model, pretrained=args.pretrained, dtype=args.dtype,
+        preprocess=preprocess, model=args.model, pretrained=args.pretrained, dtype=args.dtype,
         concurrency=args.concurrency or 1, gpus_per_worker=args.gpus_per_worker or 0.0,
         cpus_per_worker=args.cpus_per_worker or 0.5, batch_size=args.batch_size,
         scale=HESSEL_SCALE if args.hessel else 100.0,
@@ -152,7 +178,6 @@ def run_score_ray(args: argparse.Namespace) -> int:
             **options,
         )  # fmt: skip
     except Exception as err:  # noqa: BLE001 - a failed Ray job: one line, -v for the cause
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CLIError(f"--engine ray: the job failed: {first}", code=1) from err
+        raise CLIError(_job_failure(err, args), code=1) from err
     logger.info("scored %(items)d items in %(shards)d shards (%(skipped)d resumed)", summary)
     return 0

@@ -49,11 +49,12 @@ def run_job(
     skipped, parts written.
     """
     out = Path(out)
-    done = prepare_output(out, items, shard_size, resume, overwrite)
+    done = prepare_output(out, items, shard_size, resume, overwrite, check_only=True)
     todo = [item for item in items if item["shard"] not in done]
+    ds = score_items(todo, **options) if todo else None  # options checked: nothing written yet
+    prepare_output(out, items, shard_size, resume, overwrite)
     written: list[Path] = []
-    if todo:
-        ds = score_items(todo, **options)
+    if ds is not None:
         batches = ds.iter_batches(batch_format="pyarrow", batch_size=None)
         try:
             expected = dict(Counter(i["shard"] for i in todo))
