@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -221,3 +222,79 @@ def test_to_tensor_matches_pixels() -> None:
     assert torch.allclose(tensor[:, 0, 0], torch.tensor([1.0, 0.0, 0.2]))
     same = torch.rand(3, 2, 2)
     assert to_tensor(same) is same
+
+
+def _saved_images(folder: Path) -> list[Path]:
+    """An RGBA PNG, a 16-bit grey PNG, a palette PNG with transparency and a rotated JPEG."""
+    rng = np.random.default_rng(0)
+    rgba = folder / "rgba.png"
+    Image.fromarray(rng.integers(0, 256, (9, 7, 4), dtype=np.uint8), mode="RGBA").save(rgba)
+    sixteen = folder / "grey16.png"
+    Image.fromarray(rng.integers(0, 65536, (5, 6), dtype=np.uint16)).save(sixteen)
+    palette = folder / "palette.png"
+    Image.new("P", (4, 4), 3).save(palette, transparency=3)
+    jpeg = folder / "rotated.jpg"
+    image = Image.fromarray(rng.integers(0, 256, (6, 10, 3), dtype=np.uint8))
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(jpeg, exif=exif)
+    return [rgba, sixteen, palette, jpeg]
+
+
+class _Stream(io.RawIOBase):
+    """A binary stream that cannot seek (a socket or an HTTP body, say)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        chunk = self._data.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def test_load_image_bytes_and_file_objects_decode_like_paths(tmp_path: Path) -> None:
+    for path in _saved_images(tmp_path):
+        expected = to_tensor(load_image(path))
+        data = path.read_bytes()
+        with path.open("rb") as handle:
+            from_handle = load_image(handle)
+        decoded = [
+            load_image(str(path)),
+            load_image(data),
+            load_image(bytearray(data)),
+            load_image(memoryview(data)),
+            load_image(io.BytesIO(data)),
+            from_handle,
+            load_image(_Stream(data)),
+        ]
+        for image in decoded:
+            assert image.mode == "RGB"
+            assert torch.equal(to_tensor(image), expected), path.name
+    assert load_image(tmp_path / "rotated.jpg").size == (6, 10)  # EXIF applied to bytes too
+    assert load_image((tmp_path / "rotated.jpg").read_bytes()).size == (6, 10)
+
+
+def test_load_image_bytes_errors_name_the_source(tmp_path: Path) -> None:
+    png = tmp_path / "ok.png"
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(png)
+    truncated = png.read_bytes()[:60]
+    with pytest.raises(UnreadableImageError, match="not a recognised image format") as err:
+        load_image(b"not an image")
+    assert err.value.path == "<12 bytes>"
+    with pytest.raises(UnreadableImageError, match="rror") as err:
+        load_image(truncated, name="s3://bucket/ok.png")
+    assert err.value.path == "s3://bucket/ok.png"
+    with pytest.raises(UnreadableImageError, match="not a recognised image format"):
+        load_image(b"")
+    with pytest.raises(UnreadableImageError) as err:
+        load_image(io.BytesIO(truncated))
+    assert err.value.path == "<file object>"
+    with (tmp_path / "notes.txt").open("w") as text, pytest.raises(TypeError, match="binary mode"):
+        load_image(text)  # type: ignore[arg-type]
+    for bad in (3, None, [png], np.zeros((2, 2), np.uint8)):
+        with pytest.raises(TypeError, match="path must be a str or os.PathLike, got .*bytes"):
+            load_image(bad)  # type: ignore[arg-type]

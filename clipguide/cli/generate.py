@@ -287,9 +287,25 @@ def _write(path: Path, image, record: dict) -> None:
     write_atomic(path, buf.getvalue())
 
 
+def _this_process_share(args: argparse.Namespace) -> argparse.Namespace | None:
+    """Under ``accelerate launch`` / ``torchrun``, this process's share of the images
+    (:mod:`clipguide.distributed.processes`); the options unchanged in a single process."""
+    from clipguide.distributed.processes import launched_processes, process_state, share_of_images
+
+    if launched_processes() == 1:
+        return args
+    try:
+        return share_of_images(args, process_state(args.device))
+    except (ImportError, RuntimeError, ValueError) as err:
+        raise CLIError(f"cannot split the images over the launched processes: {err}", 1) from err
+
+
 def run(args: argparse.Namespace) -> int:
     """Generate ``--num-images`` images and their sidecars; returns the exit code."""
     model = _check_args(args)
+    args = _this_process_share(args)
+    if args is None:
+        return 0
     steps = args.steps or model.steps
     cfg = args.cfg_scale if args.cfg_scale is not None else model.cfg
     pipe = _load(args)

@@ -38,6 +38,7 @@ from clipguide.cli.score_files import (
     read_prompt_file,
     read_rows,
 )
+from clipguide.cli.score_ray import RAY_ONLY, ray_options, run_score_ray
 from clipguide.model.images import UnreadableImageError, load_image
 from clipguide.model.openclip import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from clipguide.scoring.batches import batched, flat, prefetched
@@ -60,6 +61,8 @@ SCORE_EXAMPLE = """examples:
   clipguide score outputs/ --prompt "two red circles above a blue square" --out scores.csv
   clipguide score outputs/ --prompt "a red circle" --out micro.csv --model shapes
   clipguide score --prompts captions.jsonl --out scores.jsonl --resume
+  clipguide score --prompts manifest.parquet --out scores/ --engine ray --address auto \
+      --concurrency 8 --gpus-per-worker 1 --batch-size 256 --resume
   (captions.jsonl: {"path": "img/0001.png", "prompt": "..."} per line; CSV needs path,prompt
    columns; relative paths in FILE are relative to FILE's folder)"""
 
@@ -185,6 +188,12 @@ def run_score(args: argparse.Namespace) -> int:
     """Score images against prompts and write one row per image."""
     from tqdm.auto import tqdm
 
+    if args.engine == "ray":
+        return run_score_ray(args)
+    given = [flag for dest, flag in RAY_ONLY.items() if getattr(args, dest) is not None]
+    if given:
+        raise CLIError(f"{given[0]} needs --engine ray")
+
     out, fmt, prompts, paths = _score_plan(args)
     fields = FIELDS + (ROBUST_FIELDS if args.robust else ())
     try:
@@ -250,8 +259,13 @@ def register(subparsers: Any) -> None:
     score.add_argument("paths", nargs="*", metavar="PATHS", help="image files or folders")
     which = score.add_mutually_exclusive_group(required=True)
     which.add_argument("--prompt", help="one prompt for every image")
-    which.add_argument("--prompts", metavar="FILE", help="CSV or JSONL with path and prompt")
-    score.add_argument("--out", required=True, help="output .csv or .jsonl")
+    which.add_argument(
+        "--prompts", metavar="FILE",
+        help="CSV or JSONL with path and prompt (Parquet too with --engine ray)",
+    )  # fmt: skip
+    score.add_argument(
+        "--out", required=True, help="output .csv or .jsonl (--engine ray: a folder)"
+    )
     score.add_argument("--format", choices=("csv", "jsonl"), help="default: from --out's suffix")
     score.add_argument("--resume", action="store_true", help="skip images already in --out")
     score.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -265,4 +279,5 @@ def register(subparsers: Any) -> None:
     )  # fmt: skip
     score.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     model_args(score)
+    ray_options(score)
     score.set_defaults(func=run_score)

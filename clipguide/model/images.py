@@ -1,4 +1,4 @@
-"""Image inputs: turn PIL images of any mode, arrays, tensors and files into RGB images.
+"""Image inputs: turn PIL images of any mode, arrays, tensors, files and bytes into RGB images.
 
 Two outputs exist: an RGB ``PIL.Image.Image`` (for files, PIL and uint8/uint16 arrays) and a float
 ``(3, H, W)`` tensor in [0, 1] (for float arrays and tensors; the autograd graph is kept).
@@ -6,10 +6,11 @@ Two outputs exist: an RGB ``PIL.Image.Image`` (for files, PIL and uint8/uint16 a
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = [
     "ImageInput",
+    "ImageSource",
     "UnreadableImageError",
     "to_rgb",
     "load_image",
@@ -84,27 +86,61 @@ def to_rgb(image: Image.Image) -> Image.Image:
         raise ValueError(f"image has PIL mode {mode!r} which cannot be converted to RGB") from err
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Read an image file fully into an RGB PIL image (EXIF orientation applied).
+ImageSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
+
+
+def _opened(source: Any, name: str | None) -> tuple[Any, str]:
+    """What ``Image.open`` reads for ``source``, and the name its errors carry."""
+    if isinstance(source, (str, os.PathLike)):
+        return source, name or os.fspath(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return io.BytesIO(source), name or f"<{len(source)} bytes>"
+    if isinstance(source, io.TextIOBase):
+        raise TypeError(
+            "path is a text file object; open the image in binary mode (open(file, 'rb'))"
+        )
+    if callable(getattr(source, "read", None)):
+        label = name or str(getattr(source, "name", "<file object>"))
+        seekable = getattr(source, "seekable", None)
+        if not (callable(seekable) and seekable()):  # Pillow seeks: buffer a stream first
+            return io.BytesIO(source.read()), label
+        return source, label
+    raise TypeError(
+        f"path must be a str or os.PathLike, got {type(source).__name__}; also accepted: "
+        "bytes, bytearray, memoryview or a binary file object (open(file, 'rb'), io.BytesIO)"
+    )
+
+
+def load_image(path: ImageSource, *, name: str | None = None) -> Image.Image:
+    """Read an image fully into an RGB PIL image (EXIF orientation applied).
+
+    Every reader decodes through this function, so a file on disk, its bytes (from an object
+    store, a Parquet column or a WebDataset shard) and an open binary file give the same image.
+
+    Args:
+        path: a file path (str or os.PathLike), the file's bytes (bytes, bytearray,
+            memoryview) or a binary file object (read from its current position).
+        name: what errors call the image (default: the path, the file object's name or
+            ``<N bytes>``).
 
     Raises:
-        UnreadableImageError: missing, truncated, corrupt or non-image files, with the reason.
+        UnreadableImageError: missing, truncated, corrupt or non-image data, with the reason.
+        TypeError: anything else (a text file object included).
     """
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    source, label = _opened(path, name)
     try:
-        with Image.open(path) as opened:
+        with Image.open(source) as opened:
             opened.load()
             rgb = to_rgb(ImageOps.exif_transpose(opened))
             return rgb.copy() if rgb is opened else rgb
     except FileNotFoundError:
-        raise UnreadableImageError(path, "file not found") from None
+        raise UnreadableImageError(label, "file not found") from None
     except IsADirectoryError:
-        raise UnreadableImageError(path, "is a directory") from None
+        raise UnreadableImageError(label, "is a directory") from None
     except UnidentifiedImageError:
-        raise UnreadableImageError(path, "not a recognised image format") from None
+        raise UnreadableImageError(label, "not a recognised image format") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise UnreadableImageError(path, f"{type(err).__name__}: {err}") from None
+        raise UnreadableImageError(label, f"{type(err).__name__}: {err}") from None
 
 
 def _check_range(tensor: torch.Tensor, name: str) -> None:

@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_PRETRAINED",
     "RESOLVERS",
     "load_openclip_folder",
+    "name_preprocess",
 ]
 
 DEFAULT_MODEL = "ViT-bigG-14"
@@ -154,6 +155,25 @@ def _pretrained_file(model: str, pretrained: str, cache_dir: str | None) -> tupl
     hub = tag["hf_hub"]  # "org/repo/" (default file name) or "org/repo/file"
     repo, filename = (hub.rstrip("/"), "") if hub.endswith("/") else os.path.split(hub)
     return hub_file(repo, (filename,) if filename else OPENCLIP_WEIGHTS, cache_dir), overlay
+
+
+def name_preprocess(model: str, pretrained: str | None = None) -> Preprocess | None:
+    """The preprocessing ``load_clip(model, pretrained=...)`` gives an open_clip model name,
+    read from configs alone (no weights); None if ``model`` is not an open_clip name."""
+    import open_clip
+
+    model_cfg = open_clip.get_model_config(model)
+    if model_cfg is None:
+        return None
+    if pretrained is None and model == DEFAULT_MODEL:
+        pretrained = DEFAULT_PRETRAINED
+    if pretrained is None:
+        return _preprocess(model_cfg, model_cfg.get("preprocess_cfg", {}))
+    if os.path.isfile(pretrained):
+        return _preprocess(model_cfg, {})
+    tag = open_clip.get_pretrained_cfg(model, pretrained) or {}
+    overlay = {k: tag.get(k) for k in ("mean", "std", "interpolation", "resize_mode")}
+    return _preprocess(model_cfg, overlay)
 
 
 def _from_name(model: str, request: LoadRequest) -> CLIP:
