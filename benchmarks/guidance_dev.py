@@ -22,7 +22,7 @@ import numpy as np
 import shapes_eval as ev
 import torch
 import torch.nn.functional as F
-from shapes_quality import cpu_cost, mode_key, plain
+from shapes_quality import cpu_cost, mode_key, plain, sampler_for
 
 from clipguide.guidance import CLIPGuidance
 from clipguide.guidance.loss import make_views, spherical_distance
@@ -153,19 +153,6 @@ VARIANTS: dict[str, dict] = {
 }
 
 
-def sampler(settings: dict, ctx: dict):
-    kwargs = dict(settings)
-    if kwargs.pop("decoder", "vae") == "tiny":
-        kwargs["decoder"] = ctx["tiny_decoder"]
-
-    def sample(pipe, prompts, seeds, ctx):
-        guidance = Prototype(ctx["guide_clip"], **kwargs)
-        with guidance.attach(pipe):
-            return plain(pipe, prompts, seeds, ctx)
-
-    return sample
-
-
 def summarise(m: ev.Measures, base: ev.Measures, n: int) -> dict:
     c = ev.chosen(m, ev.pick(m.guide[:, :n]))
     return {
@@ -212,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows["best_of_4"] = summarise(base_m, base, 4)
     for name in args.variants:
         settings = variants[name]
-        fn = sampler(settings, ctx)
+        fn = sampler_for(settings, ctx, Prototype)
         cands = store.candidates(
             "dev", items, mode_key("proto:" + name, settings, ctx), fn, args.n, ctx
         )

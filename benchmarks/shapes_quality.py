@@ -66,18 +66,20 @@ def plain(pipe, prompts: list[str], seeds: list[int], ctx: dict) -> list:
     return list(out.images)
 
 
-def sampler_for(settings: dict | None, ctx: dict):
-    """A sampler: plain, or plain under a ``CLIPGuidance`` with these settings."""
+def sampler_for(settings: dict | None, ctx: dict, guidance_cls: Any = None):
+    """A sampler: plain, or plain under a ``CLIPGuidance`` (or ``guidance_cls``) with these
+    settings."""
     if settings is None:
         return plain
     from clipguide import CLIPGuidance
 
+    guidance_cls = guidance_cls or CLIPGuidance
     kwargs = dict(settings)
     if kwargs.pop("decoder", "vae") == "tiny":
         kwargs["decoder"] = ctx["tiny_decoder"]
 
     def sample(pipe, prompts, seeds, ctx):
-        guidance = CLIPGuidance(ctx["guide_clip"], **kwargs)
+        guidance = guidance_cls(ctx["guide_clip"], **kwargs)
         with guidance.attach(pipe):
             return plain(pipe, prompts, seeds, ctx)
 
