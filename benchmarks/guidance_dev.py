@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from shapes_quality import cpu_cost, mode_key, plain, sampler_for
 
 from clipguide.guidance import CLIPGuidance
-from clipguide.guidance.loss import make_views, spherical_distance
+from clipguide.guidance.loss import spherical_distance
 from clipguide.scoring.metrics import cosine
 
 
@@ -46,16 +46,6 @@ class Prototype(CLIPGuidance):
         elif len(texts) == 1:
             self._texts = texts * batch
         return super().targets(batch, prompts, per_prompt)
-
-    def _features(self, images: torch.Tensor) -> torch.Tensor:
-        s, pre = self.settings, self.clip.preprocess
-        views = make_views(
-            images, s.views, pre.image_size, min_crop=s.min_crop, flip=s.flip, noise=s.noise,
-            generator=self._generator,
-        )  # fmt: skip
-        vision = self.clip.vision_model
-        pixels = pre.from_tensor(views).to(device=vision.device, dtype=vision.dtype)
-        return self.clip.image_features(pixels).float()
 
     def _distance(self, images: torch.Tensor, targets: torch.Tensor):
         if self.loss == "spherical" or self._texts is None:

@@ -25,7 +25,7 @@ import json
 import statistics
 import sys
 import time
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
                items, args.save_sheet)  # fmt: skip
     base = ev.chosen(measures["plain"], np.zeros(len(items), dtype=int))
 
+    @cache  # plain's best-of-2/4 picks serve as references and as rows: score them once
     def index(name: str, n: int) -> np.ndarray:
         return picks(measures[name], n, chooser, cands_of[name], items)
 

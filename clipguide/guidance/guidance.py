@@ -152,7 +152,9 @@ class CLIPGuidance:
         )
 
     # -- the guided step ---------------------------------------------------------------------
-    def _distance(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
+        """fp32 image embeddings of ``settings.views`` views of each image, view-major:
+        (views * B, D)."""
         s, pre = self.settings, self.clip.preprocess
         views = make_views(
             images,
@@ -165,11 +167,15 @@ class CLIPGuidance:
         )
         vision = self.clip.vision_model
         pixels = pre.from_tensor(views).to(device=vision.device, dtype=vision.dtype)
-        feats = self.clip.image_features(pixels).float()
-        tgt = targets.to(feats.device).repeat(s.views, 1)
+        return self.clip.image_features(pixels).float()
+
+    def _distance(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        views = self.settings.views
+        feats = self._features(images)
+        tgt = targets.to(feats.device).repeat(views, 1)
         b = images.shape[0]
-        dist = spherical_distance(feats, tgt).view(s.views, b).mean(0)
-        sim = cosine(feats, tgt).view(s.views, b).mean(0)
+        dist = spherical_distance(feats, tgt).view(views, b).mean(0)
+        sim = cosine(feats, tgt).view(views, b).mean(0)
         return dist, sim
 
     def _decoder(self, decoder: Any) -> Any:
