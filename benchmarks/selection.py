@@ -118,7 +118,7 @@ def costs(pipe, scorer, cands: np.ndarray, items: list, methods: list[str], ctx:
     for m in methods:
         t0 = time.process_time()
         method_scores(scorer, cands, items, m)
-        s = (time.process_time() - t0) / cands[: len(items)].reshape(-1, *cands.shape[2:]).shape[0]
+        s = (time.process_time() - t0) / (len(items) * cands.shape[1])  # per candidate image
         out[m] = {"s_per_image": s, "vs_generation": s / gen}
     return out
 

@@ -146,8 +146,10 @@ def selection_scores(
     else:
         embeds = scorer.embed_images(items)
         whole = embeds @ scorer.embed_texts(text).to(embeds)[0]
-        maker = _contrastive if method == "contrastive" else _parts
-        extra = maker(scorer, embeds, text)
+        if method == "contrastive":
+            extra = _contrastive(scorer, embeds, text)
+        else:
+            extra = _parts(scorer, embeds, text, whole)
     return scorer.scale * (whole if extra is None else extra)
 
 
@@ -164,11 +166,13 @@ def _contrastive(scorer: _Scorer, embeds: torch.Tensor, text: str) -> torch.Tens
     return torch.log_softmax(_logit_scale(scorer) * embeds @ texts.T, dim=1)[:, 0]
 
 
-def _parts(scorer: _Scorer, embeds: torch.Tensor, text: str) -> torch.Tensor | None:
+def _parts(
+    scorer: _Scorer, embeds: torch.Tensor, text: str, whole: torch.Tensor
+) -> torch.Tensor | None:
+    """``whole`` (the images' cosines with ``text``) plus the least similar part's cosine."""
     parts = prompt_parts(text)
     if not parts:
         return None
-    whole = embeds @ scorer.embed_texts(text).to(embeds)[0]
     return whole + (embeds @ scorer.embed_texts(parts).to(embeds).T).amin(dim=1)
 
 
@@ -235,11 +239,12 @@ def structure_terms(
         out["counts"] = count_agreement(embeds, prompt_embed, variants, w.count_scale)
     if parts or rels:
         phrases = list(dict.fromkeys(parts + [p for r in rels for p in (r.subject, r.object)]))
-        sims = _window_sims(scorer, items, scorer.embed_texts(phrases))  # (N, windows, K)
+        pixels = _pixels(items)
+        sims = _window_sims(scorer, pixels, scorer.embed_texts(phrases))  # (N, windows, K)
         if parts:
             out["parts"] = part_presence(sims[..., : len(parts)])
         if rels:
-            h, w_ = _pixels(items[:1])[0].shape[-2:]  # window centres: fractions, any size
+            h, w_ = pixels[0].shape[-2:]  # window centres: fractions, any size
             centres = box_centres(window_boxes(h, w_), h, w_)
             column = {p: k for k, p in enumerate(phrases)}
             agree = [
@@ -264,9 +269,12 @@ def _count_variants(text: str) -> list[str]:
     return [n.text for n in hard_negatives(text, kinds=("change_count",))]
 
 
-def _window_sims(scorer: _Scorer, items: list, phrase_embeds: torch.Tensor) -> torch.Tensor:
-    """(N, windows, K) cosines of every window view of every image with K phrases."""
-    views = [window_views(x, window_boxes(*x.shape[-2:])) for x in _pixels(items)]
+def _window_sims(
+    scorer: _Scorer, pixels: list[torch.Tensor], phrase_embeds: torch.Tensor
+) -> torch.Tensor:
+    """(N, windows, K) cosines of every window view of N images (from :func:`_pixels`) with
+    K phrases."""
+    views = [window_views(x, window_boxes(*x.shape[-2:])) for x in pixels]
     flat = [v for per_image in views for v in per_image]  # sizes may differ between images
-    embeds = scorer.embed_images(flat).view(len(items), views[0].shape[0], -1)
+    embeds = scorer.embed_images(flat).view(len(pixels), views[0].shape[0], -1)
     return embeds @ phrase_embeds.to(embeds).T
