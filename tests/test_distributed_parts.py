@@ -32,6 +32,7 @@ from clipguide.distributed.ray_score import (
     ImageScorer,
     decode_batch,
     job_items,
+    preprocess_for,
     require_ray,
     score_items,
 )
@@ -167,6 +168,15 @@ def test_preprocess_in_two_halves_equals_from_pil(folder: Path) -> None:
     reference = torch.stack([pre.pil_transform()(i) for i in images])
     assert torch.equal(halves, pre.from_pil(images))
     assert torch.allclose(halves, reference, atol=1e-6)
+
+
+def test_preprocess_for_reads_what_load_clip_builds() -> None:
+    """The driver reads an open_clip name's preprocessing from configs alone: it must equal
+    what ``load_clip`` gives the actors (else each refuses to start); other sources load."""
+    with pytest.warns(UserWarning, match="random weights"):
+        clip = load_clip("ViT-B-32", pretrained=None, towers=("vision",), device="cpu")
+    assert preprocess_for("ViT-B-32", None) == clip.preprocess
+    assert preprocess_for("shapes", None) == load_clip("shapes").preprocess
 
 
 # -- parts: written whole per shard, resume checks ---------------------------------------------

@@ -46,26 +46,19 @@ def ray_options(parser: argparse.ArgumentParser) -> None:
         help="local: this process, one output file (default); ray: a Ray cluster, --out is a "
         "folder of Parquet parts",
     )  # fmt: skip
-    group.add_argument(
-        "--address", default=None,
-        help="Ray cluster to join ('auto': the one `ray start` runs here; default: a local one)",
-    )  # fmt: skip
-    group.add_argument(
-        "--concurrency", type=positive_int, default=None,
-        help="model workers (actors), each loading the judge once (default 1)",
-    )  # fmt: skip
-    group.add_argument(
-        "--gpus-per-worker", type=non_negative_float, default=None,
-        help="GPUs per model worker (default 0: CPU; 1: one GPU each, fp16 unless --dtype)",
-    )  # fmt: skip
-    group.add_argument(
-        "--cpus-per-worker", type=_positive_float, default=None,
-        help="CPUs Ray reserves per model worker (default 0.5: the rest decode images)",
-    )  # fmt: skip
-    group.add_argument(
-        "--shard-size", type=positive_int, default=None,
-        help="images per Parquet part, the unit --resume skips (default 1000)",
-    )  # fmt: skip
+    for flag, kind, text in (
+        ("--address", None,
+         "Ray cluster to join ('auto': the one `ray start` runs here; default: a local one)"),
+        ("--concurrency", positive_int,
+         "model workers (actors), each loading the judge once (default 1)"),
+        ("--gpus-per-worker", non_negative_float,
+         "GPUs per model worker (default 0: CPU; 1: one GPU each, fp16 unless --dtype)"),
+        ("--cpus-per-worker", _positive_float,
+         "CPUs Ray reserves per model worker (default 0.5: the rest decode images)"),
+        ("--shard-size", positive_int,
+         "images per Parquet part, the unit --resume skips (default 1000)"),
+    ):  # fmt: skip
+        group.add_argument(flag, type=kind, default=None, help=text)  # None: "not given"
 
 
 def _check(args: argparse.Namespace) -> tuple[Any, str | None]:
@@ -130,10 +123,9 @@ def _check_resources(args: argparse.Namespace) -> None:
             args.cpus_per_worker or 0.5,
         )  # fmt: skip
     except ValueError as err:
-        text = str(err).replace("gpus_per_worker=", "--gpus-per-worker ")
-        text = text.replace("cpus_per_worker=", "--cpus-per-worker ").replace(
-            "concurrency=", "--concurrency "
-        )
+        text = str(err)
+        for dest, flag in RAY_ONLY.items():  # the library's argument names -> the options
+            text = text.replace(f"{dest}=", f"{flag} ")
         raise CLIError(text.replace("lower cpus_per_worker", "lower --cpus-per-worker")) from None
 
 
@@ -143,7 +135,7 @@ def _job_failure(err: Exception, args: argparse.Namespace) -> str:
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     causes = [line for line in lines if re.match(r"^[\w.]+(Error|Exception): ", line)]
     cause = causes[-1] if causes else (lines[0] if lines else type(err).__name__)
-    if "creation task" in str(err) or "ImageScorer" in str(err) and "__init__" in str(err):
+    if "creation task" in str(err) or ("ImageScorer" in str(err) and "__init__" in str(err)):
         return f"--model {args.model or DEFAULT_JUDGE}: a model worker could not start: {cause}"
     return f"--engine ray: the job failed: {cause}"
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from clipguide.distributed.parts import prepare_output, write_parts
+from clipguide.distributed.parts import COLUMNS, prepare_output, write_parts
 from clipguide.distributed.ray_score import job_items, score_items
 from clipguide.distributed.sources import WorkItem
 
@@ -86,10 +86,9 @@ def top_k_per_prompt(dataset: Any, k: int, num_partitions: int | None = None) ->
     ``num_partitions``: the groupby's (default: Ray Data's)."""
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
-    columns = ["path", "prompt", "cosine", "clipscore", "error"]
     best = functools.partial(top_k_rows, k=k)
     return (
-        dataset.select_columns(columns)
+        dataset.select_columns(list(COLUMNS))
         .map_batches(best, batch_format="pandas", batch_size=None)
         .groupby("prompt", num_partitions=num_partitions)
         .map_groups(best, batch_format="pandas")

@@ -161,7 +161,7 @@ class ImageScorer:
             )
         self.scorer = CLIPScorer(self.clip, scale=scale, progress=False)
 
-    def _cosines(self, pixels: np.ndarray, prompts: list[str]) -> list[float]:
+    def _cosines(self, pixels: np.ndarray, prompts: list[str]) -> Any:
         import torch
 
         from clipguide.scoring.metrics import cosine, normalise

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from clipguide.cli.score_files import IMAGE_EXTENSIONS, expand_paths
+
 __all__ = [
     "MANIFEST_SUFFIXES",
     "WorkItem",
@@ -27,7 +29,6 @@ __all__ = [
 ]
 
 MANIFEST_SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".json", ".csv")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 WorkItem = dict[str, Any]  # {"path": str, "prompt": str | None, "shard": int, "index": int}
 
 
@@ -45,9 +46,8 @@ def image_paths(sources: Sequence[str | os.PathLike]) -> list[str]:
         if any(c in text for c in "*?[") and not Path(text).exists():
             found = glob.glob(text, recursive=True)
             out.extend(sorted(p for p in found if Path(p).suffix.lower() in IMAGE_EXTENSIONS))
-        elif Path(text).is_dir():
-            found = (p for p in Path(text).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-            out.extend(os.fspath(p) for p in sorted(p for p in found if p.is_file()))
+        elif Path(text).is_dir():  # the folder walk of ``clipguide score``
+            out.extend(os.fspath(p) for p in expand_paths([text]))
         else:
             out.append(text)
     return out

@@ -138,6 +138,12 @@ def load_openclip_folder(folder: str | Path, request: LoadRequest, name: str) ->
     return _from_files(config, weights, request, name, where)
 
 
+def _tag_preprocess(tag: dict) -> dict:
+    """The preprocessing a pretrained tag's config sets (``load_clip`` and
+    :func:`name_preprocess` read it here alike, so the Ray engine's check agrees with loading)."""
+    return {k: tag.get(k) for k in ("mean", "std", "interpolation", "resize_mode")}
+
+
 def _pretrained_file(model: str, pretrained: str, cache_dir: str | None) -> tuple[str, dict]:
     """The checkpoint for a tag (downloaded or cached) or file, and the tag's preprocessing."""
     import open_clip
@@ -151,7 +157,7 @@ def _pretrained_file(model: str, pretrained: str, cache_dir: str | None) -> tupl
             f"pretrained={pretrained!r} is neither a file nor a known tag for {model!r}; "
             f"known tags: {known}"
         )
-    overlay = {k: tag.get(k) for k in ("mean", "std", "interpolation", "resize_mode")}
+    overlay = _tag_preprocess(tag)
     hub = tag["hf_hub"]  # "org/repo/" (default file name) or "org/repo/file"
     repo, filename = (hub.rstrip("/"), "") if hub.endswith("/") else os.path.split(hub)
     return hub_file(repo, (filename,) if filename else OPENCLIP_WEIGHTS, cache_dir), overlay
@@ -172,7 +178,7 @@ def name_preprocess(model: str, pretrained: str | None = None) -> Preprocess | N
     if os.path.isfile(pretrained):
         return _preprocess(model_cfg, {})
     tag = open_clip.get_pretrained_cfg(model, pretrained) or {}
-    overlay = {k: tag.get(k) for k in ("mean", "std", "interpolation", "resize_mode")}
+    overlay = _tag_preprocess(tag)
     return _preprocess(model_cfg, overlay)
 
 
