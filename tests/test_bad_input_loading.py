@@ -328,6 +328,8 @@ ARGUMENT_CASES = [
      ["device='cuda:7'", "1 cuda device"]),
     ("device-a-number", {"source": "clipguide-tiny", "pretrained": None, "device": 3}, None,
      TypeError, ["device", "int"]),
+    ("resnet-vision-tower", {"source": "RN50", "pretrained": None}, None,
+     ValueError, ["layers=[3, 4, 6, 3]", "ResNet"]),
 ]  # fmt: skip
 
 

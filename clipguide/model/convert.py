@@ -116,6 +116,11 @@ def vision_config_from_openclip(model_cfg: Mapping) -> CLIPVisionConfig:
     """transformers ``CLIPVisionConfig`` for an open_clip model config."""
     v = dict(model_cfg["vision_cfg"])
     _check_supported(v, _VISION_REFUSED, "vision")
+    if not isinstance(v.get("layers", 12), int):  # ResNet towers list layers per stage
+        raise ValueError(
+            f"open_clip vision_cfg layers={v['layers']!r}: only ViT vision towers (an int "
+            "number of layers) have a transformers CLIP equivalent; ResNet (RN*) ones do not."
+        )
     width = v.get("width", 768)
     size = v.get("image_size", 224)
     if not isinstance(size, int):

@@ -186,6 +186,8 @@ def _from_name(model: str, request: LoadRequest) -> CLIP:
     import open_clip
 
     model_cfg = open_clip.get_model_config(model)
+    if "vision" in request.towers:  # refuse towers without a transformers layout first
+        vision_config_from_openclip(model_cfg)
     pretrained = request.pretrained
     if pretrained is UNSET:
         pretrained = DEFAULT_PRETRAINED if model == DEFAULT_MODEL else None
