@@ -1,11 +1,11 @@
-"""``clipguide generate``: text to image with the shipped micro world or any diffusers model.
+"""Generate images from a prompt with the shipped micro world or any diffusers model.
 
 Writes one PNG per image and a JSON sidecar next to it with the prompt, seed, steps,
 scheduler, CLIP scores and, for the micro world, the oracle's verdict. Each file is replaced
-whole (``clipguide.cli.files``); the sidecar is written before its PNG, so a PNG never lacks its
-sidecar, and a rerun with the same arguments rewrites every pair (a kill leaves at most a
-sidecar whose PNG is missing). All options, the output folder and the model name are checked
-before any model loads; the CLIPs named by ``--score-with`` load before sampling.
+whole; the sidecar is written before its PNG, so a PNG never lacks its sidecar, and a rerun
+with the same arguments rewrites every pair (a kill leaves at most a sidecar whose PNG is
+missing). All options, the output folder and the model name are checked before any model
+loads; the CLIPs named by --score-with load before sampling.
 """
 
 from __future__ import annotations

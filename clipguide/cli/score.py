@@ -1,13 +1,14 @@
-"""``clipguide score``: CLIPScore for folders of images (``rerank`` reuses its parts).
+"""Score images against prompts: CLIPScore per image, to CSV or JSONL.
 
-``score`` writes one row per image (path, prompt, cosine, clipscore, error) to CSV or JSONL.
-The output file is only ever replaced whole (temp file + ``os.replace``); rows scored since
-the last replacement are appended, batch by batch, to ``OUT.journal.jsonl`` next to it, so a
-killed run loses at most the batch in flight and ``--resume`` continues without duplicates
-(and removes the temporary files a kill left): see :mod:`.score_files`. The judge defaults to bigG, as ``load_clip``;
-``--model shapes`` picks the micro world's CLIP. Options, ``--prompts`` and ``--out`` are
-checked before the model loads.
+Writes one row per image (path, prompt, cosine, clipscore, error). The output file is only
+ever replaced whole; rows scored since the last replacement are appended, batch by batch, to
+OUT.journal.jsonl next to it, so a killed run loses at most the batch in flight and --resume
+continues without duplicates (and removes the temporary files a kill left). The judge
+defaults to bigG, as load_clip; --model shapes picks the micro world's CLIP. Options,
+--prompts and --out are checked before the model loads.
 """
+# The docstring above is the --help text. rerank reuses this module's loading and batching;
+# the output files (journal, atomic rewrites, --resume) are score_files' job.
 
 from __future__ import annotations
 

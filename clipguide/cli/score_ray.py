@@ -48,7 +48,7 @@ def ray_options(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     for flag, kind, text in (
         ("--address", None,
-         "Ray cluster to join ('auto': the one `ray start` runs here; default: a local one)"),
+         "Ray cluster to join ('auto': the one 'ray start' runs here; default: a local one)"),
         ("--concurrency", positive_int,
          "model workers (actors), each loading the judge once (default 1)"),
         ("--gpus-per-worker", non_negative_float,
