@@ -25,7 +25,7 @@ SCORE = ["score", "{img}", "--prompt", "a red circle", "--out", "{tmp}/s.csv", "
 SCORE += ["--model", "local-dir:{model}"]
 PROMPTS = ["score", "--out", "{tmp}/s.csv", "--model", "local-dir:{model}", "--no-progress"]
 RERANK = ["rerank", "{img}", "--prompt", "a red circle", "--sheet", "{tmp}/sheet.png"]
-RERANK += ["--model", "local-dir:{model}"]
+RERANK += ["--model", "local-dir:{model}", "--no-progress"]
 TOO_BIG_SEED = str(2**64)
 LAST_SEED = str(2**64 - 1)
 

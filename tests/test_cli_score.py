@@ -218,7 +218,8 @@ def test_rerank_writes_a_ranked_contact_sheet(
         "40",
     ]
     assert main([*argv, "--model", f"local-dir:{model_dir}"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    header, *lines = capsys.readouterr().out.strip().splitlines()
+    assert header == "rank\tclipscore (CLIPScore = 100 * max(cos, 0))\tpath"
     assert [line.split("\t")[0] for line in lines] == ["1", "2", "3", "4", "5"]
     scores = [float(line.split("\t")[1]) for line in lines]
     assert scores == sorted(scores, reverse=True)

@@ -171,7 +171,8 @@ def test_rerank_command_ranks_by_the_method(scorer, tmp_path, capsys):
     argv = ["rerank", str(folder), "--prompt", prompt, "--model", "shapes"]
     argv += ["--sheet", str(tmp_path / "s.png")]
     assert main([*argv, "--method", "structured"]) == 0
-    lines = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()]
+    header, *lines = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()]
+    assert header[1].startswith("structured (100 * selection score")
     paths = sorted(folder.glob("*.png"))
     expected = scorer.rerank(paths, prompt, method="structured")
     assert [Path(line[2]).name for line in lines] == [paths[i].name for i in expected.indices]
