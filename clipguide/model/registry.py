@@ -42,7 +42,19 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "clipguide.sources"
-UNSET: Any = object()  # ``pretrained`` not given: the resolver's own default
+
+
+class _SourceDefault:
+    """``pretrained`` not given: the source's own default weights (None means random ones)."""
+
+    def __repr__(self) -> str:  # what help(load_clip) and inspect.signature show
+        return "<the source's default>"
+
+    def __reduce__(self) -> str:
+        return "UNSET"  # pickles and copies as this one object, so ``is UNSET`` still holds
+
+
+UNSET: Any = _SourceDefault()
 
 
 @dataclasses.dataclass(frozen=True)
