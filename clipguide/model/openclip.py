@@ -28,6 +28,7 @@ from clipguide.model.convert import (
     text_config_from_openclip,
     vision_config_from_openclip,
 )
+from clipguide.model.defaults import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from clipguide.model.preprocess import OPENAI_MEAN, OPENAI_STD, Preprocess
 from clipguide.model.registry import UNSET, LoadRequest, Resolver
 from clipguide.model.tokenizer import offline_tokenizer
@@ -39,9 +40,6 @@ __all__ = [
     "load_openclip_folder",
     "name_preprocess",
 ]
-
-DEFAULT_MODEL = "ViT-bigG-14"
-DEFAULT_PRETRAINED = "laion2b_s39b_b160k"
 
 
 def _keep(towers: tuple[str, ...]):
