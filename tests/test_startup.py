@@ -209,3 +209,15 @@ def test_a_third_party_kind_is_still_asked_after_the_built_ins():
         "print(json.dumps(kinds()))"
     )
     assert found[-1] == "mine" and len(found) > 3
+
+
+def test_the_ray_driver_reads_a_registered_models_preprocessing_without_open_clip():
+    """The Ray engine's driver asks for the judge's preprocessing before Ray starts; for a
+    registered name (which load_clip asks before open_clip names) open_clip is not imported."""
+    found = _fresh(
+        "import json, sys\n"
+        "from clipguide.distributed.ray_score import preprocess_for\n"
+        "pre = preprocess_for('shapes', None)\n"
+        "print(json.dumps([pre.image_size, 'open_clip' in sys.modules, 'diffusers' in sys.modules]))"
+    )
+    assert found == [64, False, False]

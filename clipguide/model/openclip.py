@@ -164,6 +164,11 @@ def _pretrained_file(model: str, pretrained: str, cache_dir: str | None) -> tupl
 def name_preprocess(model: str, pretrained: str | None = None) -> Preprocess | None:
     """The preprocessing ``load_clip(model, pretrained=...)`` gives an open_clip model name,
     read from configs alone (no weights); None if ``model`` is not an open_clip name."""
+    from clipguide.model.registry import load_plugins, registered_sources
+
+    load_plugins()
+    if model in registered_sources():  # load_clip asks registered names first (no open_clip)
+        return None
     import open_clip
 
     model_cfg = open_clip.get_model_config(model)
