@@ -7,10 +7,15 @@ pick images after sampling (``clipguide.scoring``). Everything else is importabl
 module.
 """
 
-from clipguide.conditioning import Conditioning, encode_prompt
-from clipguide.guidance import CLIPGuidance, GuidanceSettings
-from clipguide.model import CLIP, load_clip, load_image
-from clipguide.scoring import BestOfN, CLIPScorer, Ranking, best_of_n, contact_sheet
+from typing import TYPE_CHECKING
+
+from clipguide._lazy import lazy_package
+
+if TYPE_CHECKING:  # imported on first use (clipguide._lazy): ``import clipguide`` loads no torch
+    from clipguide.conditioning import Conditioning, encode_prompt
+    from clipguide.guidance import CLIPGuidance, GuidanceSettings
+    from clipguide.model import CLIP, load_clip, load_image
+    from clipguide.scoring import BestOfN, CLIPScorer, Ranking, best_of_n, contact_sheet
 
 __version__ = "0.1.0"
 
@@ -29,3 +34,13 @@ __all__ = [
     "BestOfN",
     "contact_sheet",
 ]
+
+lazy_package(
+    __name__,
+    {
+        "clipguide.conditioning": ("Conditioning", "encode_prompt"),
+        "clipguide.guidance": ("CLIPGuidance", "GuidanceSettings"),
+        "clipguide.model": ("CLIP", "load_clip", "load_image"),
+        "clipguide.scoring": ("BestOfN", "CLIPScorer", "Ranking", "best_of_n", "contact_sheet"),
+    },
+)

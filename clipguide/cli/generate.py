@@ -37,7 +37,7 @@ from clipguide.cli.models import ANY_MODEL, NamedModel, named_model
 from clipguide.cli.sampling import decoder_choice, finite_guard, load_guide, sample
 from clipguide.cli.schedulers import SCHEDULERS, scheduler_from_config
 from clipguide.cli.summary import summary_line, write_sheet
-from clipguide.scoring.methods import METHODS
+from clipguide.scoring.method_names import METHODS
 
 __all__ = ["register", "run", "load_pipeline", "slug"]
 

@@ -18,7 +18,7 @@ from clipguide.cli.args import CLIError, check_writable_file, positive_int
 from clipguide.cli.files import atomic_open
 from clipguide.cli.score import load_scorer, loaded_batches, model_args
 from clipguide.cli.score_files import IMAGE_EXTENSIONS, expand_paths
-from clipguide.scoring.methods import METHODS
+from clipguide.scoring.method_names import METHODS
 
 __all__ = ["register", "run_rerank", "score_header", "MAX_THUMB"]
 

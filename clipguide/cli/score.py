@@ -40,8 +40,7 @@ from clipguide.cli.score_files import (
     read_rows,
 )
 from clipguide.cli.score_ray import RAY_ONLY, ray_options, run_score_ray
-from clipguide.model.images import UnreadableImageError, load_image
-from clipguide.model.openclip import DEFAULT_MODEL, DEFAULT_PRETRAINED
+from clipguide.model.defaults import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from clipguide.scoring.batches import batched, flat, prefetched
 
 __all__ = [
@@ -100,6 +99,8 @@ def load_scorer(args: argparse.Namespace, batch_size: int) -> Any:
 
 
 def _load(path: Path) -> tuple[Any, str]:
+    from clipguide.model.images import UnreadableImageError, load_image
+
     try:
         return load_image(path), ""
     except UnreadableImageError as err:

@@ -5,9 +5,14 @@ long prompts (chunked) and per-token weights (A1111's syntax).
 text towers (through the shared text cache) and returns a :class:`Conditioning`.
 """
 
-from clipguide.conditioning.encode import Conditioning, encode_prompt
-from clipguide.conditioning.prompts import tokenize_prompt
-from clipguide.conditioning.syntax import PromptSyntaxWarning, parse_prompt
+from typing import TYPE_CHECKING
+
+from clipguide._lazy import lazy_package
+
+if TYPE_CHECKING:  # imported on first use (clipguide._lazy)
+    from clipguide.conditioning.encode import Conditioning, encode_prompt
+    from clipguide.conditioning.prompts import tokenize_prompt
+    from clipguide.conditioning.syntax import PromptSyntaxWarning, parse_prompt
 
 __all__ = [
     "encode_prompt",
@@ -16,3 +21,12 @@ __all__ = [
     "tokenize_prompt",
     "PromptSyntaxWarning",
 ]
+
+lazy_package(
+    __name__,
+    {
+        "clipguide.conditioning.encode": ("Conditioning", "encode_prompt"),
+        "clipguide.conditioning.prompts": ("tokenize_prompt",),
+        "clipguide.conditioning.syntax": ("PromptSyntaxWarning", "parse_prompt"),
+    },
+)

@@ -8,10 +8,15 @@ resumable job into a folder of Parquet parts; ``top_k_per_prompt`` reranks at sc
 ``clipguide generate`` over the processes of ``accelerate launch`` / ``torchrun``.
 """
 
-from clipguide.distributed.jobs import score_to_parquet, top_k_per_prompt, top_k_rows
-from clipguide.distributed.parts import read_output
-from clipguide.distributed.ray_score import RAY_EXTRA, job_items, score_dataset, score_items
-from clipguide.distributed.sheets import best_sheets
+from typing import TYPE_CHECKING
+
+from clipguide._lazy import lazy_package
+
+if TYPE_CHECKING:  # imported on first use (clipguide._lazy)
+    from clipguide.distributed.jobs import score_to_parquet, top_k_per_prompt, top_k_rows
+    from clipguide.distributed.parts import read_output
+    from clipguide.distributed.ray_score import RAY_EXTRA, job_items, score_dataset, score_items
+    from clipguide.distributed.sheets import best_sheets
 
 __all__ = [
     "RAY_EXTRA",
@@ -24,3 +29,18 @@ __all__ = [
     "top_k_per_prompt",
     "best_sheets",
 ]
+
+lazy_package(
+    __name__,
+    {
+        "clipguide.distributed.jobs": ("score_to_parquet", "top_k_per_prompt", "top_k_rows"),
+        "clipguide.distributed.parts": ("read_output",),
+        "clipguide.distributed.ray_score": (
+            "RAY_EXTRA",
+            "job_items",
+            "score_dataset",
+            "score_items",
+        ),
+        "clipguide.distributed.sheets": ("best_sheets",),
+    },
+)

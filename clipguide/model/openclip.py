@@ -28,6 +28,7 @@ from clipguide.model.convert import (
     text_config_from_openclip,
     vision_config_from_openclip,
 )
+from clipguide.model.defaults import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from clipguide.model.preprocess import OPENAI_MEAN, OPENAI_STD, Preprocess
 from clipguide.model.registry import UNSET, LoadRequest, Resolver
 from clipguide.model.tokenizer import offline_tokenizer
@@ -39,9 +40,6 @@ __all__ = [
     "load_openclip_folder",
     "name_preprocess",
 ]
-
-DEFAULT_MODEL = "ViT-bigG-14"
-DEFAULT_PRETRAINED = "laion2b_s39b_b160k"
 
 
 def _keep(towers: tuple[str, ...]):
@@ -166,6 +164,11 @@ def _pretrained_file(model: str, pretrained: str, cache_dir: str | None) -> tupl
 def name_preprocess(model: str, pretrained: str | None = None) -> Preprocess | None:
     """The preprocessing ``load_clip(model, pretrained=...)`` gives an open_clip model name,
     read from configs alone (no weights); None if ``model`` is not an open_clip name."""
+    from clipguide.model.registry import load_plugins, registered_sources
+
+    load_plugins()
+    if model in registered_sources():  # load_clip asks registered names first (no open_clip)
+        return None
     import open_clip
 
     model_cfg = open_clip.get_model_config(model)

@@ -22,9 +22,10 @@ import warnings
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -74,6 +75,8 @@ class LoadRequest:
 
     @property
     def file_dtype(self) -> torch.dtype:
+        import torch
+
         return self.dtype or torch.float32
 
     def replace(self, **changes: Any) -> LoadRequest:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import gzip
 import html
-import importlib.resources
+import importlib.util
 from functools import lru_cache
+from pathlib import Path
 
 from transformers import CLIPTokenizer
 
@@ -36,10 +37,20 @@ def _byte_alphabet() -> list[str]:
     return [chr(b) for b in printable] + [chr(256 + n) for n in range(len(rest))]
 
 
+def _open_clip_file(name: str) -> Path:
+    """A data file of the installed open_clip package, found without importing open_clip
+    (which imports timm: about a second of every load and of every Ray worker)."""
+    spec = importlib.util.find_spec("open_clip")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(folder) / name).is_file():
+            return Path(folder) / name
+    raise ModuleNotFoundError(f"open_clip's {name} not found: is open_clip_torch installed?")
+
+
 @lru_cache(maxsize=1)
 def bpe_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Vocabulary (token -> id) and merges read from open_clip's shipped BPE file."""
-    path = importlib.resources.files("open_clip") / "bpe_simple_vocab_16e6.txt.gz"
+    path = _open_clip_file("bpe_simple_vocab_16e6.txt.gz")
     lines = gzip.decompress(path.read_bytes()).decode("utf-8").split("\n")
     merges = [tuple(line.split()) for line in lines[1 : N_MERGES + 1]]
     alphabet = _byte_alphabet()

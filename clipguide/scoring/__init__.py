@@ -2,19 +2,24 @@
 and a thin scorer around a CLIP (``scorer``), with robust re-scoring, best-of-N selection,
 contact sheets and binding-aware hard-negative captions (``captions``)."""
 
-from clipguide.scoring.best_of_n import BestOfN, best_of_n
-from clipguide.scoring.metrics import (
-    CLIPSCORE_SCALE,
-    HESSEL_SCALE,
-    Ranking,
-    clip_score,
-    cosine,
-    cosine_matrix,
-    rank,
-)
-from clipguide.scoring.robust import ROBUST_VIEWS, RobustScores, robust_view
-from clipguide.scoring.scorer import CLIPScorer
-from clipguide.scoring.sheet import contact_sheet
+from typing import TYPE_CHECKING
+
+from clipguide._lazy import lazy_package
+
+if TYPE_CHECKING:  # imported on first use (clipguide._lazy)
+    from clipguide.scoring.best_of_n import BestOfN, best_of_n
+    from clipguide.scoring.metrics import (
+        CLIPSCORE_SCALE,
+        HESSEL_SCALE,
+        Ranking,
+        clip_score,
+        cosine,
+        cosine_matrix,
+        rank,
+    )
+    from clipguide.scoring.robust import ROBUST_VIEWS, RobustScores, robust_view
+    from clipguide.scoring.scorer import CLIPScorer
+    from clipguide.scoring.sheet import contact_sheet
 
 __all__ = [
     "CLIPScorer",
@@ -32,3 +37,22 @@ __all__ = [
     "BestOfN",
     "contact_sheet",
 ]
+
+lazy_package(
+    __name__,
+    {
+        "clipguide.scoring.best_of_n": ("BestOfN", "best_of_n"),
+        "clipguide.scoring.metrics": (
+            "CLIPSCORE_SCALE",
+            "HESSEL_SCALE",
+            "Ranking",
+            "clip_score",
+            "cosine",
+            "cosine_matrix",
+            "rank",
+        ),
+        "clipguide.scoring.robust": ("ROBUST_VIEWS", "RobustScores", "robust_view"),
+        "clipguide.scoring.scorer": ("CLIPScorer",),
+        "clipguide.scoring.sheet": ("contact_sheet",),
+    },
+)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from clipguide.model.images import ImageInput, as_image_list, to_tensor
 from clipguide.scoring.captions import hard_negatives, noun_phrases, plain_prompt, prompt_parts
 from clipguide.scoring.captions.relations import relations
+from clipguide.scoring.method_names import METHODS
 from clipguide.scoring.metrics import normalise
 from clipguide.scoring.structure import (
     box_centres,
@@ -67,7 +68,6 @@ __all__ = [
     "structure_terms",
 ]
 
-METHODS = ("clipscore", "contrastive", "parts", "views", "structured")
 MAX_SIDE = 512  # images are cut into views at most this large (CLIPs see 224-448 pixels)
 _DEFAULT_LOGIT_SCALE = 100.0
 

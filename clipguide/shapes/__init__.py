@@ -8,30 +8,35 @@ captions, ``scenes`` samples them, ``render`` draws them, ``oracle`` checks imag
 captions, ``shipped`` loads the trained models, ``training`` trains them.
 """
 
-from clipguide.shapes.grammar import (
-    COLOURS,
-    FAMILIES,
-    RELATIONS,
-    SHAPES,
-    SIZES,
-    TRAIN_FAMILIES,
-    Group,
-    Prompt,
-    parse_caption,
-)
-from clipguide.shapes.oracle import Detection, Verdict, check, detect
+from typing import TYPE_CHECKING
+
+from clipguide._lazy import lazy_package
 from clipguide.shapes.registry import register
-from clipguide.shapes.render import render
-from clipguide.shapes.scenes import IMAGE_SIZE, Scene, ShapeObject, prompt_set, sample_scene
-from clipguide.shapes.shipped import (
-    DEFAULT_GUIDANCE_SCALE,
-    DEFAULT_STEPS,
-    SCHEDULERS,
-    load_shapes_clip,
-    load_tiny_decoder,
-    make_scheduler,
-    pipeline,
-)
+
+if TYPE_CHECKING:  # imported on first use (clipguide._lazy)
+    from clipguide.shapes.grammar import (
+        COLOURS,
+        FAMILIES,
+        RELATIONS,
+        SHAPES,
+        SIZES,
+        TRAIN_FAMILIES,
+        Group,
+        Prompt,
+        parse_caption,
+    )
+    from clipguide.shapes.oracle import Detection, Verdict, check, detect
+    from clipguide.shapes.render import render
+    from clipguide.shapes.scenes import IMAGE_SIZE, Scene, ShapeObject, prompt_set, sample_scene
+    from clipguide.shapes.shipped import (
+        DEFAULT_GUIDANCE_SCALE,
+        DEFAULT_STEPS,
+        SCHEDULERS,
+        load_shapes_clip,
+        load_tiny_decoder,
+        make_scheduler,
+        pipeline,
+    )
 
 __all__ = [
     "COLOURS",
@@ -61,5 +66,41 @@ __all__ = [
     "render",
     "sample_scene",
 ]
+
+
+lazy_package(
+    __name__,
+    {
+        "clipguide.shapes.grammar": (
+            "COLOURS",
+            "FAMILIES",
+            "RELATIONS",
+            "SHAPES",
+            "SIZES",
+            "TRAIN_FAMILIES",
+            "Group",
+            "Prompt",
+            "parse_caption",
+        ),
+        "clipguide.shapes.oracle": ("Detection", "Verdict", "check", "detect"),
+        "clipguide.shapes.render": ("render",),
+        "clipguide.shapes.scenes": (
+            "IMAGE_SIZE",
+            "Scene",
+            "ShapeObject",
+            "prompt_set",
+            "sample_scene",
+        ),
+        "clipguide.shapes.shipped": (
+            "DEFAULT_GUIDANCE_SCALE",
+            "DEFAULT_STEPS",
+            "SCHEDULERS",
+            "load_shapes_clip",
+            "load_tiny_decoder",
+            "make_scheduler",
+            "pipeline",
+        ),
+    },
+)
 
 register()  # also done by the clipguide.sources entry point; importing is enough without it

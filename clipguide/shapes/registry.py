@@ -15,9 +15,6 @@ from functools import lru_cache, partial
 from typing import Any
 
 from clipguide.cli.models import NamedModel, register_model
-from clipguide.model.checkpoints import WeightsNotFoundError
-from clipguide.model.convert import text_config_from_openclip
-from clipguide.model.openclip import load_openclip_folder
 from clipguide.model.registry import LoadRequest, register_source, register_vision_pairing
 from clipguide.shapes import shipped
 from clipguide.shapes.shipped import CLIP_NAMES, WEIGHTS_DIR
@@ -39,6 +36,9 @@ _ARCHITECTURE = (
 
 
 def _load(name: str, request: LoadRequest) -> Any:
+    from clipguide.model.checkpoints import WeightsNotFoundError
+    from clipguide.model.openclip import load_openclip_folder
+
     folder = WEIGHTS_DIR / name
     if not folder.is_dir():
         raise WeightsNotFoundError(
@@ -51,6 +51,8 @@ def _load(name: str, request: LoadRequest) -> Any:
 @lru_cache(maxsize=1)
 def _shapes_text_architecture() -> tuple:
     """The architecture of the shipped guide CLIP's text tower, read from its config."""
+    from clipguide.model.convert import text_config_from_openclip
+
     config = json.loads((WEIGHTS_DIR / "shapes" / "open_clip_config.json").read_text())
     text = text_config_from_openclip(config["model_cfg"])
     return tuple(getattr(text, key) for key in _ARCHITECTURE)

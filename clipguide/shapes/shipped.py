@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from clipguide.cli.schedulers import SCHEDULERS, scheduler_class
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "CLIP_NAMES",
@@ -39,6 +40,8 @@ def _missing(path: Path) -> FileNotFoundError:
 
 def _check_device_dtype(device, dtype) -> None:
     """Raise naming ``device`` or ``dtype`` before any weights are read."""
+    import torch
+
     if dtype is not None and not isinstance(dtype, torch.dtype):
         raise TypeError(f"dtype must be a torch.dtype such as torch.float16, got {dtype!r}")
     if dtype is not None and not dtype.is_floating_point:
@@ -93,6 +96,7 @@ def load_tiny_decoder(device: torch.device | str | None = None, dtype: torch.dty
     """The micro world's guidance decoder: a stock diffusers ``AutoencoderTiny`` distilled from
     the shipped VAE (outputs and guidance gradients), as TAESDXL is for SDXL. Pass it as
     ``CLIPGuidance(..., decoder=load_tiny_decoder())``; frozen, in eval mode, fp32 by default."""
+    import torch
     from diffusers import AutoencoderTiny
 
     _check_device_dtype(device, dtype)
@@ -113,6 +117,7 @@ def pipeline(
 ):
     """The micro-world text-to-image pipeline (64x64): shapes CLIP text tower as
     ``text_encoder_2`` (``text_encoder=None``), SDXL-style UNet, small AutoencoderKL."""
+    import torch
     from diffusers import AutoencoderKL, StableDiffusionXLPipeline, UNet2DConditionModel
 
     from clipguide.model.tokenizer import offline_tokenizer
