@@ -1,7 +1,7 @@
 """The micro world's held-out evaluation protocol: dev/test splits, cached candidates, paired stats.
 
 - **Splits.** ``dev`` (tune anything on it) and ``test`` (fixed, versioned, used only for the
-  figures published in README) are lists of (caption, family, seed) items in
+  figures published in docs/measurements.md) are lists of (caption, family, seed) items in
   ``benchmarks/splits/shapes_{dev,test}.jsonl``; their SHA-256 is pinned below, so a change to
   the scene generator cannot move them silently. Prompts come from disjoint prompt seeds and the
   sampling seeds from disjoint ranges, so no test image was ever generated while tuning.

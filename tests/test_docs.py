@@ -1,7 +1,9 @@
-"""README leads with use; the measurements live in docs/, and every link between them resolves."""
+"""README leads with use; the measurements live in docs/; every link in README, docs/ and the
+notebooks resolves."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 # a header row of each measurement table that moved from README to docs/measurements.md
 MEASUREMENT_TABLES = [
     "| mode | oracle | vs plain | vs best-of-N |",
@@ -50,9 +53,17 @@ def test_measurement_tables_live_in_docs(header):
     assert header in (ROOT / "docs" / "measurements.md").read_text()
 
 
-@pytest.mark.parametrize("page", [README, *DOCS], ids=lambda p: p.name)
+def _prose(page: Path) -> str:
+    """A page's Markdown: the file, or a notebook's Markdown cells."""
+    if page.suffix != ".ipynb":
+        return page.read_text()
+    cells = json.loads(page.read_text())["cells"]
+    return "\n\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+
+
+@pytest.mark.parametrize("page", [README, *DOCS, *NOTEBOOKS], ids=lambda p: p.name)
 def test_relative_links_resolve(page):
-    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    text = re.sub(r"```.*?```", "", _prose(page), flags=re.S)
     broken = []
     for target in re.findall(r"\]\(([^)\s]+)\)", text):
         if re.match(r"[a-z]+:", target):
