@@ -221,3 +221,21 @@ def test_the_ray_driver_reads_a_registered_models_preprocessing_without_open_cli
         "print(json.dumps([pre.image_size, 'open_clip' in sys.modules, 'diffusers' in sys.modules]))"
     )
     assert found == [64, False, False]
+
+
+def test_a_ray_worker_imports_only_what_it_uses():
+    """A decoding task unpickles ``decode_batch`` (importing ``ray_score``): no model libraries;
+    a model actor builds ``ImageScorer``: torch and transformers, no diffusers nor open_clip."""
+    found = _fresh(
+        "import json, sys\n"
+        "import clipguide.distributed.ray_score as rs\n"
+        "decode = sorted({m.split('.')[0] for m in sys.modules})\n"
+        "pre = rs.preprocess_for('shapes', None)\n"
+        "rs.ImageScorer('shapes', None, None, 100.0, pre)\n"
+        "actor = sorted({m.split('.')[0] for m in sys.modules})\n"
+        "print(json.dumps([decode, actor]))"
+    )
+    decode, actor = found
+    assert [m for m in ("transformers", "diffusers", "open_clip", "ray") if m in decode] == []
+    assert "transformers" in actor  # it did load the judge
+    assert [m for m in ("diffusers", "open_clip") if m in actor] == []

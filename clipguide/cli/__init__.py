@@ -4,6 +4,10 @@ Each subcommand lives in its own module exposing ``register(subparsers)`` (``gen
 ``score``, ``rerank``); ``args`` holds the argument types and :class:`CLIError`, ``models`` the
 models known by name, ``schedulers`` the samplers by name, ``files`` the atomic writer.
 
+Start-up: building the parser (and ``--help``) loads no torch; the subcommand modules import
+only cheap modules at their top, and each command imports what it uses when it runs
+(``score`` and ``rerank`` never import diffusers). ``tests/test_startup.py`` checks this.
+
 Errors: every error is one line on stderr, ``clipguide CMD: what was wrong``, never a
 traceback. Exit status 2: a bad option or argument, found before any model loads (the types in
 ``clipguide.cli.args`` and each subcommand's own checks); 1: a failure while working (a model
