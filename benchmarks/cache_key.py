@@ -31,11 +31,16 @@ import torch
 PROMPT = "two red circles left of a blue square"  # parts, a relation and a count
 
 
-def build_clip():
-    """A CLIP with a bigG-sized text tower and a small vision tower (random weights, fp32)."""
+def build_clip(tiny: bool = False):
+    """A CLIP with a bigG-sized text tower and a small vision tower (random weights, fp32);
+    ``tiny``: clipguide's tiny test CLIP (a smoke run)."""
     import open_clip
 
     from clipguide.model import load_clip
+    from clipguide.testing import tiny_clip
+
+    if tiny:
+        return tiny_clip(seed=0)
 
     bigg = open_clip.get_model_config("ViT-bigG-14")
     vision = {"image_size": 224, "layers": 6, "width": 384, "head_width": 64, "patch_size": 32}
@@ -79,6 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--tiny", action="store_true", help="a tiny CLIP: a smoke run in seconds")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
@@ -89,13 +95,14 @@ def main(argv: list[str] | None = None) -> dict:
     from clipguide.scoring.methods import selection_scores
     from clipguide.testing import tiny_sdxl_pipeline
 
-    clip = build_clip()
+    clip = build_clip(args.tiny)
     text = clip.text_model
     params = sum(t.numel() for t in text.parameters())
     key_s = best(lambda: model_key(text), max(args.rounds, 5))
 
     g = torch.Generator().manual_seed(0)
-    images = [torch.rand(3, 224, 224, generator=g) for _ in range(4)]
+    side = clip.preprocess.image_size
+    images = [torch.rand(3, side, side, generator=g) for _ in range(4)]
     scorer = CLIPScorer(clip, progress=False)
     scorer.select(images, PROMPT, "structured")  # warm the text cache
 
