@@ -95,7 +95,8 @@ def load_scorer(args: argparse.Namespace, batch_size: int) -> Any:
     except Exception as err:  # noqa: BLE001 - any loading failure names the option
         raise CLIError(f"--model {source!r}: {err}", code=1) from err
     scale = HESSEL_SCALE if args.hessel else 100.0
-    return CLIPScorer(clip, batch_size=batch_size, scale=scale, progress=False)  # ours: per image
+    # ours: per image; a job never changes the judge's weights, so one text-cache key serves it
+    return CLIPScorer(clip, batch_size=batch_size, scale=scale, progress=False, hold_keys=True)
 
 
 def _load(path: Path) -> tuple[Any, str]:

@@ -159,7 +159,8 @@ class ImageScorer:
                 f"the judge's preprocessing {self.clip.preprocess} differs from the one the "
                 f"decoding tasks use {preprocess}; pass preprocess= explicitly"
             )
-        self.scorer = CLIPScorer(self.clip, scale=scale, progress=False)
+        # the actor never changes its judge's weights: one text-cache key for all its batches
+        self.scorer = CLIPScorer(self.clip, scale=scale, progress=False, hold_keys=True)
 
     def _cosines(self, pixels: np.ndarray, prompts: list[str]) -> Any:
         import torch

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from clipguide.model.cache_key import HeldKeys, hold_keys
 from clipguide.model.text_cache import cached_text_embeds
 from clipguide.scoring.metrics import cosine
 
@@ -74,6 +75,7 @@ class CLIPGuidance:
         self._generator = generator or torch.Generator().manual_seed(self.settings.seed)
         self._warned_nonfinite = False
         self._attachment: Any = None
+        self._run_keys: HeldKeys | None = None  # the text tower's key, taken once per run
 
     def __repr__(self) -> str:
         return f"CLIPGuidance({self.settings})"
@@ -118,8 +120,11 @@ class CLIPGuidance:
 
     # -- targets -----------------------------------------------------------------------------
     def new_run(self) -> None:
-        """Start a new sampling run: clear ``history`` and reseed the view generator."""
+        """Start a new sampling run: clear ``history`` and reseed the view generator; the
+        text tower's cache key is taken once from here to the next run (nothing changes the
+        weights while a pipeline samples)."""
         self.history = []
+        self._run_keys = HeldKeys()  # nothing changes the weights during a run
         if self.generator is None:
             self._generator.manual_seed(self.settings.seed)
 
@@ -137,7 +142,11 @@ class CLIPGuidance:
             )
         if isinstance(target, str):
             target = [target]
-        emb = target.float() if isinstance(target, torch.Tensor) else self._encode_texts(target)
+        if isinstance(target, torch.Tensor):
+            emb = target.float()
+        else:
+            with hold_keys(self._run_keys):
+                emb = self._encode_texts(target)
         emb = torch.nn.functional.normalize(emb.reshape(-1, emb.shape[-1]), dim=-1)
         rows = emb.shape[0]
         if rows == batch:

@@ -36,7 +36,10 @@ encode two prompts, so a hit costs well under 1% of an encode. It does not scale
 batch, and most of it is Python, so on a GPU, where bigG encodes a short batch in
 milliseconds, a key can cost about as much as the encode (not measured here): there, pass
 ``cache=False`` unless the same prompts recur. :func:`clipguide.encode_prompt` takes one key
-per tower and call.
+per tower and call. Callers that encode several times while nothing changes the weights hold
+their keys (:func:`hold_keys`): a ``CLIPScorer.select`` takes one key instead of two or three,
+a guided sampling run one instead of one per guided evaluation, a scorer made with
+``hold_keys=True`` (the command line's and each Ray actor's) one per job.
 
 Use it through:
 
@@ -61,11 +64,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from clipguide.model.cache_key import model_key
+from clipguide.model.cache_key import HeldKeys, hold_keys, model_key
 
 __all__ = [
     "TextEncodingCache",
     "TEXT_CACHE",
+    "HeldKeys",
+    "hold_keys",
     "model_key",
     "resolve_cache",
     "encode_token_rows",

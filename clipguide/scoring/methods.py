@@ -25,7 +25,8 @@ each side at 1344x768); ``"clipscore"`` is CLIPScore as open_clip and torchmetri
 centre crop included, equal to ``CLIPScorer.score``.
 
 Fallback: a prompt that gives a method nothing to work with (no hard negative; fewer than two
-object phrases, no relation between objects and no number) is scored by its plain cosine.
+object phrases, no relation between objects, no number and no negated phrase) is scored by
+its plain cosine.
 Non-plain scores are reported as ``scale * value`` (100x, like CLIPScore) without the clamp.
 """
 
@@ -99,7 +100,8 @@ class StructureWeights:
         relations: weight of the mean relation agreement (in [-1, 1]).
         counts: weight of the count log-probability.
         negated: weight of the penalty for a negated phrase ("no blue square") found: the
-            most-found negated phrase's best window cosine is subtracted.
+            most-found negated phrase's best window cosine is subtracted (0.5: chosen on the
+            dev split by ``benchmarks/negation.py``).
         tau: softmax temperature locating a phrase among windows (cosine units).
         offset: image fraction at which a relation's agreement reaches tanh(1).
         count_scale: logit scale of the count softmax.

@@ -13,11 +13,13 @@ import torch
 
 from clipguide.model.images import ImageInput, as_image_list
 from clipguide.model.text_cache import (
+    HeldKeys,
     TextEncodingCache,
     cached_text_embeds,
     model_key,
     resolve_cache,
 )
+from clipguide.model.text_cache import hold_keys as keys_held
 from clipguide.scoring.batches import batched, prefetched
 from clipguide.scoring.methods import StructureWeights, check_method, selection_scores
 from clipguide.scoring.metrics import (
@@ -72,6 +74,10 @@ class CLIPScorer:
             ``"parts"``, ``"views"`` or ``"structured"`` (see :mod:`clipguide.scoring.methods`).
             :meth:`score` is always the plain CLIPScore.
         weights: the ``"structured"`` method's :class:`~clipguide.scoring.methods.StructureWeights`.
+        hold_keys: take the text tower's cache key (:func:`~clipguide.model.text_cache.model_key`,
+            15 ms on bigG) once for the scorer's life instead of once per call; only for a
+            scorer whose CLIP nothing changes while it is used (a scoring job). Each
+            :meth:`select` takes one key either way.
     """
 
     def __init__(
@@ -86,8 +92,12 @@ class CLIPScorer:
         workers: int | None = None,
         method: str = "clipscore",
         weights: StructureWeights | None = None,
+        hold_keys: bool = False,
     ) -> None:
         check_method(method)
+        if not isinstance(hold_keys, bool):
+            raise TypeError(f"hold_keys must be True or False, got {hold_keys!r:.80}")
+        self._held = HeldKeys() if hold_keys else None
         if weights is not None and not isinstance(weights, StructureWeights):
             raise TypeError(f"weights must be a StructureWeights or None, got {weights!r:.80}")
         for attr in ("encode_image", "encode_text"):
@@ -153,7 +163,9 @@ class CLIPScorer:
         unique = list(dict.fromkeys(prompts))
         self._warn_if_long(unique)
         if isinstance(getattr(self.clip, "text_model", None), torch.nn.Module):
-            table = cached_text_embeds(self.clip, self._tokenize(unique), cache=self._shared_cache)
+            with keys_held(self._held):
+                ids = self._tokenize(unique)
+                table = cached_text_embeds(self.clip, ids, cache=self._shared_cache)
             found = dict(zip(unique, table, strict=True))
             return normalise(torch.stack([found[p] for p in prompts]))
         return normalise(torch.stack(self._duck_typed_texts(unique, prompts)))
@@ -162,7 +174,8 @@ class CLIPScorer:
         """Embeddings from a clip without a transformers text tower, through the scorer's
         own cache."""
         store = self._own_cache
-        state = self._clip_state() if store is not None else ()
+        with keys_held(self._held):
+            state = self._clip_state() if store is not None else ()
         found = {}
         for p in unique:
             entry = store.get((state, p)) if store is not None else None
@@ -252,7 +265,8 @@ class CLIPScorer:
         """Selection score of each image for one prompt by ``method`` (default: the scorer's):
         (N,), higher is better, comparable only among images of that prompt and method."""
         method = self.method if method is None else check_method(method)
-        return selection_scores(self, images, prompt, method, self.weights)
+        with keys_held(self._held):  # one key for the select's two or three encodes
+            return selection_scores(self, images, prompt, method, self.weights)
 
     def rerank(self, images: ImageInput, prompt: str, method: str | None = None) -> Ranking:
         """Rank images against one prompt by ``method`` (default: the scorer's), best first
