@@ -21,6 +21,7 @@ Last line: JSON.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -35,7 +36,8 @@ import torch
 
 SAMPLERS: dict[str, dict] = {  # name -> CLIPGuidance settings (None: unguided)
     "plain": None,
-    "vae": {},
+    "vae": {},  # the library defaults
+    "vae_one_pass": {"decode_size": None, "decode_chunk": None},  # the earlier defaults
     "tiny": {"decoder": "tiny"},
     "tiny_every5": {"decoder": "tiny", "every": 5},
     "tiny_every10": {"decoder": "tiny", "every": 10},
@@ -87,6 +89,13 @@ def sampler_for(settings: dict | None, ctx: dict, guidance_cls: Any = None):
 
 
 def mode_key(name: str, settings: dict | None, ctx: dict) -> str:
+    """The cache key of a mode: guided modes carry every resolved setting, so a change of the
+    library's defaults is a new key, not a cached image of the old defaults."""
+    if settings is not None:
+        from clipguide.guidance import GuidanceSettings
+
+        fields = {k: v for k, v in settings.items() if k != "decoder"}
+        settings = dict(settings, resolved=dataclasses.asdict(GuidanceSettings(**fields)))
     return json.dumps([name, settings, ctx["steps"], ctx["cfg"]], sort_keys=True)
 
 
