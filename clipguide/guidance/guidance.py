@@ -40,8 +40,8 @@ class CLIPGuidance:
         settings: a :class:`GuidanceSettings` (default: its defaults); ``overrides`` replace
             some of its fields (``CLIPGuidance(clip, scale=2, mode="full")``), validated there.
         decoder: latents -> image decoder (default: the pipeline's VAE). A tiny one makes
-            each guided step several times cheaper at nearly the same gain: ``AutoencoderTiny``
-            (TAESDXL for SDXL; ``clipguide.shapes.load_tiny_decoder()`` for the micro world).
+            each guided step cheaper at nearly the same gain: ``AutoencoderTiny`` (TAESDXL for
+            SDXL; ``clipguide.shapes.load_tiny_decoder()`` for the micro world).
         target: ``None`` (the prompt), a text or list of texts, or an embedding tensor (D,) or
             (N, D) (e.g. ``clip.encode_image(image)``).
         on_step: called with each step's record (dict), as appended to ``history``.

@@ -50,12 +50,13 @@ class GuidanceSettings:
             whatever the batch (default 1). ``None``: the whole batch in one pass. The views'
             random draws are the same either way.
 
-    The defaults (a push of 4x the classifier-free-guidance correction on every other model
-    evaluation of the middle half of the run) add +4.5 ± 1.2 oracle points over plain sampling
-    on the micro world's held-out test split, for 1.45x SDXL's unguided FLOPs, and part of what
-    they gain only the guiding CLIP sees (README, "Measuring quality"). A tiny decoder
-    (TAESDXL for SDXL) costs 1.06x for +3.4 ± 1.2; ``every=10`` costs 1.015x and gains nothing
-    measurable. Choosing among samples (best-of-N) gains more per unit of compute.
+    The defaults push by 4x the classifier-free-guidance correction on every other model
+    evaluation of the middle half of the run, decoding at the CLIP's input size one image at a
+    time, so that a guided step of SDXL + bigG holds one image's activations whatever the batch
+    (README, "Memory"). On the micro world's held-out test split they gain over plain sampling,
+    part of it seen only by the guiding CLIP; a tiny decoder gains nearly as much for less, and
+    choosing among samples (best-of-N) gains more per unit of compute (README, "Measuring
+    quality", with the figures).
     Numbers are stored as Python ``float``/``int``; every float is finite.
     """
 
