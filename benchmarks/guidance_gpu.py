@@ -6,8 +6,15 @@ time (CUDA-synchronised) and peak GPU memory per configuration, in one process. 
 are skipped (random prompt embeddings; the guidance target is a random embedding) since they
 run once per call and do not change the comparison.
 
-    python benchmarks/guidance_gpu.py            # needs a CUDA GPU
-    python benchmarks/guidance_gpu.py --tiny     # CPU smoke run on the tiny test models
+``--example`` runs README's SDXL example instead: one prompt, ``num_images_per_prompt=4``, the
+pipeline's own 50 steps, images decoded by the pipeline as README's call does; unguided, the
+library defaults (``decode_size="auto"``, ``decode_chunk=1``), the defaults decoding the whole
+batch in one pass, and the earlier defaults (full-size decode, one pass: expected to run out of
+memory on an 80 GB GPU, which is reported as a row).
+
+    python benchmarks/guidance_gpu.py              # needs a CUDA GPU
+    python benchmarks/guidance_gpu.py --example    # README's example (4 images, 50 steps)
+    python benchmarks/guidance_gpu.py --tiny       # CPU smoke run on the tiny test models
 Last line: JSON.
 """
 
@@ -145,16 +152,25 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(pipe: Any, guidance: CLIPGuidance | None, kwargs: dict, steps: int, device: str) -> dict:
+def timed(
+    pipe: Any,
+    guidance: CLIPGuidance | None,
+    kwargs: dict,
+    steps: int,
+    device: str,
+    images: int = 1,
+    output_type: str = "latent",
+) -> dict:
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     call = dict(
         kwargs,
         num_inference_steps=steps,
+        num_images_per_prompt=images,
         guidance_scale=5.0,
         generator=torch.Generator(device="cpu").manual_seed(0),
-        output_type="latent",
+        output_type=output_type,
     )
     sync(device)
     t0 = time.perf_counter()
@@ -179,12 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="CPU smoke run on tiny models")
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument(
+        "--example", action="store_true", help="README's example: 4 images, 50 steps, decoded"
+    )
     args = parser.parse_args(argv)
     device = "cpu" if args.tiny else "cuda"
     if not args.tiny and not torch.cuda.is_available():
         parser.error("no CUDA device; use --tiny for a CPU smoke run")
     dtype = torch.float32 if args.tiny else torch.float16
-    steps = args.steps or (4 if args.tiny else 30)
+    steps = args.steps or (4 if args.tiny else 50 if args.example else 30)
     pipe, clip, decoder, kwargs = build(args.tiny, device, dtype)
     pipe.set_progress_bar_config(disable=True)
     target = torch.randn(1, clip.vision_model.config.projection_dim)
@@ -192,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     def guide(**kw: Any) -> CLIPGuidance:
         return CLIPGuidance(clip, target=target, **kw)
 
+    if args.example:
+        return example(pipe, guide, kwargs, steps, device, dtype)
     configs: dict[str, CLIPGuidance | None] = {
         "unguided": None,
         "fast_first_step": guide(mode="fast", start=0.0, stop=0.05, every=1),
@@ -212,26 +233,54 @@ def main(argv: list[str] | None = None) -> int:
         "full_all_steps_ckpt": guide(mode="full", start=0.0, stop=1.0, every=1, checkpointing=True),
     }
     timed(pipe, None, kwargs, 2, device)  # warm-up (kernels, allocator)
+    rows = run_all(pipe, configs, kwargs, steps, device)
+    print(json.dumps(summary(rows, device, dtype, steps, kwargs)))
+    return 0
+
+
+def run_all(pipe: Any, configs: dict, kwargs: dict, steps: int, device: str, **call: Any) -> dict:
+    """One timed run per configuration (the first is unguided), ratios against it."""
     rows: dict[str, dict] = {}
     for name, guidance in configs.items():
         try:
-            rows[name] = timed(pipe, guidance, kwargs, steps, device)
+            rows[name] = timed(pipe, guidance, kwargs, steps, device, **call)
         except torch.OutOfMemoryError as err:  # report, keep going
             rows[name] = {"error": f"out of memory: {str(err).splitlines()[0]}"}
             torch.cuda.empty_cache()
-        base = rows["unguided"]["seconds"]
-        if "seconds" in rows[name]:
-            rows[name]["ratio"] = round(rows[name]["seconds"] / base, 3)
+        base = rows["unguided"]
+        for key in ("seconds", "peak_gib"):
+            if key in rows[name] and key in base:
+                rows[name][f"{key}_ratio"] = round(rows[name][key] / base[key], 3)
+        rows[name]["ratio"] = rows[name].get("seconds_ratio")  # the earlier name
         print(name, rows[name], flush=True)
-    result = {
+    return rows
+
+
+def summary(rows: dict, device: str, dtype: torch.dtype, steps: int, kwargs: dict, **more):
+    return {
         "benchmark": "guidance_gpu",
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu (tiny smoke run)",
         "dtype": str(dtype),
         "steps": steps,
         "resolution": kwargs["height"],
+        **more,
         "results": rows,
     }
-    print(json.dumps(result))
+
+
+def example(pipe: Any, guide: Any, kwargs: dict, steps: int, device: str, dtype) -> int:
+    """README's example: 4 images of one prompt, decoded; guided at the library defaults."""
+    images = 4
+    configs: dict[str, CLIPGuidance | None] = {
+        "unguided": None,
+        "library_defaults": guide(),
+        "defaults_one_pass": guide(decode_chunk=None),
+        "earlier_defaults": guide(decode_size=None, decode_chunk=None),
+    }
+    call = dict(images=images, output_type="np")
+    timed(pipe, None, kwargs, 2, device, **call)  # warm-up (kernels, allocator)
+    rows = run_all(pipe, configs, kwargs, steps, device, **call)
+    print(json.dumps(summary(rows, device, dtype, steps, kwargs, images=images, example=True)))
     return 0
 
 

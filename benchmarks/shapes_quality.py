@@ -21,6 +21,7 @@ Last line: JSON.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -35,7 +36,8 @@ import torch
 
 SAMPLERS: dict[str, dict] = {  # name -> CLIPGuidance settings (None: unguided)
     "plain": None,
-    "vae": {},
+    "vae": {},  # the library defaults
+    "vae_one_pass": {"decode_size": None, "decode_chunk": None},  # the earlier defaults
     "tiny": {"decoder": "tiny"},
     "tiny_every5": {"decoder": "tiny", "every": 5},
     "tiny_every10": {"decoder": "tiny", "every": 10},
@@ -87,6 +89,13 @@ def sampler_for(settings: dict | None, ctx: dict, guidance_cls: Any = None):
 
 
 def mode_key(name: str, settings: dict | None, ctx: dict) -> str:
+    """The cache key of a mode: guided modes carry every resolved setting, so a change of the
+    library's defaults is a new key, not a cached image of the old defaults."""
+    if settings is not None:
+        from clipguide.guidance import GuidanceSettings
+
+        fields = {k: v for k, v in settings.items() if k != "decoder"}
+        settings = dict(settings, resolved=dataclasses.asdict(GuidanceSettings(**fields)))
     return json.dumps([name, settings, ctx["steps"], ctx["cfg"]], sort_keys=True)
 
 
@@ -155,6 +164,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument(
         "--pick", default="clipscore", help="CLIPScorer method that picks among N candidates"
     )
+    p.add_argument(
+        "--refs",
+        type=int,
+        nargs="*",
+        default=[2, 4],
+        help="plain best-of-N references each row is paired with (none: plain's first sample only)",
+    )
+    p.add_argument("--versus", default=None, help="also pair every row with this SAMPLER's row")
     args = p.parse_args(argv)
     from clipguide.scoring.methods import check_method
 
@@ -193,7 +210,9 @@ def main(argv: list[str] | None = None) -> dict:
     measures: dict[str, ev.Measures] = {}
     cands_of: dict[str, np.ndarray] = {}
     chooser = None if args.pick == "clipscore" else partial(guide.select, method=args.pick)
-    for name, n in [("plain", 4), *modes]:
+    if args.versus is not None and (args.versus, 1) not in modes:
+        p.error(f"--versus {args.versus!r} must be one of --modes as {args.versus}:1")
+    for name, n in [("plain", max([1, *args.refs])), *modes]:
         have = measures.get(name)
         if have is not None and have.ok.shape[1] >= n:
             continue
@@ -212,7 +231,9 @@ def main(argv: list[str] | None = None) -> dict:
     def index(name: str, n: int) -> np.ndarray:
         return picks(measures[name], n, chooser, cands_of[name], items)
 
-    refs = {f"best_of_{n}": ev.chosen(measures["plain"], index("plain", n)) for n in (2, 4)}
+    refs = {f"best_of_{n}": ev.chosen(measures["plain"], index("plain", n)) for n in args.refs}
+    if args.versus is not None:
+        refs[args.versus] = ev.chosen(measures[args.versus], index(args.versus, 1))
     results: dict[str, dict] = {}
     costs: dict[str, float] = {}
     for name, n in modes:
@@ -254,7 +275,7 @@ def _table(results: dict) -> None:
     for fam in fams:
         cells = (f"{100 * results[n]['accuracy'][fam]:.1f}" for n in names)
         print(f"{fam:<28}" + "".join(f"{c:>{width}}" for c in cells))
-    keys = [k for k in ("vs_plain", "vs_best_of_2", "vs_best_of_4") if k in results[names[0]]]
+    keys = [k for k in results[names[0]] if k.startswith("vs_")]
     keys += ["guide_gain", "judge_gain", "hacking_gap", "oracle_at_equal_guide_score"]
     for key in keys:
         print(f"{key:<28}" + "".join(f"{_fmt(results[n][key]):>{width}}" for n in names))

@@ -35,6 +35,7 @@ __all__ = [
     "tiny_sd_pipeline",
     "offline_tokenizer",
     "torchmetrics_clipscore",
+    "SavedActivations",
 ]
 
 TINY_MODEL = "clipguide-tiny"
@@ -255,3 +256,52 @@ def torchmetrics_clipscore(clip: CLIP):
         tokenizer=clip.tokenizer,
     )
     return CLIPScore(model_name_or_path=lambda: (model, processor)).to(clip.device)
+
+
+class SavedActivations:
+    """Bytes of the tensors autograd keeps for backward passes, live and at their peak.
+
+    A context manager over ``torch.autograd.graph.saved_tensors_hooks``: each saved tensor is
+    counted when a graph saves it and uncounted when that graph is freed (by its backward or
+    by going out of scope), so ``peak`` is what a step holds at once, e.g. one chunk's graph
+    when guidance decodes chunk by chunk. Weights that layers save (parameters, or views of
+    them) cost no memory of their own and count in ``weights`` only; ``total`` sums every saved
+    tensor, weights included, freed or not. Works on meta tensors (no memory, no weights).
+    """
+
+    def __init__(self) -> None:
+        self.live = self.peak = self.total = self.weights = 0
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+
+    def _pack(self, tensor: torch.Tensor) -> _Saved:
+        return _Saved(self, tensor)
+
+    @staticmethod
+    def _unpack(saved: _Saved) -> torch.Tensor:
+        return saved.tensor
+
+    def __enter__(self) -> SavedActivations:
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._hooks.__exit__(*exc)
+
+
+class _Saved:
+    """One saved tensor, counted while autograd holds it."""
+
+    def __init__(self, meter: SavedActivations, tensor: torch.Tensor) -> None:
+        self.meter, self.tensor = meter, tensor
+        size = tensor.numel() * tensor.element_size()
+        meter.total += size
+        weight = (tensor, getattr(tensor, "_base", None))
+        if any(isinstance(t, torch.nn.Parameter) for t in weight):
+            meter.weights += size
+            size = 0
+        self.bytes = size
+        meter.live += size
+        meter.peak = max(meter.peak, meter.live)
+
+    def __del__(self) -> None:
+        self.meter.live -= self.bytes

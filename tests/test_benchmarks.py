@@ -56,3 +56,15 @@ def test_guidance_flops_tiny_counts_every_setting(bench_path, capsys):
         rows["full, VAE"]["flops_per_guided_step"]
         > rows["fast, VAE (library defaults)"]["flops_per_guided_step"]
     )
+    example = result["readme_example"]  # README's example: one image's peak at batch 4
+    assert example["library defaults, batch 4"]["peak_vs_one_image"] <= 1.01
+    assert example["earlier defaults, batch 4"]["peak_vs_one_image"] >= 3.5
+
+
+def test_guidance_gpu_tiny_readme_example_smoke_run(bench_path, capsys):
+    import guidance_gpu
+
+    assert guidance_gpu.main(["--tiny", "--example", "--steps", "2"]) == 0
+    result = _last_json(capsys)
+    assert result["images"] == 4 and result["results"]["unguided"]["ratio"] == 1.0
+    assert result["results"]["library_defaults"]["guided_steps"] >= 1

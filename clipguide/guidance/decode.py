@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["decode_latents", "decoder_ready", "shrink_latents"]
+__all__ = ["decode_latents", "decoder_factor", "decoder_ready", "latent_side_for", "shrink_latents"]
 
 
 def _module_device(module: Any) -> torch.device | None:
@@ -26,6 +26,31 @@ def shrink_latents(latents: torch.Tensor, size: int | None) -> torch.Tensor:
     scale = size / min(h, w)
     new = (max(1, round(h * scale)), max(1, round(w * scale)))
     return torch.nn.functional.interpolate(latents, size=new, mode="area")
+
+
+def decoder_factor(decoder: Any) -> int | None:
+    """Image pixels per latent pixel of ``decoder``, or None where it cannot be read.
+
+    Diffusers autoencoders from their configs (``AutoencoderKL``: one 2x step between
+    consecutive ``block_out_channels``, as the pipelines compute ``vae_scale_factor``;
+    ``AutoencoderTiny``: ``upsampling_scaling_factor`` per decoder block but the last); other
+    decoders from an int ``factor`` attribute (``LinearLatentDecoder``).
+    """
+    cfg = getattr(decoder, "config", None)
+    tiny = getattr(cfg, "decoder_block_out_channels", None)
+    if tiny is not None:
+        return int(cfg.upsampling_scaling_factor) ** (len(tiny) - 1)
+    blocks = getattr(cfg, "block_out_channels", None)
+    if blocks is not None:
+        return 2 ** (len(blocks) - 1)
+    factor = getattr(decoder, "factor", None)
+    return factor if isinstance(factor, int) and not isinstance(factor, bool) else None
+
+
+def latent_side_for(pixels: int, factor: int | None) -> int | None:
+    """The fewest latent pixels whose decode has at least ``pixels`` image pixels (None when the
+    decoder's factor is unknown: decode at full size)."""
+    return None if factor is None else -(-pixels // factor)
 
 
 def decode_latents(decoder: Any, latents: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -14,8 +15,14 @@ from clipguide.model.text_cache import cached_text_embeds
 from clipguide.scoring.metrics import cosine
 
 from .checks import check, check_clip, check_decoder, check_target, describe
-from .decode import decode_latents, decoder_ready, shrink_latents
-from .loss import make_views, spherical_distance
+from .decode import (
+    decode_latents,
+    decoder_factor,
+    decoder_ready,
+    latent_side_for,
+    shrink_latents,
+)
+from .loss import ViewDraws, spherical_distance
 from .schedulers import NoiseLevel, output_change_from_eps, split_model_output
 from .settings import GuidanceSettings, with_overrides
 from .update import eps_change
@@ -34,8 +41,8 @@ class CLIPGuidance:
         settings: a :class:`GuidanceSettings` (default: its defaults); ``overrides`` replace
             some of its fields (``CLIPGuidance(clip, scale=2, mode="full")``), validated there.
         decoder: latents -> image decoder (default: the pipeline's VAE). A tiny one makes
-            each guided step several times cheaper at nearly the same gain: ``AutoencoderTiny``
-            (TAESDXL for SDXL; ``clipguide.shapes.load_tiny_decoder()`` for the micro world).
+            each guided step cheaper at nearly the same gain: ``AutoencoderTiny`` (TAESDXL for
+            SDXL; ``clipguide.shapes.load_tiny_decoder()`` for the micro world).
         target: ``None`` (the prompt), a text or list of texts, or an embedding tensor (D,) or
             (N, D) (e.g. ``clip.encode_image(image)``).
         on_step: called with each step's record (dict), as appended to ``history``.
@@ -161,31 +168,75 @@ class CLIPGuidance:
         )
 
     # -- the guided step ---------------------------------------------------------------------
-    def _features(self, images: torch.Tensor) -> torch.Tensor:
-        """fp32 image embeddings of ``settings.views`` views of each image, view-major:
-        (views * B, D)."""
-        s, pre = self.settings, self.clip.preprocess
-        views = make_views(
-            images,
+    def _draws(self, batch: int) -> ViewDraws:
+        """This step's random view choices for ``batch`` images."""
+        s = self.settings
+        return ViewDraws(
             s.views,
-            pre.image_size,
+            batch,
             min_crop=s.min_crop,
             flip=s.flip,
             noise=s.noise,
             generator=self._generator,
         )
+
+    def _features(
+        self, images: torch.Tensor, draws: ViewDraws | None = None, first: int = 0
+    ) -> torch.Tensor:
+        """fp32 image embeddings of ``settings.views`` views of each image, view-major:
+        (views * B, D); ``images`` are rows ``first ..`` of the batch ``draws`` was drawn for."""
+        pre = self.clip.preprocess
+        draws = draws if draws is not None else self._draws(images.shape[0])
+        views = draws.views(images, pre.image_size, first)
         vision = self.clip.vision_model
         pixels = pre.from_tensor(views).to(device=vision.device, dtype=vision.dtype)
         return self.clip.image_features(pixels).float()
 
-    def _distance(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _distance(
+        self,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        draws: ViewDraws | None = None,
+        first: int = 0,
+    ) -> tuple[torch.Tensor, ...]:
         views = self.settings.views
-        feats = self._features(images)
+        feats = self._features(images, draws, first)
         tgt = targets.to(feats.device).repeat(views, 1)
         b = images.shape[0]
         dist = spherical_distance(feats, tgt).view(views, b).mean(0)
         sim = cosine(feats, tgt).view(views, b).mean(0)
         return dist, sim
+
+    def decode_size(self, decoder: Any) -> int | None:
+        """Latent pixels of the shorter side that ``decoder`` decodes (None: full size)."""
+        s = self.settings
+        if s.decode_size != "auto":
+            return s.decode_size
+        pixels = self.clip.preprocess.image_size
+        if s.views > 1:  # the smallest cutout covers the CLIP's input
+            pixels = math.ceil(pixels / s.min_crop - 1e-9)
+        return latent_side_for(pixels, decoder_factor(decoder))
+
+    def _judge(
+        self, decoder: Any, x0: torch.Tensor, targets: torch.Tensor, *, grad: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """(d distance / d ``x0`` or None, distance, similarity) per image, decoding and judging
+        ``settings.decode_chunk`` images at a time: each chunk's graph is freed by its backward
+        before the next chunk is decoded."""
+        b = x0.shape[0]
+        step = self.settings.decode_chunk or b
+        size, draws = self.decode_size(decoder), self._draws(b)
+        grads, dists, sims = [], [], []
+        for first in range(0, b, step):
+            rows = slice(first, first + step)
+            part = x0[rows].detach().clone().requires_grad_(grad)
+            images = decode_latents(decoder, shrink_latents(part, size))
+            dist, sim = self._distance(images, targets[rows], draws, first)
+            if grad:
+                grads.append(torch.autograd.grad(dist.sum(), part)[0])
+            dists.append(dist.detach())
+            sims.append(sim.detach())
+        return (torch.cat(grads) if grad else None), torch.cat(dists), torch.cat(sims)
 
     def _decoder(self, decoder: Any) -> Any:
         decoder = self.decoder if self.decoder is not None else decoder
@@ -230,14 +281,13 @@ class CLIPGuidance:
                 leaf = latents.detach().float().clone().requires_grad_(True)
                 guided_x0 = split_model_output(model_fn(leaf).float(), leaf, level)[0]
             else:
-                leaf = x0.detach().float().clone().requires_grad_(True)
-                guided_x0 = leaf
-            small = shrink_latents(guided_x0, self.settings.decode_size)
-            dist, sim = self._distance(decode_latents(ready, small), targets)
-            (grad,) = torch.autograd.grad(dist.sum(), leaf)
+                guided_x0 = x0.detach().float()
+            grad, dist, sim = self._judge(ready, guided_x0, targets, grad=True)
+            if full:  # on through the UNet, the decoder's chunks already freed
+                (grad,) = torch.autograd.grad(guided_x0, leaf, grad)
         if not full:
             grad = grad / level.alpha
-        return grad, dist.detach(), sim.detach()
+        return grad, dist, sim
 
     @torch.no_grad()
     def measure(
@@ -246,8 +296,7 @@ class CLIPGuidance:
         """(distance, similarity) per image of the decoded ``x0``, without gradients."""
         decoder = self._decoder(decoder)
         with decoder_ready(decoder, x0.device) as ready, self._clip_working(x0.device):
-            small = shrink_latents(x0.float(), self.settings.decode_size)
-            return self._distance(decode_latents(ready, small), targets)
+            return self._judge(ready, x0.float(), targets, grad=False)[1:]
 
     def _record(self, step: int, timestep: float, level: NoiseLevel, dist, sim, skipped) -> dict:
         record = {

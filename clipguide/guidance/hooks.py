@@ -7,12 +7,18 @@ the last one to leave removes both and restores what was there. The run's state 
 images per prompt, which model evaluation is under way) belongs to the registry, so every
 attachment sees the run in progress rather than the last run it happened to witness, and a
 guidance's extra UNet pass (``mode="full"``) is invisible to the others.
+
+The hook acts only inside the owning pipeline's own call: a sibling built from the same
+components (``StableDiffusionXLPipeline(**pipe.components)``, ``from_pipe``, an img2img
+pipeline) shares the UNet object, so the hook also fires in the sibling's runs, which then
+stay unguided, bit for bit, and leave the attachments' state (history, prompt) alone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+import sys
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -21,7 +27,7 @@ import torch
 from .schedulers import EvaluationCounter
 from .step import unet_timestep
 
-__all__ = ["PipelineHooks", "HookEntry"]
+__all__ = ["PipelineHooks", "HookEntry", "running_pipeline"]
 
 _ATTR = "_clipguide_hooks"
 _MISSING: Any = object()
@@ -47,6 +53,24 @@ def _owner_of_hooks(unet: torch.nn.Module) -> list[PipelineHooks]:
     return found
 
 
+def running_pipeline(unet: torch.nn.Module) -> Any:
+    """The pipeline whose call (``__call__``) is running ``unet`` on this thread: the innermost
+    such call on the stack whose pipeline holds this very UNet, or None outside any.
+
+    The pipeline classes' ``__call__`` cannot be wrapped per instance (Python looks it up on the
+    type), so the stack is read: a few dozen frames per UNet forward, the locals of the
+    ``__call__`` frames only.
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "__call__":
+            owner = frame.f_locals.get("self")
+            if owner is not None and getattr(owner, "unet", None) is unet:
+                return owner
+        frame = frame.f_back
+    return None
+
+
 class PipelineHooks:
     """The hook and wrapper clipguide installs on one pipeline, and the attachments using them."""
 
@@ -56,8 +80,9 @@ class PipelineHooks:
         if others:
             raise ValueError(
                 f"pipe={type(pipe).__name__} shares its unet with another "
-                f"{type(others[0].pipe).__name__} that has CLIP guidance attached; a UNet hook "
-                "cannot tell the two pipelines' runs apart. Detach the other guidance first."
+                f"{type(others[0].pipe).__name__} that has CLIP guidance attached; guidance attaches "
+                "to one of the pipelines sharing a UNet at a time (the others run unguided). "
+                "Detach the other guidance first."
             )
         self.pipe = pipe
         self.unet = unet
@@ -147,8 +172,8 @@ class PipelineHooks:
             self._paused = previous
 
     def _on_unet(self, unet: Any, args: tuple, kwargs: dict, output: Any) -> Any:
-        if self._paused or not self.entries:
-            return None
+        if self._paused or not self.entries or running_pipeline(unet) is not self.pipe:
+            return None  # an extra pass, detached, or another pipeline sharing the UNet
         position, total, new = self.counter.advance(
             self.pipe.scheduler, unet_timestep(args, kwargs)
         )

@@ -5,13 +5,74 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["make_views", "spherical_distance"]
+__all__ = ["ViewDraws", "make_views", "spherical_distance"]
 
 
 def _square_resize(images: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(
         images, size=(size, size), mode="bilinear", antialias=True, align_corners=False
     )
+
+
+class ViewDraws:
+    """The random choices of one step's views for a batch of ``batch`` images, drawn once and
+    applied to any rows of it, so decoding the batch in chunks draws what one pass would.
+
+    ``count == 1`` draws nothing (the plain CLIP view). Otherwise the crops' sides, offsets
+    and flips (one per view, shared by the images) are drawn here, and the views' Gaussian
+    noise for the whole batch at the first :meth:`views` call, in the order of one pass.
+    """
+
+    def __init__(
+        self,
+        count: int,
+        batch: int,
+        *,
+        min_crop: float = 0.6,
+        flip: bool = True,
+        noise: float = 0.02,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        self.count, self.batch, self.flip, self.noise = count, batch, flip, noise
+        self.generator = generator
+        self._noise: torch.Tensor | None = None
+        if count > 1:
+            cpu = torch.device("cpu")
+            u = torch.rand(count, generator=generator, device=cpu)
+            self.fractions = min_crop + (1 - min_crop) * u
+            self.offsets = torch.rand(count, 2, generator=generator, device=cpu)
+            self.flips = torch.rand(count, generator=generator, device=cpu) < 0.5
+
+    def views(self, images: torch.Tensor, size: int, first: int = 0) -> torch.Tensor:
+        """Views of ``images``, rows ``first ..`` of the batch: ``(count * b, C, size, size)``,
+        view-major (row ``v * b + i``)."""
+        b, c, h, w = images.shape
+        side = min(h, w)
+        if self.count == 1:
+            top, left = (h - side) // 2, (w - side) // 2
+            return _square_resize(images[:, :, top : top + side, left : left + side], size)
+        sides = (side * self.fractions).long().clamp(1, side)
+        views = []
+        for v in range(self.count):
+            s = int(sides[v])
+            top = int(self.offsets[v, 0] * (h - s + 1))
+            left = int(self.offsets[v, 1] * (w - s + 1))
+            view = _square_resize(images[:, :, top : top + s, left : left + s], size)
+            if self.flip and bool(self.flips[v]):
+                view = view.flip(-1)
+            views.append(view)
+        out = torch.cat(views)
+        if self.noise > 0:
+            if self._noise is None:
+                shape = (self.count * self.batch, c, size, size)
+                cpu = torch.device("cpu")
+                drawn = torch.randn(shape, generator=self.generator, device=cpu)
+                self._noise = drawn.view(self.count, self.batch, c, size, size)
+            eps = self._noise[:, first : first + b].reshape(out.shape)
+            out = out + self.noise * eps.to(device=out.device, dtype=out.dtype)
+        return out
 
 
 def make_views(
@@ -31,34 +92,10 @@ def make_views(
     probability 1/2, plus Gaussian noise of std ``noise`` (cutouts as in Crowson's CLIP-guided
     diffusion). Returns ``(count * B, C, size, size)``, view-major: row ``v * B + b``.
     """
-    if count < 1:
-        raise ValueError(f"count must be >= 1, got {count}")
-    b, _, h, w = images.shape
-    side = min(h, w)
-    if count == 1:
-        top, left = (h - side) // 2, (w - side) // 2
-        return _square_resize(images[:, :, top : top + side, left : left + side], size)
-    cpu = torch.device("cpu")
-    sides = (
-        side * (min_crop + (1 - min_crop) * torch.rand(count, generator=generator, device=cpu))
-    ).long()
-    sides = sides.clamp(1, side)
-    offsets = torch.rand(count, 2, generator=generator, device=cpu)
-    flips = torch.rand(count, generator=generator, device=cpu) < 0.5
-    views = []
-    for v in range(count):
-        s = int(sides[v])
-        top = int(offsets[v, 0] * (h - s + 1))
-        left = int(offsets[v, 1] * (w - s + 1))
-        view = _square_resize(images[:, :, top : top + s, left : left + s], size)
-        if flip and bool(flips[v]):
-            view = view.flip(-1)
-        views.append(view)
-    out = torch.cat(views)
-    if noise > 0:
-        eps = torch.randn(out.shape, generator=generator, device=cpu, dtype=torch.float32)
-        out = out + noise * eps.to(device=out.device, dtype=out.dtype)
-    return out
+    draws = ViewDraws(
+        count, images.shape[0], min_crop=min_crop, flip=flip, noise=noise, generator=generator
+    )
+    return draws.views(images, size)
 
 
 def spherical_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

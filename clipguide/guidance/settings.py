@@ -39,15 +39,24 @@ class GuidanceSettings:
         seed: seed of the views' generator, reseeded at every sampling run.
         checkpointing: gradient checkpointing in the decoder while guiding (less memory).
         decode_size: decode a resized copy of the predicted latents whose shorter side is this
-            many latent pixels (e.g. 32 -> a 256 px image for an 8x VAE, enough for a 224 px
-            CLIP) instead of the full-size latents: the decoder cost drops with the area.
+            many latent pixels (e.g. 32 -> a 256 px image for an 8x VAE) instead of the
+            full-size latents: the decoder's cost and memory drop with the area. ``"auto"``
+            (default): the size the CLIP needs, the fewest latent pixels whose decode covers the
+            CLIP's input (its smallest cutout with ``views > 1``): 28 for SDXL's VAE and a
+            224 px CLIP; full size where that is no smaller, or where the decoder's scale
+            factor cannot be read (a plain callable). ``None``: always full size.
+        decode_chunk: images decoded and judged at once; each chunk's gradient is taken before
+            the next is decoded, so the activations saved for the backward are one chunk's,
+            whatever the batch (default 1). ``None``: the whole batch in one pass. The views'
+            random draws are the same either way.
 
-    The defaults (a push of 4x the classifier-free-guidance correction on every other model
-    evaluation of the middle half of the run) add +4.5 ± 1.2 oracle points over plain sampling
-    on the micro world's held-out test split, for 1.45x SDXL's unguided FLOPs, and part of what
-    they gain only the guiding CLIP sees (README, "Measuring quality"). A tiny decoder
-    (TAESDXL for SDXL) costs 1.06x for +3.4 ± 1.2; ``every=10`` costs 1.015x and gains nothing
-    measurable. Choosing among samples (best-of-N) gains more per unit of compute.
+    The defaults push by 4x the classifier-free-guidance correction on every other model
+    evaluation of the middle half of the run, decoding at the CLIP's input size one image at a
+    time, so that a guided step of SDXL + bigG holds one image's activations whatever the batch
+    (README, "Memory"). On the micro world's held-out test split they gain over plain sampling,
+    part of it seen only by the guiding CLIP; a tiny decoder gains nearly as much for less, and
+    choosing among samples (best-of-N) gains more per unit of compute (README, "Measuring
+    quality", with the figures).
     Numbers are stored as Python ``float``/``int``; every float is finite.
     """
 
@@ -64,7 +73,8 @@ class GuidanceSettings:
     noise: float = 0.02
     seed: int = 0
     checkpointing: bool = False
-    decode_size: int | None = None
+    decode_size: int | str | None = "auto"
+    decode_chunk: int | None = 1
 
     def __post_init__(self) -> None:
         self._validate()
@@ -74,8 +84,10 @@ class GuidanceSettings:
             object.__setattr__(self, name, int(getattr(self, name)))
         if self.max_rms is not None:
             object.__setattr__(self, "max_rms", float(self.max_rms))
-        if self.decode_size is not None:
-            object.__setattr__(self, "decode_size", int(self.decode_size))
+        for name in ("decode_size", "decode_chunk"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                object.__setattr__(self, name, int(value))
 
     def _validate(self) -> None:
         real, integer = is_real, is_int
@@ -114,11 +126,21 @@ class GuidanceSettings:
             self.seed,
             "an int in [-2**63, 2**64) (what torch.Generator.manual_seed takes)",
         )
+        size = self.decode_size
         check(
-            self.decode_size is None or (integer(self.decode_size) and self.decode_size >= 1),
+            size is None
+            or (isinstance(size, str) and size == "auto")
+            or (integer(size) and size >= 1),
             "decode_size",
-            self.decode_size,
-            "None or an int >= 1 (latent pixels of the shorter side)",
+            size,
+            "'auto', None or an int >= 1 (latent pixels of the shorter side)",
+        )
+        chunk = self.decode_chunk
+        check(
+            chunk is None or (integer(chunk) and chunk >= 1),
+            "decode_chunk",
+            chunk,
+            "None (the whole batch) or an int >= 1 (images per chunk)",
         )
 
     def active(self, position: int, total: int) -> bool:
