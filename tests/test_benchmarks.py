@@ -1,4 +1,5 @@
-"""Smoke runs of the guidance benchmarks on the tiny fixtures: they run and print their JSON."""
+"""Smoke runs of the guidance and scoring benchmarks on tiny fixtures: they run and print their
+JSON."""
 
 import json
 import sys
@@ -13,7 +14,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 def bench_path(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     yield
-    for name in ("guidance", "guidance_gpu", "guidance_flops"):
+    for name in ("guidance", "guidance_gpu", "guidance_flops", "cache_key", "negation"):
         sys.modules.pop(name, None)
 
 
@@ -68,3 +69,21 @@ def test_guidance_gpu_tiny_readme_example_smoke_run(bench_path, capsys):
     result = _last_json(capsys)
     assert result["images"] == 4 and result["results"]["unguided"]["ratio"] == 1.0
     assert result["results"]["library_defaults"]["guided_steps"] >= 1
+
+
+def test_cache_key_benchmark_counts_keys_before_and_now(bench_path, capsys):
+    import cache_key
+
+    result = cache_key.main(["--tiny", "--rounds", "1"])
+    assert _last_json(capsys) == json.loads(json.dumps(result))
+    assert result["select"]["before"]["keys"] == 3 and result["select"]["now"]["keys"] == 1
+    run = result["guided_run"]
+    assert run["before"]["keys"] == run["before"]["steps"] and run["now"]["keys"] == 1
+
+
+def test_negation_benchmark_quick_run(bench_path, capsys):
+    import negation
+
+    result = negation.main(["--limit", "4"])
+    assert _last_json(capsys)["items"] == result["items"] == 4
+    assert "structured whole=positive negated=0.5" in result["methods"]
