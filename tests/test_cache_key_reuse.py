@@ -68,6 +68,25 @@ def test_a_guided_run_takes_one_key(clip, keys_taken):
             assert keys_taken.count(clip.text_model) == 1, run  # ... one key
 
 
+def test_targets_outside_a_run_see_weights_changed_after_it(clip):
+    pipe = tiny_sdxl_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    guidance = CLIPGuidance(clip, scale=1.0, start=0.0, stop=1.0, every=1)
+    with guidance.attach(pipe):
+        pipe("a red circle", num_inference_steps=2, output_type="pt", guidance_scale=5.0)
+    before = guidance.targets(1, "a red circle")
+    weight = next(p for p in clip.text_model.parameters() if p.ndim == 2)
+    saved = weight.detach().clone()
+    try:
+        with torch.no_grad():
+            weight.mul_(1.5)
+        after = guidance.targets(1, "a red circle")  # the run's held key must not be reused
+        assert not torch.allclose(before, after)
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+
+
 def test_keys_are_taken_again_outside_the_scope_so_changes_are_seen(clip):
     scorer = CLIPScorer(clip, progress=False, cache=True)
     text = clip.text_model

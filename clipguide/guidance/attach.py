@@ -110,7 +110,7 @@ class PipelineAttachment:
         if hooks is None or not guidance.wants(position, total):
             return None
         step = DenoiserStep.from_unet_call(pipe, args, kwargs, output)
-        targets = guidance.targets(step.batch, hooks.prompts, hooks.per_prompt)
+        targets = guidance.targets(step.batch, hooks.prompts, hooks.per_prompt, in_run=True)
         model_fn = None
         if guidance.settings.mode == "full" and guidance.settings.scale != 0:
             n = step.output.shape[0]

@@ -139,8 +139,14 @@ class CLIPGuidance:
         # the shared text-encoding cache: conditioning, guidance and scoring encode once
         return cached_text_embeds(self.clip, list(texts)).float()
 
-    def targets(self, batch: int, prompts: Any = None, per_prompt: int = 1) -> torch.Tensor:
-        """Normalised fp32 target embeddings (batch, D), one per generated image."""
+    def targets(
+        self, batch: int, prompts: Any = None, per_prompt: int = 1, *, in_run: bool = False
+    ) -> torch.Tensor:
+        """Normalised fp32 target embeddings (batch, D), one per generated image.
+
+        ``in_run=True`` (the adapters' calls during sampling) reuses the run's text-cache key;
+        a call outside a run takes a fresh key, so weights changed between runs are seen.
+        """
         target = self.target if self.target is not None else prompts
         if target is None:
             raise ValueError(
@@ -152,7 +158,7 @@ class CLIPGuidance:
         if isinstance(target, torch.Tensor):
             emb = target.float()
         else:
-            with hold_keys(self._run_keys):
+            with hold_keys(self._run_keys if in_run else None):
                 emb = self._encode_texts(target)
         emb = torch.nn.functional.normalize(emb.reshape(-1, emb.shape[-1]), dim=-1)
         rows = emb.shape[0]

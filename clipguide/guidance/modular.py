@@ -71,7 +71,9 @@ class CLIPGuidanceLoopStep(ModularPipelineBlocks):
         pred = block_state.noise_pred
         step = DenoiserStep.from_prediction(scheduler, block_state.latents, t, pred)
         per_prompt = int(getattr(block_state, "num_images_per_prompt", None) or 1)
-        targets = guidance.targets(step.batch, getattr(block_state, "prompt", None), per_prompt)
+        targets = guidance.targets(
+            step.batch, getattr(block_state, "prompt", None), per_prompt, in_run=True
+        )
         decoder = getattr(components, "vae", None)
         change = guided_change(guidance, step, targets, position=position, decoder=decoder)
         if change is not None:
