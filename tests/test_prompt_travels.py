@@ -100,3 +100,38 @@ def test_scorer_reads_prompt_syntax_as_the_plain_prompt(clip):
         scorer.cosine(images, "a red circle above a blue square"),
         atol=1e-6,
     )
+
+
+@pytest.mark.parametrize(
+    ("prompt", "named"),
+    [
+        ("<lora:detail:0.8> a red fox", "LoRA tag"),
+        ("a red fox++ in snow", "compel"),
+        ("a (red fox)-- in snow", "compel"),
+    ],
+)
+def test_lora_tags_and_compel_weights_are_not_read_silently(prompt, named):
+    from clipguide.conditioning import PromptSyntaxWarning, parse_prompt
+
+    with pytest.warns(PromptSyntaxWarning, match=named):
+        parse_prompt(prompt)
+    with pytest.raises(ValueError, match=named.split()[0]):
+        parse_prompt(prompt, strict=True)
+
+
+def test_prompt_2_goes_to_the_second_text_encoder_only(pipe):
+    """As SDXL pipelines read prompt_2: CLIP-L sees prompt, bigG (tokenizer_2) sees prompt_2."""
+    one = clipguide.encode_prompt(pipe, "a red fox", "blurry")
+    two = clipguide.encode_prompt(
+        pipe, "a red fox", "blurry", prompt_2="a fox, oil painting", negative_prompt_2="dark"
+    )
+    width = pipe.text_encoder.config.hidden_size
+    embeds, neg = "prompt_embeds", "negative_prompt_embeds"
+    assert torch.equal(one[embeds][..., :width], two[embeds][..., :width])
+    assert not torch.allclose(one[embeds][..., width:], two[embeds][..., width:])
+    assert not torch.allclose(one[neg][..., width:], two[neg][..., width:])
+    bigg = clipguide.encode_prompt(pipe, "a fox, oil painting", "dark")
+    assert torch.equal(two[embeds][..., width:], bigg[embeds][..., width:])
+    assert torch.equal(two["pooled_prompt_embeds"], bigg["pooled_prompt_embeds"])
+    with pytest.raises(ValueError, match="negative_prompt_2 needs negative_prompt"):
+        clipguide.encode_prompt(pipe, "a", negative_prompt_2="b")
