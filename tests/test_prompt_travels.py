@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import clipguide
-from clipguide.conditioning.carried import prompt_of
 from clipguide.guidance import CLIPGuidance
 from clipguide.scoring import CLIPScorer, best_of_n
 from clipguide.testing import tiny_clip, tiny_sdxl_pipeline
@@ -40,6 +39,8 @@ def test_a_conditioning_knows_its_plain_prompt_per_row_and_passes_embeddings_onl
         "pooled_prompt_embeds",
         "negative_pooled_prompt_embeds",
     }
+    from clipguide.conditioning.carried import prompt_of
+
     assert prompt_of(cond["prompt_embeds"]) == cond.prompt
     assert cond.to(dtype=torch.float16).prompt == cond.prompt
     zeros = clipguide.encode_prompt(pipe, "a fox", force_zeros_for_empty_prompt=True)
