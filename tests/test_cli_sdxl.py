@@ -83,25 +83,30 @@ def test_a_diffusers_folder_is_conditioned_through_encode_prompt(sdxl_folder, tm
 
 
 def test_best_of_and_guidance_on_a_folder_take_the_conditioning(sdxl_folder, tmp_path):
-    """Best-of-N takes the embeddings (was: diffusers' 'Cannot forward both prompt and
-    prompt_embeds') and guidance its target from the Conditioning (was: 'has no target'),
-    with a vision tower that fits the pipeline's text tower (its own CLIP, saved)."""
+    """Best-of-N samples from encode_prompt's embeddings (without forwarding the prompt too:
+    diffusers' 'Cannot forward both prompt and prompt_embeds') and guidance takes its target
+    from the Conditioning (not 'has no target'), with a vision tower that fits the
+    pipeline's text tower (its own CLIP, saved as an open_clip folder)."""
     from clipguide.testing import save_openclip_dir, tiny_openclip_model
 
     vision = save_openclip_dir(tiny_openclip_model(7), tmp_path / "clip")
-    out = tmp_path / "out"
-    argv = ["generate", "a (red circle:1.4)", "--model", str(sdxl_folder), *FAST, "--out"]
-    argv += [str(out), "--best-of", "2", "--method", "clipscore", "--clip-guidance", "2"]
-    argv += ["--guide-decoder", "vae", "--guide-clip", f"local-dir:{vision}"]
-    assert main(argv) == 0
-    meta = json.loads(_only(out, "*.json").read_text())
-    assert meta["best_of"]["n"] == 2 and meta["clip_guidance"]["scale"] == 2.0
-    # the candidates were ranked against the plain prompt
+    prompt = "a (red circle:1.4)"
+    argv = ["generate", prompt, "--model", str(sdxl_folder), *FAST, "--best-of", "2"]
+    argv += ["--method", "clipscore", "--guide-clip", f"local-dir:{vision}", "--seed", "4"]
+    assert main([*argv, "--out", str(tmp_path / "best")]) == 0
+    meta = json.loads(_only(tmp_path / "best", "*.json").read_text())
+    assert sorted(meta["best_of"]["candidate_seeds"]) == [4, 5]
     pipe = _load(sdxl_folder)
-    clip = clipguide.load_clip(pipe, vision=f"local-dir:{vision}")
-    scorer = clipguide.CLIPScorer(clip, progress=False)
-    best = float(scorer.score([Image.open(_only(out))], "a red circle")[0])
-    assert meta["best_of"]["candidate_scores"][0] == pytest.approx(best, abs=0.05)
+    generator = [torch.Generator("cpu").manual_seed(s) for s in (4, 5)]
+    out = pipe(**clipguide.encode_prompt(pipe, prompt), num_images_per_prompt=2,
+               num_inference_steps=2, guidance_scale=7.0, generator=generator)  # fmt: skip
+    chosen = np.asarray(out.images[meta["seed"] - 4], dtype=np.int16)
+    assert np.abs(_pixels(_only(tmp_path / "best")) - chosen).max() <= 1
+    guided = tmp_path / "guided"
+    assert (
+        main([*argv, "--clip-guidance", "2", "--guide-decoder", "vae", "--out", str(guided)]) == 0
+    )
+    assert json.loads(_only(guided, "*.json").read_text())["clip_guidance"]["scale"] == 2.0
 
 
 def test_a_guide_clip_that_does_not_fit_fails_at_assembly(sdxl_folder, tmp_path, capsys):
@@ -271,3 +276,13 @@ def test_options_without_effect_are_named(tmp_path, caplog):
     text = caplog.text
     assert "--method clipscore has no effect" in text
     assert "--clip-guidance-mode full has no effect" in text
+
+
+def test_seed_help_says_how_best_of_names_files(capsys):
+    """--seed's help said "(then +1, ...)", but best-of-N names each file after the seed of
+    the candidate it kept (seed + i*N ... seed + i*N + N-1)."""
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "(then +1, ...)" not in help_text
+    assert "seed + i*N" in help_text and "chosen candidate's seed" in help_text

@@ -136,3 +136,18 @@ def test_prompt_2_goes_to_the_second_text_encoder_only(pipe):
     assert torch.equal(two["pooled_prompt_embeds"], bigg["pooled_prompt_embeds"])
     with pytest.raises(ValueError, match="negative_prompt_2 needs negative_prompt"):
         clipguide.encode_prompt(pipe, "a", negative_prompt_2="b")
+
+
+def test_the_ray_engine_scores_the_plain_prompt_as_the_local_one_does():
+    """Both engines read prompts as prompts (the local one through CLIPScorer.cosine)."""
+    import numpy as np
+
+    from clipguide.distributed.ray_score import ImageScorer
+
+    clip = clipguide.load_clip("shapes")
+    actor = ImageScorer("shapes", None, None, 100.0, clip.preprocess)
+    size = clip.preprocess.image_size
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 3, size, size), dtype=np.uint8)
+    written = actor._cosines(pixels, ["a (red circle:1.3)", "((a blue square)) BREAK"])
+    plain = actor._cosines(pixels, ["a red circle", "a blue square"])
+    assert torch.allclose(written, plain, atol=1e-6)

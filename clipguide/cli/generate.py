@@ -302,10 +302,12 @@ def _call(args: argparse.Namespace, pipe, seeds: list[int], steps: int, cfg: flo
 
 
 def _image_settings(args: argparse.Namespace, steps: int, cfg: float) -> dict[str, Any]:
-    """What changes an image besides its seed: part of its file name's hash."""
+    """What changes an image besides its seed: part of its file name's hash. Best-of-N only
+    picks a seed (the image of a seed is the same), so ``--best-of 1 --seed S`` rewrites the
+    file that best-of-N wrote for seed S."""
     keys = ("negative_prompt", "model", "config", "variant", "dtype", "lora", "scheduler",
             "karras", "width", "height", "clip_guidance", "clip_guidance_mode",
-            "guide_decoder", "guide_clip", "best_of", "method")  # fmt: skip
+            "guide_decoder", "guide_clip")  # fmt: skip
     settings = {k: getattr(args, k, None) for k in keys}
     return {**settings, "steps": steps, "cfg": cfg}
 
