@@ -168,21 +168,24 @@ def test_size_scheduler_karras_and_png_parameters(sdxl_folder, tmp_path):
     ("extra", "named"),
     [
         (["--size", "16", "--width", "24"], "--size 16 and --width 24"),
-        (["--width", "20"], "--width"),
-        (["--scheduler", "ddim", "--karras"], "--karras"),
-        (["--lora", "no/such/lora.safetensors"], "--lora"),
-        (["--config", "."], "--config"),
-        (["--model", "shapes", "--dtype", "fp16"], "--dtype fp16"),
-        (["--model", "shapes", "--lora", "x.safetensors"], "--lora"),
+        (["--width", "20"], "multiple of 8"),
+        (["--scheduler", "ddim", "--karras"], "--karras: --scheduler ddim has no Karras sigmas"),
+        (["--model", "{sdxl}", "--lora", "no/such/lora.safetensors"], "not an existing file"),
+        (["--model", "{sdxl}", "--config", "."], "is for a single-file --model"),
+        (["--model", "shapes", "--dtype", "fp16"], "--dtype fp16 is for diffusers models"),
+        (["--model", "shapes", "--lora", "x.safetensors"], "--lora x.safetensors is for diffusers"),
     ],
 )
-def test_bad_generate_options_are_refused_before_loading(extra, named, tmp_path, capsys):
+def test_bad_generate_options_are_refused_before_loading(
+    extra, named, sdxl_folder, tmp_path, capsys
+):
+    extra = [str(sdxl_folder) if e == "{sdxl}" else e for e in extra]
     argv = ["generate", "a red circle", "--out", str(tmp_path / "o"), *FAST, *extra]
     capsys.readouterr()
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert named in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert not (tmp_path / "o").exists()
+    assert "unrecognized" not in err and not (tmp_path / "o").exists()
 
 
 def test_an_empty_prompt_is_an_argument_error(tmp_path, capsys):
@@ -286,3 +289,17 @@ def test_seed_help_says_how_best_of_names_files(capsys):
     help_text = " ".join(capsys.readouterr().out.split())
     assert "(then +1, ...)" not in help_text
     assert "seed + i*N" in help_text and "chosen candidate's seed" in help_text
+
+
+def test_dtype_defaults_to_fp16_on_cuda_and_can_be_named(sdxl_folder, tmp_path):
+    from clipguide.cli.pipelines import resolve_dtype
+
+    assert resolve_dtype("auto", "cuda") == torch.float16
+    assert resolve_dtype("auto", "cuda:1") == torch.float16
+    assert resolve_dtype("auto", "cpu") == torch.float32
+    out = tmp_path / "bf16"
+    argv = ["generate", "a red fox", "--model", str(sdxl_folder), *FAST, "--dtype", "bf16"]
+    assert main([*argv, "--out", str(out)]) == 0
+    meta = json.loads(_only(out, "*.json").read_text())
+    assert meta["dtype"] == "bfloat16" and "Dtype: bfloat16" in Image.open(_only(out)).text[
+        "parameters"]  # fmt: skip
