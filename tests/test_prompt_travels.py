@@ -80,6 +80,9 @@ def test_best_of_n_errors_never_print_a_tensor(pipe, clip):
     with pytest.raises(ValueError) as err:
         best_of_n(pipe, "a red", 2, scorer, num_images_per_prompt=cond["prompt_embeds"])
     assert "tensor(" not in str(err.value) and len(str(err.value)) < 300
+    rows = clipguide.encode_prompt(pipe, "a red circle", num_images_per_prompt=2)
+    with pytest.raises(ValueError, match="Conditioning of one prompt"):
+        best_of_n(pipe, rows, 2, scorer)
 
 
 def test_scorer_reads_prompt_syntax_as_the_plain_prompt(clip):
