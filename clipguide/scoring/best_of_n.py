@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +38,7 @@ class BestOfN:
 
 def best_of_n(
     pipe: Any,
-    prompt: str,
+    prompt: Any,
     n: int,
     scorer: CLIPScorer,
     *,
@@ -57,7 +58,14 @@ def best_of_n(
     regenerated alone with :meth:`BestOfN.generator`. ``method`` picks how images are ranked
     (:data:`clipguide.scoring.methods.METHODS`; default: the scorer's own, plain CLIPScore
     unless it was made with another); ``scores`` are that method's.
+
+    ``prompt`` is a text, or a :class:`~clipguide.conditioning.Conditioning` from
+    :func:`clipguide.encode_prompt` (one prompt), whose embeddings the pipeline is called with
+    and whose plain text is scored. A text with the embeddings in ``pipe_kwargs``
+    (``best_of_n(pipe, prompt, n, scorer, **encode_prompt(pipe, prompt))``) is scored and
+    not passed to the pipeline. Images are compared with the prompt's plain text.
     """
+    prompt, pipe_kwargs = _text_and_call(prompt, pipe_kwargs)
     _check_args(pipe, prompt, n, scorer, batch_size, seed, generator, pipe_kwargs)
     if method is not None:
         check_method(method)
@@ -86,7 +94,8 @@ def best_of_n(
         batches = tqdm(batches, unit="batch", desc="best_of_n")
     for batch in batches:
         generators = [torch.Generator(device=generator_device).manual_seed(s) for s in batch]
-        out = pipe(prompt, num_images_per_prompt=len(batch), generator=generators, **pipe_kwargs)
+        text = {} if "prompt_embeds" in pipe_kwargs else {"prompt": prompt}
+        out = pipe(**text, num_images_per_prompt=len(batch), generator=generators, **pipe_kwargs)
         images.extend(_batch_images(out, len(batch)))
     select = getattr(scorer, "select", None)
     scores = scorer.score(images, prompt) if select is None else select(images, prompt, method)
@@ -144,7 +153,7 @@ def _check_args(
         if reserved in pipe_kwargs:
             raise ValueError(
                 f"{reserved!r} is set by best_of_n; do not pass it in pipe_kwargs "
-                f"(got {reserved}={pipe_kwargs[reserved]!r})"
+                f"(got {reserved}={_got(pipe_kwargs[reserved])})"
             )
     output_type = pipe_kwargs.get("output_type", "pil")
     if output_type not in ("pil", "np", "pt"):
@@ -154,8 +163,30 @@ def _check_args(
         )
 
 
+def _text_and_call(prompt: Any, pipe_kwargs: dict) -> tuple[Any, dict]:
+    """The text to score and the pipeline's keyword arguments, for a text or a Conditioning."""
+    from clipguide.conditioning.carried import prompt_of
+
+    if isinstance(prompt, Mapping) and "prompt_embeds" in prompt:
+        texts = getattr(prompt, "prompt", None) or prompt_of(prompt["prompt_embeds"])
+        if not texts or len(texts) != 1:
+            raise ValueError(
+                "prompt must be a str or a Conditioning of one prompt from encode_prompt (it "
+                "knows its text; num_images_per_prompt=1: best_of_n makes the n images), got "
+                f"{_got(prompt)}"
+            )
+        clash = sorted(set(prompt) & set(pipe_kwargs))
+        if clash:
+            raise ValueError(f"{clash[0]!r} is given twice: in prompt and in pipe_kwargs")
+        return texts[0], {**pipe_kwargs, **prompt}
+    return prompt, pipe_kwargs
+
+
 def _got(value: Any) -> str:
-    """``repr`` (shortened) and type of a received value, for error messages."""
+    """``repr`` (shortened) and type of a received value, for error messages; a tensor by
+    its shape and dtype."""
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
     text = repr(value)
     text = text if len(text) <= 60 else text[:57] + "..."
     return f"{text} ({type(value).__name__})"

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clipguide.cli.schedulers import SCHEDULERS, scheduler_class
+from clipguide.cli.schedulers import SCHEDULERS, scheduler_from_config
 
 if TYPE_CHECKING:
     import torch
@@ -72,7 +72,7 @@ def make_scheduler(scheduler: Any = None, config: dict | None = None):
     if scheduler is None:
         return EulerDiscreteScheduler.from_config(config)
     if isinstance(scheduler, str):
-        return scheduler_class(scheduler).from_config(config)
+        return scheduler_from_config(scheduler, config)
     if isinstance(scheduler, type):
         return scheduler.from_config(config)
     if hasattr(scheduler, "set_timesteps"):
