@@ -6,7 +6,10 @@ detaching only removes hooks, so the processor objects never change. After the l
 attended to the whole prompt, the hook runs the layer's own ``forward`` (its installed
 processor, hooks bypassed) on the conditional rows once per active region, with that region's
 embeddings as ``encoder_hidden_states``, and blends the outputs by the region masks at the
-layer's resolution. IP-Adapter's image tokens (the tuple ``(text, [image tokens])`` diffusers
+layer's resolution. Queries do not interact in cross-attention, so each region's call runs on
+the tokens its mask covers only (where the layer has no group/spatial norm and no extra
+per-token arguments such as IP-Adapter masks): regions that tile the image cost about one
+extra cross-attention pass on the conditional rows however many there are. IP-Adapter's image tokens (the tuple ``(text, [image tokens])`` diffusers
 passes) are kept: only the text part is swapped. Which evaluation is under way (step window,
 CFG rows, latent size) comes from the pipeline's :class:`~clipguide.guidance.hooks.PipelineHooks`,
 shared with CLIP guidance.
@@ -14,12 +17,13 @@ shared with CLIP guidance.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from clipguide.conditioning.encode import encode_prompt
-from clipguide.conditioning.region_masks import blend_regions, region_masks, region_shares
+from clipguide.conditioning.region_masks import add_region, region_masks, region_shares
 from clipguide.guidance.hooks import PipelineHooks, last_rows
 
 __all__ = ["RegionAttachment", "cross_attention_layers", "check_regions_pipeline"]
@@ -79,12 +83,18 @@ def check_regions_pipeline(pipe: Any) -> list[torch.nn.Module]:
 class RegionAttachment:
     """One ``RegionalPrompt`` on one pipeline; a context manager that detaches on exit."""
 
-    def __init__(self, prompt: Any, pipe: Any) -> None:
+    def __init__(
+        self, prompt: Any, pipe: Any, encode: Callable[[str], torch.Tensor] | None = None
+    ) -> None:
+        """Args: ``encode`` maps a region's prompt to its (1, L, D) embeddings; default
+        ``encode_prompt(pipe, text).prompt_embeds`` (benchmarks pass meta-device stand-ins)."""
         layers = check_regions_pipeline(pipe)
         self.prompt = prompt
         self.pipe = pipe
+        if encode is None:
+            encode = lambda text: encode_prompt(pipe, text).prompt_embeds[:1]  # noqa: E731
         # encode before installing anything: a bad region prompt fails with nothing attached
-        self._embeds = [self._encode(pipe, region.prompt) for region in prompt.regions]
+        self._embeds = [self._project(pipe, encode(region.prompt)) for region in prompt.regions]
         self._weights = torch.tensor([r.weight for r in prompt.regions], dtype=torch.float32)
         self._cache: dict[tuple, Any] = {}
         self.hooks: PipelineHooks | None = PipelineHooks.of(pipe)
@@ -94,8 +104,7 @@ class RegionAttachment:
                 self.hooks.hook_module(self, layer, self._on_attention)
 
     @staticmethod
-    def _encode(pipe: Any, text: str) -> torch.Tensor:
-        embeds = encode_prompt(pipe, text).prompt_embeds[:1]
+    def _project(pipe: Any, embeds: torch.Tensor) -> torch.Tensor:
         unet = pipe.unet
         if getattr(unet.config, "encoder_hid_dim_type", None) in _TEXT_PROJECTED:
             with torch.no_grad():
@@ -131,10 +140,12 @@ class RegionAttachment:
         return self._cache[key]
 
     def _masks_on(self, latent_hw: tuple[int, int], seq_len: int, like: torch.Tensor):
+        """(R, S) masks on this layer's grid and, per region, the tokens it covers."""
         key = ("masks", latent_hw, seq_len, like.device)
         if key not in self._cache:
-            masks = region_masks(self.prompt.regions, latent_hw, seq_len, device=like.device)
-            self._cache[key] = masks
+            masks = region_masks(self.prompt.regions, latent_hw, seq_len)  # on the CPU
+            tokens = [None if bool(m.all()) else m.nonzero()[:, 0].to(like.device) for m in masks]
+            self._cache[key] = masks.to(like.device), tokens
         return self._cache[key]
 
     def _on_attention(self, module: Any, args: tuple, kwargs: dict, output: Any) -> Any:
@@ -156,18 +167,24 @@ class RegionAttachment:
         n = hidden.shape[0]
         b = state.conditional_rows(n)
         rest = last_rows(kwargs, n, b)
-        outputs = []
-        for index in active:
+        masks, covered = self._masks_on(state.latent_hw, hidden.shape[1], output)
+        shares = region_shares(masks[active], self._weights[active], self.prompt.blend)
+        # queries are independent in cross-attention: a region's call needs only the tokens
+        # it covers, unless the layer mixes tokens (group/spatial norm) or extra arguments
+        # (IP-Adapter masks) are laid out over every token
+        per_token = all(v is None for v in rest.values())
+        per_token = per_token and module.group_norm is None and module.spatial_norm is None
+        whole, query = output[n - b :], hidden[n - b :]
+        mixed = whole
+        for k, index in enumerate(active):
             embeds = self._embeds_on(index, text).expand(b, -1, -1)
             region_context: Any = embeds
             if isinstance(context, tuple):  # IP-Adapter: (text, [image tokens per adapter])
                 region_context = (embeds, *last_rows(tuple(context[1:]), n, b))
-            outputs.append(
-                module.forward(hidden[n - b :], encoder_hidden_states=region_context, **rest)
-            )
-        masks = self._masks_on(state.latent_hw, hidden.shape[1], output)
-        shares = region_shares(masks[active], self._weights[active], self.prompt.blend)
-        mixed = blend_regions(output[n - b :], outputs, shares)
+            tokens = covered[index] if per_token else None
+            q = query if tokens is None else query[:, tokens]
+            result = module.forward(q, encoder_hidden_states=region_context, **rest)
+            mixed = add_region(mixed, whole, result, shares[k], tokens)
         return mixed if b == n else torch.cat([output[: n - b], mixed])
 
     @staticmethod
