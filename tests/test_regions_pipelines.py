@@ -251,3 +251,21 @@ def test_one_layer_blends_the_region_into_the_conditional_rows_only():
     assert torch.equal(out[0], whole[0])  # unconditional row untouched
     torch.testing.assert_close(out[1:], expected, rtol=0, atol=1e-6)
     assert not torch.allclose(out[1:], whole[1:])
+
+
+def test_dtype_follows_the_pipeline():
+    pipe = tiny_sdxl_pipeline().to(dtype=torch.bfloat16)
+    pipe.set_progress_bar_config(disable=True)
+    base = _run(pipe, output_type="latent", steps=2)
+    seen = []
+    layers = [m for m in pipe.unet.modules() if getattr(m, "is_cross_attention", False)]
+    with RegionalPrompt([Region("a blue square", box=(0, 0, 0.5, 1))]).attach(pipe):
+        # registered after the regions' hooks: sees the blended output
+        handles = [
+            m.register_forward_hook(lambda m, a, out: seen.append(out.dtype)) for m in layers
+        ]
+        out = _run(pipe, output_type="latent", steps=2)
+        for h in handles:
+            h.remove()
+    assert set(seen) == {torch.bfloat16} and out.dtype == torch.bfloat16
+    assert not torch.equal(out, base)
