@@ -178,7 +178,7 @@ def count_flops(tiny: bool, steps: int) -> dict:
 
 def gpu_timings(steps: int, repeats: int) -> dict:
     """SDXL architecture, random weights, fp16, 1024^2 on CUDA, with random text towers."""
-    import open_clip
+    import guidance_flops
     from diffusers import (
         AutoencoderKL,
         EulerDiscreteScheduler,
@@ -186,26 +186,17 @@ def gpu_timings(steps: int, repeats: int) -> dict:
         UNet2DConditionModel,
     )
     from guidance_gpu import SDXL_SCHEDULER, SDXL_UNET, SDXL_VAE
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    from clipguide.model.convert import text_config_from_openclip
     from clipguide.model.tokenizer import offline_tokenizer
 
-    clip_l = CLIPTextConfig(
-        hidden_size=768,
-        intermediate_size=3072,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        projection_dim=768,
-        hidden_act="quick_gelu",
-    )
-    bigg = text_config_from_openclip(open_clip.get_model_config("ViT-bigG-14"))
+    configs = guidance_flops.build_sdxl(torch.float16)  # meta modules: their text configs
     torch.manual_seed(0)
     with torch.device("cuda"):
         pipe = StableDiffusionXLPipeline(
             vae=AutoencoderKL(**SDXL_VAE),
-            text_encoder=CLIPTextModel(clip_l),
-            text_encoder_2=CLIPTextModelWithProjection(bigg),
+            text_encoder=CLIPTextModel(configs["text_1"].config),
+            text_encoder_2=CLIPTextModelWithProjection(configs["text_2"].config),
             tokenizer=offline_tokenizer(open_clip_cleaning=False),
             tokenizer_2=offline_tokenizer(open_clip_cleaning=False),
             unet=UNet2DConditionModel(**SDXL_UNET),

@@ -24,7 +24,7 @@ import torch
 
 from clipguide.conditioning.encode import encode_prompt
 from clipguide.conditioning.region_masks import add_region, region_masks, region_shares
-from clipguide.guidance.hooks import PipelineHooks, last_rows
+from clipguide.guidance.hooks import Attachment, last_rows
 
 __all__ = ["RegionAttachment", "cross_attention_layers", "check_regions_pipeline"]
 
@@ -80,8 +80,9 @@ def check_regions_pipeline(pipe: Any) -> list[torch.nn.Module]:
     return layers
 
 
-class RegionAttachment:
-    """One ``RegionalPrompt`` on one pipeline; a context manager that detaches on exit."""
+class RegionAttachment(Attachment):
+    """One ``RegionalPrompt`` on one pipeline; a context manager that detaches on exit. Regions
+    act inside the UNet (attention hooks), so the registry's ``step`` leaves its output alone."""
 
     def __init__(
         self, prompt: Any, pipe: Any, encode: Callable[[str], torch.Tensor] | None = None
@@ -97,8 +98,7 @@ class RegionAttachment:
         self._embeds = [self._project(pipe, encode(region.prompt)) for region in prompt.regions]
         self._weights = torch.tensor([r.weight for r in prompt.regions], dtype=torch.float32)
         self._cache: dict[tuple, Any] = {}
-        self.hooks: PipelineHooks | None = PipelineHooks.of(pipe)
-        self.hooks.add(self)
+        super().__init__(prompt, pipe)
         if prompt.regions:
             for layer in layers:
                 self.hooks.hook_module(self, layer, self._on_attention)
@@ -110,27 +110,6 @@ class RegionAttachment:
             with torch.no_grad():
                 embeds = unet.encoder_hid_proj(embeds.to(unet.device, unet.dtype))
         return embeds.detach()
-
-    def __enter__(self) -> Any:
-        return self.prompt
-
-    def __exit__(self, *exc: object) -> None:
-        self.detach()
-
-    def detach(self) -> None:
-        """Leave the pipeline; the last attachment to leave restores it exactly."""
-        if self.hooks is not None:
-            self.hooks.remove(self)
-            self.hooks = None
-        if self.prompt._attachment is self:
-            self.prompt._attachment = None
-
-    # -- registry entry: regions act inside the UNet, not on its output -------------------------
-    def new_run(self) -> None:
-        return None
-
-    def step(self, *args: Any) -> None:
-        return None
 
     # -- the attention hook --------------------------------------------------------------------
     def _embeds_on(self, index: int, like: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 from diffusers.modular_pipelines import ModularPipeline
 
 from .checks import describe_object
-from .hooks import PipelineHooks, last_rows
+from .hooks import Attachment, last_rows
 from .schedulers import parameterisation
 from .step import DenoiserStep, guided_change
 
@@ -46,29 +46,13 @@ def check_pipeline(pipe: Any) -> None:
         raise TypeError(f"pipe={describe_object(pipe)} keeps no instance attributes (__slots__)")
 
 
-class PipelineAttachment:
+class PipelineAttachment(Attachment):
     """One ``CLIPGuidance`` on one pipeline; a context manager that detaches on exit."""
 
     def __init__(self, guidance: Any, pipe: Any) -> None:
         check_pipeline(pipe)
         self.guidance = guidance
-        self.pipe = pipe
-        self.hooks: PipelineHooks | None = PipelineHooks.of(pipe)
-        self.hooks.add(self)
-
-    def __enter__(self) -> Any:
-        return self.guidance
-
-    def __exit__(self, *exc: object) -> None:
-        self.detach()
-
-    def detach(self) -> None:
-        """Leave the pipeline; the last attachment to leave restores it exactly."""
-        if self.hooks is not None:
-            self.hooks.remove(self)
-            self.hooks = None
-        if self.guidance._attachment is self:
-            self.guidance._attachment = None
+        super().__init__(guidance, pipe)
 
     def new_run(self) -> None:
         self.guidance.new_run()

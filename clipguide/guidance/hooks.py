@@ -28,7 +28,7 @@ import torch
 from .schedulers import EvaluationCounter
 from .step import unet_timestep
 
-__all__ = ["PipelineHooks", "HookEntry", "Evaluation", "last_rows"]
+__all__ = ["PipelineHooks", "HookEntry", "Attachment", "Evaluation", "last_rows"]
 
 _ATTR = "_clipguide_hooks"
 _MISSING: Any = object()
@@ -225,3 +225,36 @@ class PipelineHooks:
         finally:
             self.current = None
         return changed
+
+
+class Attachment:
+    """One attached object (a guidance, regions) on one pipeline's registry; a context manager
+    that returns the object and detaches on exit. The object keeps it as ``_attachment``."""
+
+    def __init__(self, owner: Any, pipe: Any) -> None:
+        self.owner = owner
+        self.pipe = pipe
+        self.hooks: PipelineHooks | None = PipelineHooks.of(pipe)
+        self.hooks.add(self)
+
+    def __enter__(self) -> Any:
+        return self.owner
+
+    def __exit__(self, *exc: object) -> None:
+        self.detach()
+
+    def detach(self) -> None:
+        """Leave the pipeline; the last attachment to leave restores it exactly."""
+        if self.hooks is not None:
+            self.hooks.remove(self)
+            self.hooks = None
+        if getattr(self.owner, "_attachment", None) is self:
+            self.owner._attachment = None
+
+    def new_run(self) -> None:
+        return None
+
+    def step(
+        self, unet: Any, args: tuple, kwargs: dict, output: Any, position: int, total: int
+    ) -> Any:
+        return None
