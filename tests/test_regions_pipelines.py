@@ -73,14 +73,16 @@ def test_detaching_restores_the_pipeline_exactly(pipe):
     assert _state(pipe) == before
 
 
-def test_a_full_region_without_blend_is_prompting_with_its_prompt():
+@pytest.mark.parametrize("cfg", [5.0, 1.0])
+def test_a_full_region_without_blend_is_prompting_with_its_prompt(cfg):
     """SD 1.x (no pooled embeddings): the region's prompt replaces the whole prompt's
-    everywhere, so the result is the pipeline prompted with the region's prompt."""
+    everywhere, so the result is the pipeline prompted with the region's prompt (with CFG the
+    negative rows stay the whole call's; without, every row is conditional)."""
     pipe = tiny_sd_pipeline()
     pipe.set_progress_bar_config(disable=True)
-    target = _run(pipe, prompt="a blue square")
+    target = _run(pipe, prompt="a blue square", guidance_scale=cfg)
     with RegionalPrompt([Region("a blue square", box=(0, 0, 1, 1))], blend=0.0).attach(pipe):
-        out = _run(pipe, prompt="a red circle")
+        out = _run(pipe, prompt="a red circle", guidance_scale=cfg)
     torch.testing.assert_close(out, target, rtol=0, atol=1e-5)
 
 
