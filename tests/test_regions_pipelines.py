@@ -203,6 +203,14 @@ def test_ip_adapter_image_tokens_are_kept_inside_regions():
     with RegionalPrompt([Region("a blue square", box=(0, 0, 1, 1))], blend=0.0).attach(pipe):
         out = _run(pipe, ip_adapter_image_embeds=embeds)
     torch.testing.assert_close(out, target, rtol=0, atol=1e-5)
+    # two halves prompted alike: one batched call, image tokens repeated for both
+    halves = [
+        Region("a blue square", box=(0, 0, 0.5, 1)),
+        Region("a blue square", box=(0.5, 0, 1, 1)),
+    ]
+    with RegionalPrompt(halves, blend=0.0).attach(pipe):
+        out = _run(pipe, ip_adapter_image_embeds=embeds)
+    torch.testing.assert_close(out, target, rtol=0, atol=1e-5)
 
 
 def test_every_layer_gets_masks_for_the_token_counts_it_sees(pipe):
@@ -225,15 +233,29 @@ def test_every_layer_gets_masks_for_the_token_counts_it_sees(pipe):
     assert attention_grid((12, 28), 6 * 14) == (6, 14)
 
 
-def test_one_layer_blends_the_region_into_the_conditional_rows_only():
+@pytest.mark.parametrize(
+    "regions",
+    [
+        [Region("a blue square", box=(0.1, 0.2, 0.45, 0.9), weight=0.8)],
+        # equal token counts: one batched processor call
+        [Region("a blue square", box=(0, 0, 0.5, 1)), Region("green", box=(0.5, 0, 1, 1))],
+        # overlapping, different sizes, one long prompt (two chunks): separate calls
+        [
+            Region("a blue square", box=(0, 0, 0.7, 1), weight=1.5),
+            Region(" ".join(["a long green triangle"] * 30), box=(0.3, 0.5, 1, 1)),
+            Region("red", box=(0.3, 0, 1, 0.5)),
+        ],
+    ],
+    ids=["one", "batched", "separate"],
+)
+def test_one_layer_blends_regions_into_the_conditional_rows_only(regions):
     """The hook on one cross-attention layer, against the blend computed from full passes:
-    the covered-tokens-only region call and the CFG row split change nothing."""
+    covered-tokens-only calls, batching and the CFG row split change nothing."""
     from clipguide.conditioning.region_masks import blend_regions, region_masks, region_shares
     from clipguide.guidance.hooks import Evaluation
 
     pipe = tiny_sd_pipeline()
-    region = Region("a blue square", box=(0.1, 0.2, 0.45, 0.9), weight=0.8)
-    rp = RegionalPrompt([region], blend=0.25)
+    rp = RegionalPrompt(regions, blend=0.25)
     layer = next(m for m in pipe.unet.modules() if getattr(m, "is_cross_attention", False))
     width = pipe.unet.config.cross_attention_dim
     torch.manual_seed(1)
@@ -245,13 +267,13 @@ def test_one_layer_blends_the_region_into_the_conditional_rows_only():
         out = layer(hidden, encoder_hidden_states=context)
         attachment.hooks.current = None
         whole = layer(hidden, encoder_hidden_states=context)
-        embeds = attachment._embeds[0]
-        regional = layer.forward(hidden[1:], encoder_hidden_states=embeds)
-    masks = region_masks([region], (12, 20), 60)
-    assert 0 < int((masks > 0).sum()) < 60  # the covered-tokens path is taken
-    expected = blend_regions(whole[1:], [regional], region_shares(masks, torch.tensor([0.8]), 0.25))
+        regional = [layer.forward(hidden[1:], encoder_hidden_states=e) for e in attachment._embeds]
+    masks = region_masks(regions, (12, 20), 60)
+    assert all(0 < int(c) < 60 for c in (masks > 0).sum(1))  # the covered-tokens path is taken
+    weights = torch.tensor([r.weight for r in regions])
+    expected = blend_regions(whole[1:], regional, region_shares(masks, weights, 0.25))
     assert torch.equal(out[0], whole[0])  # unconditional row untouched
-    torch.testing.assert_close(out[1:], expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out[1:], expected, rtol=0, atol=1e-5)
     assert not torch.allclose(out[1:], whole[1:])
 
 

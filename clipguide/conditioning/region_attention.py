@@ -3,13 +3,14 @@
 Why a forward hook on each cross-attention layer rather than a replacement processor: the layer
 keeps the processor it has (SDPA, xformers, IP-Adapter, a LoRA's, anything set later), and
 detaching only removes hooks, so the processor objects never change. After the layer has
-attended to the whole prompt, the hook runs the layer's own ``forward`` (its installed
-processor, hooks bypassed) on the conditional rows once per active region, with that region's
-embeddings as ``encoder_hidden_states``, and blends the outputs by the region masks at the
-layer's resolution. Queries do not interact in cross-attention, so each region's call runs on
-the tokens its mask covers only (where the layer has no group/spatial norm and no extra
-per-token arguments such as IP-Adapter masks): regions that tile the image cost about one
-extra cross-attention pass on the conditional rows however many there are. IP-Adapter's image tokens (the tuple ``(text, [image tokens])`` diffusers
+attended to the whole prompt, the hook calls the layer's installed processor again on the
+conditional rows for the active regions, with each region's embeddings as
+``encoder_hidden_states``, and blends the outputs by the region masks at the layer's
+resolution. Queries do not interact in cross-attention, so each region's call runs on the
+tokens its mask covers only (where the layer has no group/spatial norm and no extra per-token
+arguments such as IP-Adapter masks), and regions covering as many tokens share one batched
+call: regions that tile the image cost about one extra cross-attention pass on the
+conditional rows however many there are. IP-Adapter's image tokens (the tuple ``(text, [image tokens])`` diffusers
 passes) are kept: only the text part is swapped. Which evaluation is under way (step window,
 CFG rows, latent size) comes from the pipeline's :class:`~clipguide.guidance.hooks.PipelineHooks`,
 shared with CLIP guidance.
@@ -17,6 +18,7 @@ shared with CLIP guidance.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +36,21 @@ _TEXT_AS_IS = (None, "ip_image_proj")
 
 def _name(value: Any) -> str:
     return f"<{type(value).__name__}>"
+
+
+def _stack(parts: list[torch.Tensor]) -> torch.Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _repeat_rows(value: Any, times: int) -> Any:
+    """Every tensor inside ``value`` (nested lists/tuples) repeated ``times`` along its batch."""
+    if times == 1:
+        return value
+    if isinstance(value, torch.Tensor):
+        return torch.cat([value] * times)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_repeat_rows(v, times) for v in value)
+    return value
 
 
 def cross_attention_layers(unet: torch.nn.Module) -> list[torch.nn.Module]:
@@ -127,6 +144,30 @@ class RegionAttachment(Attachment):
             self._cache[key] = masks.to(like.device), tokens
         return self._cache[key]
 
+    def _shares_on(self, latent_hw: tuple[int, int], seq_len: int, active: list[int], like):
+        key = ("shares", latent_hw, seq_len, like.device, tuple(active))
+        if key not in self._cache:
+            masks = self._masks_on(latent_hw, seq_len, like)[0]
+            weights = self._weights[active]
+            self._cache[key] = region_shares(masks[active], weights, self.prompt.blend)
+        return self._cache[key]
+
+    def _call_processor(self, module: Any, hidden: Any, context: Any, rest: dict) -> Any:
+        """The layer's installed processor, given the arguments it declares (as
+        ``Attention.forward`` does, with the signature read once per processor)."""
+        processor = module.processor
+        key = ("params", id(processor))
+        found = self._cache.get(key)
+        if found is None or found[0] is not processor:
+            found = self._cache[key] = (
+                processor,
+                set(inspect.signature(processor.__call__).parameters),
+            )
+        extra = {k: v for k, v in rest.items() if k in found[1] and k != "attention_mask"}
+        return processor(
+            module, hidden, encoder_hidden_states=context, attention_mask=None, **extra
+        )
+
     def _on_attention(self, module: Any, args: tuple, kwargs: dict, output: Any) -> Any:
         state = self.hooks.current if self.hooks is not None else None
         if state is None:
@@ -143,27 +184,35 @@ class RegionAttachment(Attachment):
             return None
         text = context[0] if isinstance(context, tuple) else context
         self._check_call(module, hidden, context, output, kwargs)
-        n = hidden.shape[0]
+        n, seq_len = hidden.shape[:2]
         b = state.conditional_rows(n)
         rest = last_rows(kwargs, n, b)
-        masks, covered = self._masks_on(state.latent_hw, hidden.shape[1], output)
-        shares = region_shares(masks[active], self._weights[active], self.prompt.blend)
+        covered = self._masks_on(state.latent_hw, seq_len, output)[1]
+        shares = self._shares_on(state.latent_hw, seq_len, active, output)
         # queries are independent in cross-attention: a region's call needs only the tokens
         # it covers, unless the layer mixes tokens (group/spatial norm) or extra arguments
-        # (IP-Adapter masks) are laid out over every token
+        # (IP-Adapter masks) are laid out over every token; then regions of equal token and
+        # embedding counts share one batched processor call
         per_token = all(v is None for v in rest.values())
         per_token = per_token and module.group_norm is None and module.spatial_norm is None
+        groups: dict[tuple, list] = {}
+        for k, index in enumerate(active):
+            tokens = covered[index] if per_token else None
+            embeds = self._embeds_on(index, text)
+            size = seq_len if tokens is None else tokens.numel()
+            key = (size, embeds.shape[1]) if per_token else (k,)
+            groups.setdefault(key, []).append((k, tokens, embeds))
         whole, query = output[n - b :], hidden[n - b :]
         mixed = whole
-        for k, index in enumerate(active):
-            embeds = self._embeds_on(index, text).expand(b, -1, -1)
-            region_context: Any = embeds
+        for members in groups.values():
+            q = _stack([query if t is None else query[:, t] for _, t, _ in members])
+            region_context: Any = _stack([e.expand(b, -1, -1) for _, _, e in members])
             if isinstance(context, tuple):  # IP-Adapter: (text, [image tokens per adapter])
-                region_context = (embeds, *last_rows(tuple(context[1:]), n, b))
-            tokens = covered[index] if per_token else None
-            q = query if tokens is None else query[:, tokens]
-            result = module.forward(q, encoder_hidden_states=region_context, **rest)
-            mixed = add_region(mixed, whole, result, shares[k], tokens)
+                images = _repeat_rows(last_rows(tuple(context[1:]), n, b), len(members))
+                region_context = (region_context, *images)
+            results = self._call_processor(module, q, region_context, rest).split(b)
+            for (k, tokens, _), result in zip(members, results, strict=True):
+                mixed = add_region(mixed, whole, result, shares[k], tokens)
         return mixed if b == n else torch.cat([output[: n - b], mixed])
 
     @staticmethod
