@@ -128,3 +128,11 @@ def test_attaching_twice_is_refused():
         with pytest.raises(RuntimeError, match="already attached"):
             rp.attach(pipe)
     assert _attached_nothing(pipe)
+
+
+def test_settings_are_read_only():
+    rp = RegionalPrompt(["left:a fox"], blend=0.2)
+    for name in ("regions", "blend", "start", "stop"):
+        with pytest.raises(AttributeError):
+            setattr(rp, name, getattr(rp, name))
+    assert (rp.blend, rp.start, rp.stop) == (0.2, 0.0, 1.0)

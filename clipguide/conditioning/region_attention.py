@@ -172,7 +172,10 @@ class RegionAttachment(Attachment):
         state = self.hooks.current if self.hooks is not None else None
         if state is None:
             return None
-        active = self.prompt.active(state.position, state.total)
+        key = ("active", state.position, state.total)
+        if key not in self._cache:
+            self._cache[key] = self.prompt.active(state.position, state.total)
+        active = self._cache[key]
         if not active:
             return None
         kwargs = dict(kwargs)
