@@ -117,7 +117,7 @@ def test_pipeline_without_cross_attention_is_refused_before_anything_is_installe
     with pytest.raises(ValueError, match=r"pipe=<DDPMPipeline> has no cross-attention layers"):
         RegionalPrompt(["left:a fox"]).attach(pipe)
     assert _attached_nothing(pipe)
-    with pytest.raises(TypeError, match=r"pipe=<str> is not supported"):
+    with pytest.raises(TypeError, match=r"pipe='a pipeline' is not supported: regions attach"):
         RegionalPrompt([]).attach("a pipeline")
 
 

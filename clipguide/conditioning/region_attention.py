@@ -26,7 +26,7 @@ import torch
 
 from clipguide.conditioning.encode import encode_prompt
 from clipguide.conditioning.region_masks import add_region, region_masks, region_shares
-from clipguide.guidance.hooks import Attachment, last_rows
+from clipguide.guidance.hooks import Attachment, check_hookable, last_rows
 
 __all__ = ["RegionAttachment", "cross_attention_layers", "check_regions_pipeline"]
 
@@ -64,23 +64,12 @@ def cross_attention_layers(unet: torch.nn.Module) -> list[torch.nn.Module]:
 
 def check_regions_pipeline(pipe: Any) -> list[torch.nn.Module]:
     """The pipeline's cross-attention layers; raise if regions cannot attach to ``pipe``."""
-    from diffusers.modular_pipelines import ModularPipeline
-
-    if isinstance(pipe, ModularPipeline):
-        raise TypeError(
-            f"pipe={_name(pipe)} is a modular pipeline: its guider runs the UNet once per "
-            "condition, so a UNet hook cannot tell the conditional rows; regions attach to "
-            "StableDiffusionPipeline, StableDiffusionXLPipeline and their subclasses"
-        )
-    unet = getattr(pipe, "unet", None)
-    if not isinstance(unet, torch.nn.Module) or getattr(pipe, "scheduler", None) is None:
-        raise TypeError(
-            f"pipe={_name(pipe)} is not supported: regions attach to pipelines with a `unet` "
-            "and a `scheduler` (StableDiffusionPipeline, StableDiffusionXLPipeline and their "
-            "subclasses)"
-        )
-    if not hasattr(pipe, "__dict__"):
-        raise TypeError(f"pipe={_name(pipe)} keeps no instance attributes (__slots__)")
+    check_hookable(
+        pipe,
+        "regions",
+        "regions attach to StableDiffusionPipeline, StableDiffusionXLPipeline and their subclasses",
+    )
+    unet = pipe.unet
     layers = cross_attention_layers(unet)
     if not layers:
         raise ValueError(

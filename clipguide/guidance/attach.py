@@ -16,10 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from diffusers.modular_pipelines import ModularPipeline
 
-from .checks import describe_object
-from .hooks import Attachment, last_rows
+from .hooks import Attachment, check_hookable, last_rows
 from .schedulers import parameterisation
 from .step import DenoiserStep, guided_change
 
@@ -28,22 +26,13 @@ __all__ = ["PipelineAttachment", "check_pipeline"]
 
 def check_pipeline(pipe: Any) -> None:
     """Raise if guidance cannot attach to ``pipe`` (before anything is installed)."""
-    if isinstance(pipe, ModularPipeline):
-        raise TypeError(
-            f"pipe={describe_object(pipe)} is a modular pipeline: its guider runs the UNet once "
-            "per condition, which a UNet hook cannot combine; add the guidance to its blocks "
-            "with clipguide.guidance.add_to_modular_sdxl(blocks, guidance) before init_pipeline"
-        )
-    unet = getattr(pipe, "unet", None)
-    if not isinstance(unet, torch.nn.Module) or getattr(pipe, "scheduler", None) is None:
-        raise TypeError(
-            f"pipe={describe_object(pipe)} is not supported: CLIP guidance attaches to pipelines "
-            "with a `unet` and a `scheduler` (StableDiffusionPipeline, "
-            "StableDiffusionXLPipeline and their subclasses)"
-        )
+    check_hookable(
+        pipe,
+        "CLIP guidance",
+        "add the guidance to its blocks with clipguide.guidance.add_to_modular_sdxl(blocks, "
+        "guidance) before init_pipeline",
+    )
     parameterisation(pipe.scheduler)  # fail early, naming the scheduler
-    if not hasattr(pipe, "__dict__"):
-        raise TypeError(f"pipe={describe_object(pipe)} keeps no instance attributes (__slots__)")
 
 
 class PipelineAttachment(Attachment):
