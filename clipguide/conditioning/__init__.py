@@ -2,7 +2,8 @@
 long prompts (chunked) and per-token weights (A1111's syntax).
 
 ``syntax`` parses the weight syntax, ``prompts`` cuts tokens into chunks, ``encode`` runs the
-text towers (through the shared text cache) and returns a :class:`Conditioning`.
+text towers (through the shared text cache) and returns a :class:`Conditioning`. ``regions``
+conditions parts of the image on their own prompts (:class:`RegionalPrompt`).
 """
 
 from typing import TYPE_CHECKING
@@ -12,6 +13,8 @@ from clipguide._lazy import lazy_package
 if TYPE_CHECKING:  # imported on first use (clipguide._lazy)
     from clipguide.conditioning.encode import Conditioning, encode_prompt
     from clipguide.conditioning.prompts import tokenize_prompt
+    from clipguide.conditioning.region_masks import region_masks
+    from clipguide.conditioning.regions import Region, RegionalPrompt, parse_region
     from clipguide.conditioning.syntax import PromptSyntaxWarning, parse_prompt
 
 __all__ = [
@@ -20,6 +23,10 @@ __all__ = [
     "parse_prompt",
     "tokenize_prompt",
     "PromptSyntaxWarning",
+    "Region",
+    "RegionalPrompt",
+    "parse_region",
+    "region_masks",
 ]
 
 lazy_package(
@@ -27,6 +34,8 @@ lazy_package(
     {
         "clipguide.conditioning.encode": ("Conditioning", "encode_prompt"),
         "clipguide.conditioning.prompts": ("tokenize_prompt",),
+        "clipguide.conditioning.region_masks": ("region_masks",),
+        "clipguide.conditioning.regions": ("Region", "RegionalPrompt", "parse_region"),
         "clipguide.conditioning.syntax": ("PromptSyntaxWarning", "parse_prompt"),
     },
 )
