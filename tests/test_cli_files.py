@@ -89,7 +89,8 @@ def test_every_output_goes_through_one_atomic_writer(
     assert main([*argv, "--model", f"local-dir:{model_dir}"]) == 0
     # sidecar first, then its PNG; the score file (rewritten whole); the contact sheet
     assert targets[:2] == ["a-red-circle-0.json", "a-red-circle-0.png"]
-    assert targets[-1] == "sheet.webp" and set(targets[2:-1]) == {"s.jsonl"}
+    assert targets[-1] == "sheet.webp"
+    assert set(targets[2:-1]) == {"s.jsonl", "s.jsonl.job.json"}  # the rows, their settings
     assert len(_strict_json(out.read_text().splitlines()[0])) == 5
     with Image.open(sheet) as image:
         assert image.format == "WEBP"

@@ -36,7 +36,7 @@ from clipguide.cli.files import write_atomic
 from clipguide.cli.models import ANY_MODEL, NamedModel, named_model
 from clipguide.cli.sampling import decoder_choice, finite_guard, load_guide, sample
 from clipguide.cli.schedulers import SCHEDULERS, scheduler_from_config
-from clipguide.cli.summary import summary_line, write_sheet
+from clipguide.cli.summary import say, summary_line, write_sheet
 from clipguide.scoring.methods import METHODS
 
 __all__ = ["register", "run", "load_pipeline", "slug"]
@@ -329,5 +329,5 @@ def run(args: argparse.Namespace) -> int:
         if sheet is not None:
             record["best_of"]["sheet"] = sheet.name
         _write(path, image, record)
-        print(summary_line(path, record, sheet))
+        say(summary_line(path, record, sheet))
     return 0
