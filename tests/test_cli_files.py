@@ -146,7 +146,8 @@ def test_score_resume_removes_the_temp_file_of_a_killed_checkpoint(
     out = tmp_path / "s.csv"
     argv = ["score", str(images), "--prompt", PROMPT, "--out", str(out), "--no-progress"]
     argv += ["--model", f"local-dir:{model_dir}", "--batch-size", "2", "--checkpoint-seconds", "0"]
-    _killed(argv, rename=2)  # the first checkpoint went through; killed in the second
+    # renames: the settings file (OUT.job.json), the first checkpoint, then killed in the second
+    _killed(argv, rename=3)
     assert len(_temps(tmp_path)) == 1
     assert main([*argv, "--resume"]) == 0
     assert _temps(tmp_path) == []

@@ -153,10 +153,13 @@ KILLABLE = """
 import sys, time
 import clipguide.scoring as scoring
 original = scoring.CLIPScorer.cosine
-def slow(self, *args, **kwargs):  # give the test time to kill the run mid-way
-    time.sleep(0.25)
+calls = []
+def stalled(self, *args, **kwargs):  # 4 batches go through, the 5th waits to be killed:
+    calls.append(1)                  # mid-way whatever the machine's load
+    if len(calls) > 4:
+        time.sleep(3600)
     return original(self, *args, **kwargs)
-scoring.CLIPScorer.cosine = slow
+scoring.CLIPScorer.cosine = stalled
 from clipguide.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -182,7 +185,7 @@ def test_kill_and_resume_loses_and_duplicates_nothing(
     proc = subprocess.Popen(
         [sys.executable, "-c", KILLABLE, *argv], env=env, stderr=subprocess.PIPE
     )
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # a hang guard: start-up takes minutes under load
     while len(read_rows(out, "jsonl")) < 8:
         assert proc.poll() is None, proc.stderr.read().decode()  # still running
         assert time.monotonic() < deadline

@@ -48,7 +48,7 @@ from clipguide.cli.score_settings import (
     read_settings,
     settings_file,
 )
-from clipguide.cli.summary import say
+from clipguide.cli.summary import plural, say
 from clipguide.model.images import UnreadableImageError, load_image
 from clipguide.model.openclip import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from clipguide.scoring.batches import batched, flat, prefetched
@@ -283,12 +283,9 @@ def run_score(args: argparse.Namespace) -> int:
     finally:
         bar.close()
         writer.close()  # also on errors and Ctrl-C: what was scored is kept
-    errors = sum(1 for row in writer.rows if row.get("error"))
+    errors = plural(sum(1 for row in writer.rows if row.get("error")), "error")
     kept = f", {len(done)} kept from before" if args.resume else ""
-    say(
-        f"{out}: {len(writer.rows)} rows, {errors} error{'' if errors == 1 else 's'} "
-        f"({len(todo)} scored now{kept})"
-    )
+    say(f"{out}: {plural(len(writer.rows), 'row')}, {errors} ({len(todo)} scored now{kept})")
     return 0
 
 

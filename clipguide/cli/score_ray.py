@@ -143,7 +143,7 @@ def _job_failure(err: Exception, args: argparse.Namespace) -> str:
 def run_score_ray(args: argparse.Namespace) -> int:
     """``clipguide score --engine ray``: score into ``--out``'s Parquet parts."""
     from clipguide.cli.score_settings import as_option
-    from clipguide.cli.summary import say
+    from clipguide.cli.summary import plural, say
     from clipguide.distributed.jobs import job_settings, run_job
     from clipguide.distributed.parts import prepare_output
     from clipguide.distributed.ray_score import job_items
@@ -174,10 +174,10 @@ def run_score_ray(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except Exception as err:  # noqa: BLE001 - a failed Ray job: one line, -v for the cause
         raise CLIError(_job_failure(err, args), code=1) from err
-    errors = summary["errors"]
+    counts = {k: plural(summary[k], w) for k, w in (("rows", "row"), ("errors", "error"))}
     kept = f", {summary['skipped']} kept from before" if args.resume else ""
     say(
-        f"{out}: {summary['rows']} rows, {errors} error{'' if errors == 1 else 's'} in "
-        f"{summary['shards']} parts ({summary['written']} written now{kept})"
+        f"{out}: {counts['rows']}, {counts['errors']} in {plural(summary['shards'], 'part')} "
+        f"({summary['written']} written now{kept})"
     )
     return 0

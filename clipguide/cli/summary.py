@@ -11,7 +11,7 @@ from typing import Any
 from clipguide.cli.files import write_atomic
 from clipguide.cli.models import NamedModel
 
-__all__ = ["say", "sheet_path", "summary_line", "write_sheet"]
+__all__ = ["say", "plural", "sheet_path", "summary_line", "write_sheet"]
 
 
 def say(line: str) -> None:
@@ -19,6 +19,11 @@ def say(line: str) -> None:
     a pipe (``torchrun``'s workers) then never split or hold back each other's lines."""
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
+
+
+def plural(count: int, word: str) -> str:
+    """``"1 row"``, ``"2 rows"``."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def sheet_path(image_path: Path) -> Path:
