@@ -94,7 +94,7 @@ def test_every_output_goes_through_one_atomic_writer(
     assert main([*argv, "--model", f"local-dir:{model_dir}"]) == 0
     # sidecar first, then its PNG; the score file (rewritten whole); the contact sheet
     assert [_generic(t) for t in targets[:2]] == ["a-red-circle-H-0.json", "a-red-circle-H-0.png"]
-    assert targets[-1] == "sheet.webp" and set(targets[2:-1]) == {"s.jsonl"}
+    assert targets[-1] == "sheet.webp" and set(targets[2:-1]) == {"s.jsonl", "s.jsonl.job.json"}
     assert len(_strict_json(out.read_text().splitlines()[0])) == 5
     with Image.open(sheet) as image:
         assert image.format == "WEBP"
@@ -156,7 +156,8 @@ def test_score_resume_removes_the_temp_file_of_a_killed_checkpoint(
     out = tmp_path / "s.csv"
     argv = ["score", str(images), "--prompt", PROMPT, "--out", str(out), "--no-progress"]
     argv += ["--model", f"local-dir:{model_dir}", "--batch-size", "2", "--checkpoint-seconds", "0"]
-    _killed(argv, rename=2)  # the first checkpoint went through; killed in the second
+    # renames: the settings file (OUT.job.json), the first checkpoint, then killed in the second
+    _killed(argv, rename=3)
     assert len(_temps(tmp_path)) == 1
     assert main([*argv, "--resume"]) == 0
     assert _temps(tmp_path) == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import faulthandler
+import json
 import os
 import signal
 import subprocess
@@ -54,7 +55,7 @@ def _hard_timeout(seconds: int):
 @pytest.fixture(scope="module")
 def cluster():
     """One local Ray cluster with 2 CPUs for the module (its address, for other drivers)."""
-    with _hard_timeout(120):
+    with _hard_timeout(300):  # hang guards: generous, a loaded 2-core machine is slow
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray.get_runtime_context().gcs_address
@@ -121,7 +122,7 @@ def test_ray_engine_writes_the_cli_rows(cluster, folder: Path, tmp_path: Path) -
     local = _read_csv(tmp_path / "local.csv")
     out = tmp_path / "parts"
     ray_args = ["--engine", "ray", "--concurrency", "2", "--batch-size", "16", "--shard-size", "64"]
-    with _hard_timeout(150):
+    with _hard_timeout(600):
         assert main(["score", *common, "--out", str(out), *ray_args]) == 0
     table = read_output(out)
     assert table.column_names == ["path", "prompt", "cosine", "clipscore", "error"]
@@ -140,6 +141,54 @@ def test_ray_engine_writes_the_cli_rows(cluster, folder: Path, tmp_path: Path) -
             continue
         assert abs(row["cosine"] - float(expected["cosine"])) <= 1e-5, row["path"]
         assert abs(row["clipscore"] - float(expected["clipscore"])) <= 1e-3, row["path"]
+
+
+def _rows_of_both_engines(argv: list[str], out: Path, capsys) -> tuple[list, list, str]:
+    """``clipguide score ARGV`` in-process (CSV) and on the cluster (parts in ``out``): the
+    rows of each as (path, prompt, cosine rounded, error?), and the Ray run's printed line."""
+    from clipguide.distributed import read_output
+
+    common = ["score", *argv, "--model", "shapes", "--no-progress"]
+    assert main([*common, "--out", str(out.with_suffix(".csv"))]) == 0
+    local = [
+        (r["path"], r["prompt"] or None, round(float(r["cosine"] or "nan"), 4), bool(r["error"]))
+        for r in csv.DictReader(out.with_suffix(".csv").open(newline="", encoding="utf-8"))
+    ]
+    capsys.readouterr()
+    with _hard_timeout(600):
+        assert main([*common, "--out", str(out), "--engine", "ray"]) == 0
+    rows = [
+        (r["path"], r["prompt"], round(r["cosine"] if r["cosine"] is not None else float("nan"), 4),
+         bool(r["error"]))
+        for r in read_output(out).to_pylist()
+    ]  # fmt: skip
+    return local, rows, capsys.readouterr().out
+
+
+def test_both_engines_give_a_row_per_image_and_caption(cluster, tmp_path: Path, capsys) -> None:
+    """A COCO-style manifest (one image, five captions) and a file name that is not UTF-8:
+    the local engine and the Ray engine write the same rows."""
+    root = tmp_path / "images"
+    root.mkdir()
+    rng = np.random.default_rng(7)
+    for name in ("a.png", "b.png", os.fsdecode(b"caf\xe9.png")):
+        Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(root / name)
+    manifest = tmp_path / "captions.jsonl"
+    records = [("a.png", p) for p in (*PROMPTS, "a dot", "an empty canvas")]
+    records += [("b.png", PROMPTS[1]), ("b.png", PROMPTS[2])]
+    manifest.write_text("".join(json.dumps({"path": f"images/{p}", "prompt": c}) + "\n"
+                                for p, c in records))  # fmt: skip
+    local, rows, printed = _rows_of_both_engines(
+        ["--prompts", str(manifest)], tmp_path / "m", capsys
+    )
+    assert [(Path(r[0]).name, r[1]) for r in rows] == records
+    assert local == rows and len({r[2] for r in rows[:5]}) == 5 and not any(r[3] for r in rows)
+    assert printed.splitlines() == [f"{tmp_path / 'm'}: 7 rows, 0 errors in 1 part (1 written now)"]
+    local, rows, _ = _rows_of_both_engines(
+        [str(root), "--prompt", PROMPTS[0]], tmp_path / "f", capsys
+    )
+    assert [Path(r[0]).name for r in rows] == ["a.png", "b.png", "caf\\xe9.png"]
+    assert local == rows and not any(r[3] for r in rows)  # the odd name scored, in both
 
 
 _KILLED_DRIVER = """
@@ -176,18 +225,21 @@ def test_killed_job_resumes_without_loss_or_duplicates(
     }
     run = subprocess.run(
         [sys.executable, str(script), cluster, str(manifest), str(out)],
-        env=env, capture_output=True, text=True, timeout=150,
+        env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert run.returncode == -signal.SIGKILL, run.stderr[-2000:]
     before = {p.name: p.read_bytes() for p in out.glob("part-*.parquet")}
     assert len(before) == 3  # the job was killed with 8 of 11 shards to go
     resumed: list[Path] = []
-    with _hard_timeout(150):
+    with _hard_timeout(600):
         summary = score_to_parquet(
             manifest, out, model="shapes", shard_size=30, batch_size=10, resume=True,
             on_part=resumed.append,
         )  # fmt: skip
-    assert summary == {"items": IMAGES + 2, "shards": 11, "skipped": 3, "written": 8}
+    assert summary == {
+        "items": IMAGES + 2, "shards": 11, "skipped": 3, "written": 8, "rows": IMAGES + 2,
+        "errors": 4,
+    }  # fmt: skip
     assert {p.name for p in resumed}.isdisjoint(before)
     assert all((out / name).read_bytes() == data for name, data in before.items())
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
@@ -203,7 +255,7 @@ def test_killed_job_resumes_without_loss_or_duplicates(
     got = np.array([r["cosine"] for r in ok])
     assert np.abs(got - expected.numpy()).max() <= 1e-5
     again: list[Path] = []
-    with _hard_timeout(60):  # nothing left: no part rewritten
+    with _hard_timeout(300):  # nothing left: no part rewritten
         score_to_parquet(
             manifest, out, model="shapes", shard_size=30, resume=True, on_part=again.append
         )
@@ -232,7 +284,7 @@ def test_top_k_per_prompt_on_the_cluster(cluster, tmp_path: Path) -> None:
     for prompt, group in expected.groupby("prompt"):
         ok = frame[(frame["prompt"] == prompt) & (frame["error"] == "")]
         assert list(group["clipscore"]) == sorted(ok["clipscore"], reverse=True)[:5]
-    with _hard_timeout(90):
+    with _hard_timeout(300):
         dataset = ray.data.from_pandas(frame).repartition(4)
         got = top_k_per_prompt(dataset, 5, num_partitions=2).to_pandas()
     got = got.sort_values(["prompt", "clipscore", "path"], ascending=[True, False, True])
@@ -250,11 +302,11 @@ def test_a_pool_the_cluster_cannot_hold_is_refused(cluster, folder: Path, tmp_pa
     with pytest.raises(ValueError, match="reserves 1.5 of the cluster's 2 CPUs"):
         score_items(items, model="shapes", concurrency=3, cpus_per_worker=0.5)
     argv = ["score", str(folder), "--prompt", "x", "--engine", "ray", "--out", str(tmp_path / "o")]
-    with _hard_timeout(60):
+    with _hard_timeout(300):
         assert main([*argv, "--gpus-per-worker", "1"]) == 2
     assert "--gpus-per-worker 1 x --concurrency 1 needs 1 GPUs" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # refused before anything was written
-    with _hard_timeout(90):  # a worker that cannot load the model: one line, no hang
+    with _hard_timeout(300):  # a worker that cannot load the model: one line, no hang
         code = main([*argv, "--model", "ViT-B-32", "--pretrained", "no_such_tag"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 1 and err.startswith("clipguide score: --model ViT-B-32: a model worker could")

@@ -1,10 +1,15 @@
 """``clipguide generate`` over 2 CPU processes (torchrun; accelerate's split_between_processes)
-writes the files one process writes, under a hard timeout; and the share arithmetic."""
+writes the files one process writes, under a hard timeout; and the share arithmetic.
+
+The processes' printed lines are read per process (torchrun ``--redirects``: each worker's
+stdout to its own file): lines of two processes on one pipe can interleave, so a shared
+stream says nothing reliable about which process drew what."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -34,11 +39,16 @@ def test_two_processes_write_what_one_process_writes(tmp_path: Path) -> None:
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
     env["OMP_NUM_THREADS"] = "1"
-    command = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "clipguide"]
+    logs = tmp_path / "logs"  # --redirects 1: each worker's stdout in logs/.../RANK/stdout.log
+    command = [torchrun, "--standalone", "--nproc_per_node", "2", "--redirects", "1"]
+    command += ["--log-dir", str(logs), "-m", "clipguide"]
     run = subprocess.run(
         [*command, "generate", PROMPT, "--out", str(two), *OPTIONS],
-        env=env, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )  # fmt: skip  (a hang guard: a loaded 2-core machine needs minutes)
     assert run.returncode == 0, run.stderr[-3000:]
     names = sorted(p.name for p in one.iterdir())
     assert names == sorted(p.name for p in two.iterdir())
@@ -47,8 +57,13 @@ def test_two_processes_write_what_one_process_writes(tmp_path: Path) -> None:
         n.replace(".png", ".json") for n in pngs
     )
     # one printed line per image, starting with its path: each image drawn once, by one process
-    printed = sorted(Path(line.split()[0]).name for line in run.stdout.splitlines() if line)
-    assert printed == pngs
+    per_process = {
+        log.parent.name: [Path(line.split()[0]).name for line in log.read_text().splitlines()]
+        for log in logs.rglob("stdout.log")
+    }
+    assert sorted(per_process) == ["0", "1"], per_process
+    assert sorted(per_process["0"] + per_process["1"]) == pngs
+    assert per_process["0"] == pngs[:3] and per_process["1"] == pngs[3:]  # shares of 3 and 2
     for name in [n for n in names if n.endswith((".json", ".png"))]:
         if name.endswith(".json"):
             a, b = (json.loads((d / name).read_text()) for d in (one, two))
@@ -62,6 +77,36 @@ def test_two_processes_write_what_one_process_writes(tmp_path: Path) -> None:
         # order can move a pixel by one level in 255, rarely
         assert np.abs(a - b).max() <= 1, name
         assert (a != b).mean() <= 0.01, name
+
+
+class _Stdout(io.StringIO):
+    """A stdout that records each ``write`` and where ``flush`` was called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.calls.append(text)
+        return super().write(text)
+
+    def flush(self) -> None:
+        self.calls.append("<flush>")
+        super().flush()
+
+
+def test_each_printed_line_is_one_write_then_a_flush(tmp_path: Path, monkeypatch) -> None:
+    """A line written in one ``write`` and flushed reaches a shared pipe whole and at once
+    (``print`` writes the text and its newline separately and holds both in a buffer)."""
+    stdout = _Stdout()
+    monkeypatch.setattr(sys, "stdout", stdout)
+    argv = ["generate", PROMPT, "--out", str(tmp_path / "gen"), "--num-images", "2"]
+    assert main([*argv, "--steps", "1", "--size", "32", "--no-progress"]) == 0
+    argv = ["score", str(tmp_path / "gen"), "--prompt", PROMPT, "--out", str(tmp_path / "s.csv")]
+    assert main([*argv, "--model", "shapes", "--no-progress"]) == 0
+    lines = [c for c in stdout.calls if c != "<flush>"]
+    assert len(lines) == 3 and all(c.endswith("\n") and c.count("\n") == 1 for c in lines)
+    assert stdout.calls == [c for line in lines for c in (line, "<flush>")], stdout.calls
 
 
 class _State:

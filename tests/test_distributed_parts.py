@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from clipguide.cli import main
+from clipguide.cli.score_settings import judge_settings
 from clipguide.distributed.jobs import top_k_rows
 from clipguide.distributed.parts import (
     JOB_FILE,
@@ -114,7 +115,7 @@ def test_bad_manifests_and_sources_name_the_problem(tmp_path: Path, folder: Path
     (tmp_path / "fake.parquet").write_text("not parquet")
     (tmp_path / "m.txt").write_text("a.png")
     cases = {
-        tmp_path / "no_path.jsonl": "record 1 needs a 'path' field, got \\['image', 'prompt'\\]",
+        tmp_path / "no_path.jsonl": r"record 1 needs 'path' and 'prompt' fields, got \['image',",
         tmp_path / "bad.jsonl": "line 2 is not JSON",
         tmp_path / "empty.csv": "no records found",
         tmp_path / "fake.parquet": "is not a Parquet file",
@@ -136,8 +137,9 @@ def test_bad_manifests_and_sources_name_the_problem(tmp_path: Path, folder: Path
 def test_decode_task_and_actor_give_the_scorers_numbers(folder: Path) -> None:
     clip = load_clip("shapes")
     pre = clip.preprocess
+    im0 = str(folder / "im0.png")
     items = job_items(folder, "a red circle") + [
-        {"path": str(folder / "im0.png"), "prompt": None, "shard": 0, "index": 99}
+        {"path": im0, "prompt": None, "shard": 0, "index": 99, "file": im0.encode()}
     ]
     batch = {k: np.array([i[k] for i in items], dtype=object) for k in items[0]}
     decoded = decode_batch(batch, pre)
@@ -243,6 +245,51 @@ def test_resume_checks(tmp_path: Path) -> None:
         prepare_output(tmp_path / "file", items, 4, resume=False, overwrite=False)
 
 
+def test_a_resume_with_another_judge_or_scale_is_refused_naming_it(tmp_path: Path) -> None:
+    """The job's settings are part of its fingerprint: run_job refuses before Ray runs."""
+    from clipguide.distributed.jobs import run_job
+
+    items = work_items([(f"{i}.png", "x") for i in range(6)], 4)
+    out = tmp_path / "out"
+    prepare_output(out, items, 4, False, False, settings=judge_settings("shapes", None, None, 100))
+    write_parts([_batch([0, 1, 2, 3], lambda i: 0)], out, {0: 4})
+    changes = {
+        "model='shapes'; this run: model='ViT-B-32'": dict(model="ViT-B-32"),
+        "scale=100.0; this run: scale=2.5": dict(model="shapes", scale=2.5),
+        "dtype=None; this run: dtype='fp16'": dict(model="shapes", dtype="fp16"),
+        "pretrained=None; this run: pretrained='x.pt'": dict(model="shapes", pretrained="x.pt"),
+    }
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    for message, options in changes.items():
+        with pytest.raises(ValueError, match=f"was scored with {message}; resume with the same"):
+            run_job(items, out, shard_size=4, resume=True, **options)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing written
+
+
+def test_run_job_without_items_writes_nothing(tmp_path: Path) -> None:
+    from clipguide.distributed.jobs import run_job
+
+    with pytest.raises(ValueError, match="items is empty: nothing to score"):
+        run_job([], tmp_path / "out", shard_size=10, model="shapes")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_file_name_that_is_not_utf8_is_an_item_and_decoded(folder: Path, tmp_path) -> None:
+    """b"caf\\xe9.png": the item's path is its text with \\xNN (as the local engine writes
+    it), the job's fingerprint takes it, and the decoding task opens the file."""
+    import os
+
+    odd = tmp_path / os.fsdecode(b"caf\xe9.png")
+    odd.write_bytes((folder / "im0.png").read_bytes())
+    items = job_items(tmp_path, "x")
+    assert [i["path"] for i in items] == [str(tmp_path / "caf\\xe9.png")]
+    prepare_output(tmp_path / "out", items, 10, False, False)  # its fingerprint: no error
+    pa.Table.from_pylist(items)  # what Ray Data makes of the items: valid UTF-8
+    batch = {k: np.array([i[k] for i in items], dtype=object) for k in items[0]}
+    decoded = decode_batch(batch, load_clip("shapes").preprocess)
+    assert list(decoded["error"]) == [""] and "file" not in decoded
+
+
 def test_top_k_rows_and_bad_k() -> None:
     table = pa.table(
         {
@@ -302,6 +349,7 @@ def _cases(folder: Path, tmp: Path) -> list[tuple[list[str], str]]:
     base = ["score", str(folder), "--prompt", "x", "--no-progress"]
     ray = [*base, "--engine", "ray"]
     (tmp / "m.csv").write_text("image,prompt\na.png,x\n")
+    (tmp / "paths.csv").write_text("path\na.png\n")  # no prompt column: every row would fail
     return [
         ([*base, "--out", str(tmp / "o.csv"), "--address", "auto"], "--address needs --engine ray"),
         ([*base, "--out", str(tmp / "o.csv"), "--concurrency", "2"], "--concurrency needs --engine"),
@@ -318,12 +366,24 @@ def _cases(folder: Path, tmp: Path) -> list[tuple[list[str], str]]:
         (["score", str(folder), "--prompts", str(tmp / "m.csv"), "--engine", "ray", "--out",
           str(tmp / "o")], "PATHS with --prompt, or a manifest --prompts FILE .* alone; got both"),
         (["score", "--prompts", str(tmp / "m.csv"), "--engine", "ray", "--out", str(tmp / "o")],
-         "record 1 needs a 'path' field"),
+         "record 1 needs 'path' and 'prompt' fields"),
         (["score", "--prompts", str(tmp / "nope.parquet"), "--engine", "ray", "--out",
           str(tmp / "o")], "nope.parquet does not exist"),
         ([*ray, "--out", str(tmp / "taken")], "--out .*taken holds a scoring job; pass .*--resume"),
         ([*ray, "--out", str(tmp / "taken"), "--resume", "--shard-size", "3"],
          "--out .*taken holds another job"),
+        # the judge and scale are the job's too (taken: the default judge, scale 100)
+        ([*ray, "--out", str(tmp / "taken"), "--resume", "--model", "shapes"],
+         "--out .*taken was scored with --model 'ViT-bigG-14'; this run: --model 'shapes'; "
+         "resume with the same settings, or pass --overwrite"),
+        ([*ray, "--out", str(tmp / "taken"), "--resume", "--hessel"],
+         r"scored with no --hessel \(scale 100\); this run: --hessel \(scale 2.5\)"),
+        ([*ray, "--out", str(tmp / "taken"), "--resume", "--dtype", "fp16"],
+         "scored with --dtype left out; this run: --dtype 'fp16'"),
+        ([*ray, "--out", str(tmp / "taken"), "--resume", "--pretrained", "x.bin"],
+         "scored with --pretrained 'laion2b_s39b_b160k'; this run: --pretrained 'x.bin'"),
+        (["score", "--prompts", str(tmp / "paths.csv"), "--engine", "ray", "--out",
+          str(tmp / "o")], r"paths.csv: no 'prompt' field in any record .*got \['path'\]"),
         ([*ray, "--out", str(tmp / "o"), "--resume", "--overwrite"], "resume and overwrite"),
     ]  # fmt: skip
 
@@ -341,7 +401,9 @@ def test_engine_ray_unknown_model_fails_before_ray(folder: Path, tmp_path: Path,
 
 def test_engine_ray_bad_input_is_one_line_exit_2(folder: Path, tmp_path: Path, capsys) -> None:
     (tmp_path / "f.txt").write_text("a file")
-    prepare_output(tmp_path / "taken", job_items(folder, "x"), 1000, False, False)
+    default_judge = judge_settings(None, None, None, 100.0)
+    items = job_items(folder, "x")
+    prepare_output(tmp_path / "taken", items, 1000, False, False, settings=default_judge)
     import ray
 
     for argv, message in _cases(folder, tmp_path):

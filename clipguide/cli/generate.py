@@ -46,7 +46,7 @@ from clipguide.cli.pipelines import (
 from clipguide.cli.pngmeta import file_stem, parameters_text, png_bytes, slug
 from clipguide.cli.sampling import finite_guard, load_guide, sample
 from clipguide.cli.schedulers import KARRAS, SCHEDULERS
-from clipguide.cli.summary import summary_line, write_sheet
+from clipguide.cli.summary import say, summary_line, write_sheet
 from clipguide.scoring.method_names import METHODS
 
 __all__ = ["register", "run", "load_pipeline", "slug"]
@@ -394,5 +394,5 @@ def run(args: argparse.Namespace) -> int:
         if sheet is not None:
             record["best_of"]["sheet"] = sheet.name
         _write(path, image, record, pipe.scheduler)
-        print(summary_line(path, record, sheet))
+        say(summary_line(path, record, sheet))
     return 0

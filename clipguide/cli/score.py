@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import logging
 import math
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,18 +28,28 @@ from clipguide.cli.args import (
     non_negative_float,
     positive_int,
 )
-from clipguide.cli.files import remove_stale_temps
+from clipguide.cli.files import remove_stale_temps, write_atomic
 from clipguide.cli.score_files import (
     IMAGE_EXTENSIONS,
     ResultWriter,
+    display_path,
     expand_paths,
     journal_of,
     output_format,
     path_key,
     read_prompt_file,
     read_rows,
+    row_key,
 )
 from clipguide.cli.score_ray import RAY_ONLY, ray_options, run_score_ray
+from clipguide.cli.score_settings import (
+    as_option,
+    changed_setting,
+    judge_settings,
+    read_settings,
+    settings_file,
+)
+from clipguide.cli.summary import plural, say
 from clipguide.model.defaults import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from clipguide.scoring.batches import batched, flat, prefetched
 
@@ -61,7 +71,7 @@ SCORE_EXAMPLE = """examples:
   clipguide score outputs/ --prompt "two red circles above a blue square" --out scores.csv
   clipguide score outputs/ --prompt "a red circle" --out micro.csv --model shapes
   clipguide score --prompts captions.jsonl --out scores.jsonl --resume
-  clipguide score --prompts manifest.parquet --out scores/ --engine ray --address auto \
+  clipguide score --prompts manifest.parquet --out scores/ --engine ray --address auto \\
       --concurrency 8 --gpus-per-worker 1 --batch-size 256 --resume
   (captions.jsonl: {"path": "img/0001.png", "prompt": "..."} per line; CSV needs path,prompt
    columns; relative paths in FILE are relative to FILE's folder)"""
@@ -111,10 +121,14 @@ def _load(path: Path) -> tuple[Any, str]:
 def loaded_batches(
     paths: list[Path], size: int, workers: int
 ) -> Iterator[list[tuple[Path, Any, str]]]:
-    """Decode batches in a thread pool, one batch ahead of the model."""
+    """Decode batches of ``size`` in a thread pool, one batch ahead of the model."""
 
     def load(part: list[Path]) -> list[tuple[Any, str]]:
-        return [_load(path) for path in part]
+        decoded: dict[Path, tuple[Any, str]] = {}  # an image with several prompts: once
+        for path in part:
+            if path not in decoded:
+                decoded[path] = _load(path)
+        return [decoded[path] for path in part]
 
     for batch, parts in prefetched(batched(paths, size), load, workers):
         results = flat(parts)
@@ -125,8 +139,12 @@ def _round(x: float) -> float:
     return round(float(x), 6)
 
 
-def _score_plan(args: argparse.Namespace) -> tuple[Path, str, dict | None, list[Path]]:
-    """``--out``, its format, the prompts and the image paths, all checked before any model."""
+Pair = tuple[Path, "str | None"]  # (image, prompt): what one row scores
+
+
+def _score_plan(args: argparse.Namespace) -> tuple[Path, str, list[Pair]]:
+    """``--out``, its format and the (image, prompt) pairs, all checked before any model:
+    an image with several prompts in ``--prompts`` gives a pair for each."""
     out = Path(args.out)
     try:
         fmt = output_format(out, args.format)
@@ -135,36 +153,76 @@ def _score_plan(args: argparse.Namespace) -> tuple[Path, str, dict | None, list[
     check_writable_file(out, "--out")
     if args.resume and args.overwrite:
         raise CLIError("--resume and --overwrite contradict each other; pass one of them")
-    if not args.resume and not args.overwrite and (out.exists() or journal_of(out).exists()):
+    taken = out.exists() or journal_of(out).exists() or settings_file(out).exists()
+    if not args.resume and not args.overwrite and taken:
         raise CLIError(f"--out {out} exists; pass --resume to continue it or --overwrite")
     try:
-        prompts = read_prompt_file(args.prompts) if args.prompts else None
+        listed = read_prompt_file(args.prompts) if args.prompts else None
     except ValueError as err:
         raise CLIError(str(err)) from None
-    paths = expand_paths(args.paths) if args.paths else [Path(p) for p in (prompts or {})]
-    if not paths:
+    if not args.paths:
+        pairs = [(Path(path), prompt) for path, prompt in listed or []]
+    elif listed is None:
+        pairs = [(path, args.prompt) for path in expand_paths(args.paths)]
+    else:
+        by_path: dict[str, list[str | None]] = {}
+        for path, prompt in listed:
+            by_path.setdefault(path_key(path), []).append(prompt)
+        paths = expand_paths(args.paths)
+        pairs = [(p, prompt) for p in paths for prompt in by_path.get(path_key(p), [None])]
+    if not pairs:
         raise CLIError(
             f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in PATHS {args.paths}"
             if args.paths
             else "no images: pass PATHS (files or folders) or --prompts FILE"
         )
-    first: dict[str, Path] = {}
-    for path in paths:  # the same file named twice is scored once
-        first.setdefault(path_key(path), path)
-    return out, fmt, prompts, list(first.values())
+    first: dict[tuple[str, str | None], Pair] = {}
+    for path, prompt in pairs:  # the same file and prompt named twice is scored once
+        first.setdefault(row_key(path, prompt), (path, prompt))
+    return out, fmt, list(first.values())
 
 
-def _rows(batch: list, args: argparse.Namespace, prompts: dict | None, scorer: Any) -> list[dict]:
-    """One row per image of a decoded batch: its scores, or the error that prevented them."""
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    from clipguide.scoring.metrics import HESSEL_SCALE
+
+    scale = HESSEL_SCALE if args.hessel else 100.0
+    return judge_settings(args.model, args.pretrained, args.dtype, scale, robust=args.robust)
+
+
+def _check_resumed(out: Path, settings: dict[str, Any], rows: int) -> None:
+    """The rows in ``out`` were scored with ``settings``, or a one-line refusal naming the
+    option that differs (old and new value)."""
+    try:
+        old = read_settings(settings_file(out))
+    except ValueError as err:
+        raise CLIError(f"--out {out} cannot be resumed: {err}") from None
+    if old is None:
+        if rows:
+            logger.warning(
+                "--out %s: no record of the judge it was scored with (%s is missing: written by "
+                "an older clipguide); resuming without checking --model, --dtype, --hessel",
+                out, settings_file(out).name,
+            )  # fmt: skip
+        return
+    change = changed_setting(old, settings, as_option)
+    if change is not None:
+        raise CLIError(
+            f"--out {out} was scored with {change}; resume with the same options, or pass "
+            "--overwrite or another --out"
+        )
+
+
+def _rows(batch: list, prompts: list, source: str, scorer: Any, robust: bool) -> list[dict]:
+    """One row per (image, prompt) of a decoded batch: its scores, or the error that
+    prevented them."""
     from clipguide.scoring import clip_score
 
     rows: list[dict[str, Any]] = []
     ready = []
-    for path, image, error in batch:
-        prompt = args.prompt if prompts is None else prompts.get(path_key(path))
+    for (path, image, error), prompt in zip(batch, prompts, strict=True):
         if prompt is None:
-            error = error or f"no prompt for this image in {args.prompts}"
-        row = {"path": os.fspath(path), "prompt": prompt, "cosine": None, "clipscore": None}
+            error = error or f"no prompt for this image in {source}"
+        row = {"path": display_path(path), "prompt": prompt, "cosine": None, "clipscore": None}
         row["error"] = error
         rows.append(row)
         if not error:
@@ -173,22 +231,22 @@ def _rows(batch: list, args: argparse.Namespace, prompts: dict | None, scorer: A
         return rows
     images, texts = [image for _, image in ready], [row["prompt"] for row, _ in ready]
     cos = scorer.cosine(images, texts)
-    robust = scorer.robust_scores(images, texts) if args.robust else None
+    scores = robust and scorer.robust_scores(images, texts)
     for j, (row, _) in enumerate(ready):
         if not math.isfinite(float(cos[j])):  # kept valid JSON: an error row
             row["error"] = f"the model gave a non-finite score ({float(cos[j])})"
             continue
         row["cosine"] = _round(cos[j])
         row["clipscore"] = _round(clip_score(cos[j], scorer.scale))
-        if robust is not None:
+        if scores:
             for field, view in zip(ROBUST_FIELDS, ("jpeg", "crop", "grayscale"), strict=True):
-                value = float(getattr(robust, view)[j])
+                value = float(getattr(scores, view)[j])
                 row[field] = _round(value) if math.isfinite(value) else None
     return rows
 
 
 def run_score(args: argparse.Namespace) -> int:
-    """Score images against prompts and write one row per image."""
+    """Score images against prompts and write one row per (image, prompt)."""
     from tqdm.auto import tqdm
 
     if args.engine == "ray":
@@ -197,36 +255,40 @@ def run_score(args: argparse.Namespace) -> int:
     if given:
         raise CLIError(f"{given[0]} needs --engine ray")
 
-    out, fmt, prompts, paths = _score_plan(args)
+    out, fmt, pairs = _score_plan(args)
     fields = FIELDS + (ROBUST_FIELDS if args.robust else ())
+    settings = _settings(args)
     try:
         done = read_rows(out, fmt) if args.resume else []
     except (ValueError, UnicodeDecodeError, csv.Error) as err:
         raise CLIError(f"--out {out} cannot be resumed: {err}") from None
-    done_keys = {path_key(row["path"]) for row in done}
-    todo = [p for p in paths if path_key(p) not in done_keys]
+    if args.resume:
+        _check_resumed(out, settings, len(done))
+    done_keys = {row_key(row["path"], row.get("prompt")) for row in done}
+    todo = [(path, prompt) for path, prompt in pairs if row_key(path, prompt) not in done_keys]
     scorer = load_scorer(args, args.batch_size) if todo else None
     if args.overwrite:  # only now: a model that fails to load leaves the old output alone
-        out.unlink(missing_ok=True)
-        journal_of(out).unlink(missing_ok=True)
+        for old in (out, journal_of(out), settings_file(out)):
+            old.unlink(missing_ok=True)
     remove_stale_temps(out)  # left by a killed run
+    write_atomic(settings_file(out), json.dumps({"settings": settings}, indent=2) + "\n")
     writer = ResultWriter(out, fmt, done, fields, args.checkpoint_seconds)
     bar = tqdm(
-        total=len(paths), initial=len(paths) - len(todo), unit="img", disable=args.no_progress
+        total=len(pairs), initial=len(pairs) - len(todo), unit="row", disable=args.no_progress
     )
-    errors = 0
+    source = args.prompts or "--prompts"
     try:
-        for batch in loaded_batches(todo, args.batch_size, args.workers):
-            rows = _rows(batch, args, prompts, scorer)
-            errors += sum(1 for row in rows if row["error"])
-            writer.add(rows)
-            bar.update(len(rows))
+        batches = loaded_batches([path for path, _ in todo], args.batch_size, args.workers)
+        for start, batch in zip(range(0, len(todo), args.batch_size), batches, strict=True):
+            prompts = [prompt for _, prompt in todo[start : start + len(batch)]]
+            writer.add(_rows(batch, prompts, source, scorer, args.robust))
+            bar.update(len(batch))
     finally:
         bar.close()
         writer.close()  # also on errors and Ctrl-C: what was scored is kept
-    logger.info(
-        "scored %d images (%d unreadable or without prompt) into %s", len(todo), errors, out
-    )
+    errors = plural(sum(1 for row in writer.rows if row.get("error")), "error")
+    kept = f", {len(done)} kept from before" if args.resume else ""
+    say(f"{out}: {plural(len(writer.rows), 'row')}, {errors} ({len(todo)} scored now{kept})")
     return 0
 
 

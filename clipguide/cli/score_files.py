@@ -17,7 +17,12 @@ from clipguide.cli.files import atomic_open
 __all__ = [
     "IMAGE_EXTENSIONS",
     "expand_paths",
+    "is_uri",
+    "display_path",
     "path_key",
+    "row_key",
+    "read_records",
+    "manifest_pairs",
     "read_prompt_file",
     "output_format",
     "journal_of",
@@ -42,48 +47,90 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
+def is_uri(path: str) -> bool:
+    """Whether ``path`` names an object in a filesystem other than the local one."""
+    return "://" in path and not path.startswith("file://")
+
+
+def display_path(path: str | bytes | os.PathLike) -> str:
+    """``path`` as written in a result row: as is when it is valid text; a name that is not
+    UTF-8 (bytes ``caf\\xe9.png`` on Linux) gets each byte that is not as ``\\xNN``."""
+    text = os.fsdecode(os.fspath(path))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # surrogates standing for the bytes that are not UTF-8
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    return text
+
+
 def path_key(path: str | Path) -> str:
-    """The absolute path a file is known by (the same file named twice is one)."""
-    return os.path.abspath(os.fspath(path))
+    """The absolute path a file is known by (the same file named twice is one), as written
+    in a result row (:func:`display_path`)."""
+    return display_path(os.path.abspath(os.fspath(path)))
 
 
-def read_prompt_file(file: str | Path) -> dict[str, str]:
-    """Map absolute image path -> prompt from a CSV (path,prompt columns) or JSONL file."""
+def row_key(path: str | Path, prompt: str | None) -> tuple[str, str | None]:
+    """What a result row stands for: the image and its prompt (no prompt: None, also "")."""
+    return path_key(path), (prompt or None)
+
+
+def read_records(file: Path, what: str) -> list[Any]:
+    """The records of a CSV (a byte-order mark allowed, as Excel writes it), JSON Lines or
+    JSON (an array of records, or one record) manifest; ``what`` names it in errors."""
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{what} is not UTF-8 text ({err}); expected CSV or JSONL") from None
+    start = text.lstrip()[:1]
+    if file.suffix.lower() not in (".jsonl", ".ndjson", ".json") and start != "{":
+        return list(csv.DictReader(text.splitlines()))
+    if file.suffix.lower() == ".json" and start == "[":
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{what} is not a JSON array of records: {err}") from None
+        return records
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{what}: line {number} is not JSON: {err}") from None
+    return records
+
+
+def manifest_pairs(records: list[Any], base: Path, what: str) -> list[tuple[str, str | None]]:
+    """(absolute path or URI, prompt) per record, each pair once; paths relative to ``base``.
+    A record without a prompt gives None (an error row); a manifest without any is refused."""
+    if not records:
+        raise ValueError(f"{what}: no records found")
+    for number, record in enumerate(records, 1):
+        if not isinstance(record, dict) or "path" not in record:
+            got = sorted(record) if isinstance(record, dict) else type(record).__name__
+            raise ValueError(f"{what}: record {number} needs 'path' and 'prompt' fields, got {got}")
+    if not any("prompt" in record for record in records):
+        raise ValueError(
+            f"{what}: no 'prompt' field in any record (each needs 'path' and 'prompt'), "
+            f"got {sorted(records[0])}"
+        )
+    pairs: dict[tuple[str, str | None], None] = {}
+    for record in records:
+        path, prompt = str(record["path"]), record.get("prompt")
+        if not is_uri(path):
+            path = os.path.abspath(base / path.removeprefix("file://"))
+        pairs[(path, None if prompt is None or prompt == "" else str(prompt))] = None
+    return list(pairs)
+
+
+def read_prompt_file(file: str | Path) -> list[tuple[str, str | None]]:
+    """(absolute image path, prompt) pairs, in file order, from a CSV (path,prompt columns),
+    JSON Lines or JSON array file: an image with several prompts gives a pair for each."""
     file = Path(file)
-    base = file.parent
     if not file.is_file():
         what = "is a folder" if file.is_dir() else "does not exist"
         raise ValueError(f"--prompts {file} {what}; expected a CSV or JSONL file")
-    try:
-        text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(
-            f"--prompts {file} is not UTF-8 text ({err}); expected CSV or JSONL"
-        ) from None
-    is_jsonl = file.suffix.lower() in (".jsonl", ".ndjson", ".json") or text.lstrip()[:1] == "{"
-    records: list[dict[str, Any]] = []
-    if is_jsonl:
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(
-                        f"--prompts {file}: line {number} is not JSON: {err}"
-                    ) from None
-    else:
-        records = list(csv.DictReader(text.splitlines()))
-    mapping: dict[str, str] = {}
-    for number, record in enumerate(records, 1):
-        if not isinstance(record, dict) or "path" not in record or "prompt" not in record:
-            got = sorted(record) if isinstance(record, dict) else type(record).__name__
-            raise ValueError(
-                f"--prompts {file}: record {number} needs 'path' and 'prompt' fields, got {got}"
-            )
-        mapping[path_key(base / str(record["path"]))] = str(record["prompt"])
-    if not mapping:
-        raise ValueError(f"--prompts {file}: no records found")
-    return mapping
+    return manifest_pairs(read_records(file, f"--prompts {file}"), file.parent, f"--prompts {file}")
 
 
 # -- output ----------------------------------------------------------------------------------
@@ -117,7 +164,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def read_rows(out: Path, fmt: str) -> list[dict[str, Any]]:
-    """Rows already in ``out`` and its journal, first occurrence of each path kept."""
+    """Rows already in ``out`` and its journal, first occurrence of each (path, prompt) kept."""
     rows: list[dict[str, Any]] = []
     if out.exists():
         if fmt == "jsonl":
@@ -127,7 +174,7 @@ def read_rows(out: Path, fmt: str) -> list[dict[str, Any]]:
                 rows = list(csv.DictReader(handle))
     if journal_of(out).exists():
         rows += _read_jsonl(journal_of(out))
-    seen: set[str] = set()
+    seen: set[tuple[str, str | None]] = set()
     unique = []
     for row in rows:
         if not isinstance(row, dict) or not row.get("path"):
@@ -135,7 +182,7 @@ def read_rows(out: Path, fmt: str) -> list[dict[str, Any]]:
                 f"--out {out}: a row without a 'path' ({str(row)[:80]}): not a score file to "
                 "resume; pass --overwrite to replace it"
             )
-        key = path_key(row["path"])
+        key = row_key(row["path"], row.get("prompt"))
         if key not in seen:
             seen.add(key)
             unique.append(row)

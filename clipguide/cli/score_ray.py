@@ -142,34 +142,42 @@ def _job_failure(err: Exception, args: argparse.Namespace) -> str:
 
 def run_score_ray(args: argparse.Namespace) -> int:
     """``clipguide score --engine ray``: score into ``--out``'s Parquet parts."""
-    from clipguide.distributed.jobs import run_job
+    from clipguide.cli.score_settings import as_option
+    from clipguide.cli.summary import plural, say
+    from clipguide.distributed.jobs import job_settings, run_job
     from clipguide.distributed.parts import prepare_output
     from clipguide.distributed.ray_score import job_items
-    from clipguide.scoring import HESSEL_SCALE
+    from clipguide.scoring.metrics import HESSEL_SCALE
 
     source, prompt = _check(args)
     shard_size = args.shard_size or 1000
-    try:
-        items = job_items(source, prompt, shard_size)
-        out = Path(args.out)  # checked now, written once Ray runs and the pool fits
-        prepare_output(out, items, shard_size, args.resume, args.overwrite, "--out", True)
-    except (ValueError, TypeError) as err:
-        raise CLIError(str(err)) from None
-    preprocess = _preprocess(args)
-    _init_ray(args.address, not args.no_progress)
-    _check_resources(args)
     options = dict(
-        preprocess=preprocess, model=args.model, pretrained=args.pretrained, dtype=args.dtype,
+        model=args.model, pretrained=args.pretrained, dtype=args.dtype,
         concurrency=args.concurrency or 1, gpus_per_worker=args.gpus_per_worker or 0.0,
         cpus_per_worker=args.cpus_per_worker or 0.5, batch_size=args.batch_size,
         scale=HESSEL_SCALE if args.hessel else 100.0,
     )  # fmt: skip
+    check = dict(settings=job_settings(options), shown=as_option)
+    try:
+        items = job_items(source, prompt, shard_size)
+        out = Path(args.out)  # checked now, written once Ray runs and the pool fits
+        prepare_output(out, items, shard_size, args.resume, args.overwrite, "--out", True, **check)
+    except (ValueError, TypeError) as err:
+        raise CLIError(str(err).replace("overwrite=True (--overwrite)", "--overwrite")) from None
+    preprocess = _preprocess(args)
+    _init_ray(args.address, not args.no_progress)
+    _check_resources(args)
     try:
         summary = run_job(
             items, out, shard_size=shard_size, resume=args.resume, overwrite=args.overwrite,
-            **options,
+            preprocess=preprocess, shown=as_option, **options,
         )  # fmt: skip
     except Exception as err:  # noqa: BLE001 - a failed Ray job: one line, -v for the cause
         raise CLIError(_job_failure(err, args), code=1) from err
-    logger.info("scored %(items)d items in %(shards)d shards (%(skipped)d resumed)", summary)
+    counts = {k: plural(summary[k], w) for k, w in (("rows", "row"), ("errors", "error"))}
+    kept = f", {summary['skipped']} kept from before" if args.resume else ""
+    say(
+        f"{out}: {counts['rows']}, {counts['errors']} in {plural(summary['shards'], 'part')} "
+        f"({summary['written']} written now{kept})"
+    )
     return 0

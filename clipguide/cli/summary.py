@@ -4,13 +4,26 @@ best-of-N, a contact sheet of the candidates with their ranks next to the chosen
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
 from typing import Any
 
 from clipguide.cli.files import write_atomic
 from clipguide.cli.models import NamedModel
 
-__all__ = ["sheet_path", "summary_line", "write_sheet"]
+__all__ = ["say", "plural", "sheet_path", "summary_line", "write_sheet"]
+
+
+def say(line: str) -> None:
+    """Print one summary line on stdout in one ``write`` and flush it: processes that share
+    a pipe (``torchrun``'s workers) then never split or hold back each other's lines."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def plural(count: int, word: str) -> str:
+    """``"1 row"``, ``"2 rows"``."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def sheet_path(image_path: Path) -> Path:

@@ -10,11 +10,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from clipguide.distributed.parts import COLUMNS, prepare_output, write_parts
+from clipguide.cli.score_settings import as_argument, judge_settings
+from clipguide.distributed.parts import COLUMNS, count_rows, prepare_output, write_parts
 from clipguide.distributed.ray_score import job_items, score_items
 from clipguide.distributed.sources import WorkItem
 
-__all__ = ["score_to_parquet", "run_job", "top_k_rows", "top_k_per_prompt"]
+__all__ = ["score_to_parquet", "run_job", "job_settings", "top_k_rows", "top_k_per_prompt"]
 
 
 def score_to_parquet(
@@ -39,20 +40,24 @@ def run_job(
     resume: bool = False,
     overwrite: bool = False,
     on_part: Callable[[Path], None] | None = None,
+    shown: Callable[[str, Any], str] = as_argument,
     **options: Any,
 ) -> dict[str, int]:
     """Score work items into one Parquet part per shard in ``out``.
 
     With ``resume`` the shards whose part exists are skipped (the job must be the same:
-    items and ``shard_size``); ``overwrite`` replaces an earlier job's parts. ``on_part`` is
-    called with each part's path once it is on disk. Returns counts: items, shards, shards
-    skipped, parts written.
+    items, ``shard_size``, judge and scale; a refusal names the setting as ``shown`` writes
+    it); ``overwrite`` replaces an earlier job's parts. ``on_part`` is called with each
+    part's path once it is on disk. Returns counts: items, shards, shards skipped, parts
+    written, and the rows and error rows in ``out``.
     """
     out = Path(out)
-    done = prepare_output(out, items, shard_size, resume, overwrite, check_only=True)
+    settings = job_settings(options)
+    check = dict(settings=settings, shown=shown)
+    done = prepare_output(out, items, shard_size, resume, overwrite, check_only=True, **check)
     todo = [item for item in items if item["shard"] not in done]
     ds = score_items(todo, **options) if todo else None  # options checked: nothing written yet
-    prepare_output(out, items, shard_size, resume, overwrite)
+    prepare_output(out, items, shard_size, resume, overwrite, **check)
     written: list[Path] = []
     if ds is not None:
         batches = ds.iter_batches(batch_format="pyarrow", batch_size=None)
@@ -64,7 +69,16 @@ def run_job(
             if callable(close):
                 close()
     shards = items[-1]["shard"] + 1
-    return {"items": len(items), "shards": shards, "skipped": len(done), "written": len(written)}
+    summary = {"items": len(items), "shards": shards, "skipped": len(done)}
+    return {**summary, "written": len(written), **count_rows(out)}
+
+
+def job_settings(options: dict[str, Any]) -> dict[str, Any]:
+    """The settings of :func:`score_items`'s ``options`` that decide a row's numbers."""
+    scale = options.get("scale", 100.0)
+    return judge_settings(
+        options.get("model"), options.get("pretrained"), options.get("dtype"), scale
+    )
 
 
 def top_k_rows(table: Any, k: int) -> Any:

@@ -3,7 +3,8 @@
 
 Resume is idempotent per shard: a part on disk is a finished shard, so a rerun scores only the
 shards without a part; a part is never appended to or rewritten, so nothing is duplicated, and
-the job's fingerprint (items + shard size) must match, so a different job is never mixed in.
+the job's fingerprint (items, shard size, judge and scale) must match, so a different job is
+never mixed in: a resume with another judge or scale is refused naming the setting.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from clipguide.cli.files import remove_stale_temps, write_atomic
+from clipguide.cli.score_settings import as_argument, changed_setting
 from clipguide.distributed.sources import WorkItem, fingerprint
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "done_shards",
     "prepare_output",
     "write_parts",
+    "count_rows",
     "read_output",
 ]
 
@@ -57,16 +60,25 @@ def prepare_output(
     overwrite: bool,
     name: str = "out",
     check_only: bool = False,
+    *,
+    settings: dict[str, Any] | None = None,
+    shown: Callable[[str, Any], str] = as_argument,
 ) -> set[int]:
     """Check ``out`` (the argument ``name``) for this job, then (unless ``check_only``) clear
-    it if ``overwrite`` and write its ``_job.json``; the shards already done."""
+    it if ``overwrite`` and write its ``_job.json``; the shards already done.
+
+    ``settings`` (:func:`~clipguide.cli.score_settings.judge_settings`) must be those of the
+    job resumed; a refusal names the first that differs as ``shown`` writes it.
+    """
     out = Path(out)
+    if not items:
+        raise ValueError("items is empty: nothing to score (no images, or an empty manifest)")
     if resume and overwrite:
         raise ValueError("resume and overwrite contradict each other; pass one of them")
     if out.exists() and not out.is_dir():
         raise ValueError(f"{name} {out} is a file; the Ray engine writes a folder of Parquet parts")
-    job = {"fingerprint": fingerprint(items, shard_size), "items": len(items)}
-    job.update(shard_size=shard_size, shards=items[-1]["shard"] + 1 if items else 0)
+    job = {"fingerprint": fingerprint(items, shard_size, settings), "items": len(items)}
+    job.update(shard_size=shard_size, shards=items[-1]["shard"] + 1, settings=settings)
     job_file = out / JOB_FILE
     ours = done_shards(out) or job_file.exists()
     if ours and not (resume or overwrite):
@@ -75,7 +87,7 @@ def prepare_output(
             "overwrite=True (--overwrite) to replace it"
         )
     if ours and resume:
-        _check_same_job(out, job, name)
+        _check_same_job(out, job, name, shown)
     if check_only:
         return set() if overwrite else done_shards(out)
     if ours and overwrite:
@@ -87,11 +99,19 @@ def prepare_output(
     return done_shards(out)
 
 
-def _check_same_job(out: Path, job: dict, name: str) -> None:
+def _check_same_job(out: Path, job: dict, name: str, shown: Callable[[str, Any], str]) -> None:
     try:
         old = json.loads((out / JOB_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise ValueError(f"{name} {out}: cannot read {JOB_FILE} to resume ({err})") from None
+    if not isinstance(old, dict):
+        raise ValueError(f"{name} {out}: {JOB_FILE} is not a job's record; pass --overwrite")
+    change = changed_setting(old.get("settings") or {}, job["settings"] or {}, shown)
+    if change is not None:
+        raise ValueError(
+            f"{name} {out} was scored with {change}; resume with the same settings, or pass "
+            "overwrite=True (--overwrite) or another folder"
+        )
     if old.get("fingerprint") != job["fingerprint"]:
         raise ValueError(
             f"{name} {out} holds another job ({old.get('items')} items in shards of "
@@ -168,6 +188,19 @@ def write_parts(
     if missing:
         raise RuntimeError(f"shards {missing[:10]} did not receive all their rows")
     return written
+
+
+def count_rows(out: str | os.PathLike) -> dict[str, int]:
+    """How many rows, and error rows, the parts in ``out`` hold (reads one column)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    rows = errors = 0
+    for shard in sorted(done_shards(Path(out))):
+        column = pq.read_table(part_path(Path(out), shard), columns=["error"])["error"]
+        rows += len(column)
+        errors += int(pc.sum(pc.not_equal(pc.fill_null(column, ""), "")).as_py() or 0)
+    return {"rows": rows, "errors": errors}
 
 
 def read_output(out: str | os.PathLike) -> Any:

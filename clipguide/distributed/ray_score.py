@@ -95,10 +95,11 @@ def preprocess_for(model: str | None, pretrained: str | None) -> Preprocess:
     return load_clip(model, towers=("vision",), device="cpu", **kwargs).preprocess
 
 
-def _read(path: str) -> Any:
-    """A local path as is; a URI's bytes through pyarrow's filesystems (s3://, gs://, ...)."""
+def _read(path: str, file: bytes | None = None) -> Any:
+    """A local path as is (opened by its ``file`` bytes where given: a name that is not
+    UTF-8); a URI's bytes through pyarrow's filesystems (s3://, gs://, ...)."""
     if not is_uri(path):
-        return path.removeprefix("file://")
+        return os.fsdecode(file) if file is not None else path.removeprefix("file://")
     from pyarrow import fs
 
     try:
@@ -117,10 +118,12 @@ def decode_batch(batch: dict[str, np.ndarray], preprocess: Preprocess) -> dict[s
     size = preprocess.image_size
     pixels = np.zeros((count, 3, size, size), np.uint8)
     errors = []
+    files = batch["file"] if "file" in batch else [None] * count
     for i, (path, prompt) in enumerate(zip(batch["path"], batch["prompt"], strict=True)):
         error = ""
         try:
-            pixels[i] = preprocess.crop_uint8(load_image(_read(str(path)), name=str(path)))
+            source = _read(str(path), None if files[i] is None else bytes(files[i]))
+            pixels[i] = preprocess.crop_uint8(load_image(source, name=str(path)))
         except UnreadableImageError as err:
             error = err.reason
         except Exception as err:  # noqa: BLE001 - one bad file is a row, never a failed job
@@ -128,7 +131,8 @@ def decode_batch(batch: dict[str, np.ndarray], preprocess: Preprocess) -> dict[s
         if prompt is None:
             error = error or NO_PROMPT
         errors.append(error)
-    return {**batch, "pixels": pixels, "error": np.array(errors, dtype=object)}
+    kept = {k: v for k, v in batch.items() if k != "file"}  # bytes the actors need not carry
+    return {**kept, "pixels": pixels, "error": np.array(errors, dtype=object)}
 
 
 class ImageScorer:

@@ -7,7 +7,6 @@ Only the driver runs this module; it needs pyarrow for Parquet manifests alone.
 
 from __future__ import annotations
 
-import csv
 import glob
 import hashlib
 import json
@@ -16,7 +15,15 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from clipguide.cli.score_files import IMAGE_EXTENSIONS, expand_paths
+from clipguide.cli.score_files import (
+    IMAGE_EXTENSIONS,
+    display_path,
+    expand_paths,
+    is_uri,
+    manifest_pairs,
+    path_key,
+    read_records,
+)
 
 __all__ = [
     "MANIFEST_SUFFIXES",
@@ -29,12 +36,8 @@ __all__ = [
 ]
 
 MANIFEST_SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".json", ".csv")
-WorkItem = dict[str, Any]  # {"path": str, "prompt": str | None, "shard": int, "index": int}
-
-
-def is_uri(path: str) -> bool:
-    """Whether ``path`` names an object in a filesystem other than the local one."""
-    return "://" in path and not path.startswith("file://")
+# {"path": str, "prompt": str | None, "shard": int, "index": int, "file": bytes}
+WorkItem = dict[str, Any]
 
 
 def image_paths(sources: Sequence[str | os.PathLike]) -> list[str]:
@@ -53,34 +56,21 @@ def image_paths(sources: Sequence[str | os.PathLike]) -> list[str]:
     return out
 
 
-def _records(file: Path) -> list[dict[str, Any]]:
-    suffix = file.suffix.lower()
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
+def _records(file: Path) -> list[Any]:
+    if file.suffix.lower() != ".parquet":
+        return read_records(file, f"manifest {file}")
+    import pyarrow.parquet as pq
 
-        try:
-            return pq.read_table(file).to_pylist()
-        except Exception as err:  # noqa: BLE001 - pyarrow raises several types
-            raise ValueError(f"manifest {file} is not a Parquet file: {err}") from None
     try:
-        text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"manifest {file} is not UTF-8 text ({err})") from None
-    if suffix == ".csv":
-        return list(csv.DictReader(text.splitlines()))
-    records = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"manifest {file}: line {number} is not JSON: {err}") from None
-    return records
+        return pq.read_table(file).to_pylist()
+    except Exception as err:  # noqa: BLE001 - pyarrow raises several types
+        raise ValueError(f"manifest {file} is not a Parquet file: {err}") from None
 
 
 def read_manifest(file: str | os.PathLike) -> list[tuple[str, str | None]]:
-    """(image path or URI, prompt) per record; relative paths are relative to the manifest's
-    folder, as ``clipguide score --prompts`` reads them. A missing prompt gives an error row."""
+    """(image path or URI, prompt) per record, each pair once; relative paths are relative to
+    the manifest's folder, as ``clipguide score --prompts`` reads them (one reader for both).
+    A record without a prompt gives an error row; a manifest without prompts is refused."""
     file = Path(file)
     if file.suffix.lower() not in MANIFEST_SUFFIXES:
         raise ValueError(
@@ -89,40 +79,37 @@ def read_manifest(file: str | os.PathLike) -> list[tuple[str, str | None]]:
         )
     if not file.is_file():
         raise ValueError(f"manifest {file} {'is a folder' if file.is_dir() else 'does not exist'}")
-    out = []
-    for number, record in enumerate(_records(file), 1):
-        if not isinstance(record, dict) or "path" not in record:
-            got = sorted(record) if isinstance(record, dict) else type(record).__name__
-            raise ValueError(f"manifest {file}: record {number} needs a 'path' field, got {got}")
-        path = str(record["path"])
-        if not is_uri(path):
-            path = os.path.abspath(file.parent / path.removeprefix("file://"))
-        prompt = record.get("prompt")
-        out.append((path, None if prompt is None or prompt == "" else str(prompt)))
-    if not out:
-        raise ValueError(f"manifest {file}: no records found")
-    return out
+    return manifest_pairs(_records(file), file.parent, f"manifest {file}")
 
 
 def work_items(pairs: Iterable[tuple[str, str | None]], shard_size: int) -> list[WorkItem]:
-    """Numbered work items, each (path, prompt) pair once (the first occurrence kept)."""
+    """Numbered work items, each (path, prompt) pair once (the first occurrence kept).
+
+    ``path`` is what the result row says (:func:`~clipguide.cli.score_files.display_path`:
+    a local name that is not UTF-8 gets ``\\xNN`` escapes), ``file`` the bytes that open it.
+    """
     if not isinstance(shard_size, int) or shard_size < 1:
         raise ValueError(f"shard_size must be a positive int, got {shard_size!r}")
     seen: set[tuple[str, str | None]] = set()
     items: list[WorkItem] = []
     for path, prompt in pairs:
-        key = (path if is_uri(path) else os.path.abspath(path), prompt)
+        key = (path if is_uri(path) else path_key(path), prompt)
         if key in seen:
             continue
         seen.add(key)
         n = len(items)
-        items.append({"path": path, "prompt": prompt, "shard": n // shard_size, "index": n})
+        file = path.encode("utf-8") if is_uri(path) else os.fsencode(path.removeprefix("file://"))
+        item = {"path": display_path(path), "prompt": prompt, "shard": n // shard_size, "index": n}
+        items.append({**item, "file": file})
     return items
 
 
-def fingerprint(items: Sequence[WorkItem], shard_size: int) -> str:
-    """A hash of the job's items and shard size: resuming a different job is refused."""
-    digest = hashlib.sha256(f"{shard_size}\n".encode())
+def fingerprint(
+    items: Sequence[WorkItem], shard_size: int, settings: dict[str, Any] | None = None
+) -> str:
+    """A hash of everything that decides a job's rows: its items, shard size and ``settings``
+    (the judge and scale, :func:`~clipguide.cli.score_settings.judge_settings`)."""
+    digest = hashlib.sha256(f"{shard_size}\n{json.dumps(settings, sort_keys=True)}\n".encode())
     for item in items:
         digest.update(f"{item['path']}\0{item['prompt']}\n".encode())
     return digest.hexdigest()
