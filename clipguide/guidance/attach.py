@@ -19,7 +19,7 @@ import torch
 from diffusers.modular_pipelines import ModularPipeline
 
 from .checks import describe_object
-from .hooks import PipelineHooks
+from .hooks import PipelineHooks, last_rows
 from .schedulers import parameterisation
 from .step import DenoiserStep, guided_change
 
@@ -44,17 +44,6 @@ def check_pipeline(pipe: Any) -> None:
     parameterisation(pipe.scheduler)  # fail early, naming the scheduler
     if not hasattr(pipe, "__dict__"):
         raise TypeError(f"pipe={describe_object(pipe)} keeps no instance attributes (__slots__)")
-
-
-def _slice_batch(value: Any, n: int, b: int) -> Any:
-    """Last ``b`` rows of every tensor with batch ``n`` inside args/kwargs (the CFG cond half)."""
-    if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == n:
-        return value[n - b :]
-    if isinstance(value, dict):
-        return {k: _slice_batch(v, n, b) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_slice_batch(v, n, b) for v in value)
-    return value
 
 
 class PipelineAttachment:
@@ -89,8 +78,8 @@ class PipelineAttachment:
         hooks = self.hooks
 
         def model_fn(x: torch.Tensor) -> torch.Tensor:
-            new_args = list(_slice_batch(tuple(args), n, b))
-            new_kwargs = _slice_batch(dict(kwargs), n, b)
+            new_args = list(last_rows(tuple(args), n, b))
+            new_kwargs = last_rows(dict(kwargs), n, b)
             x_in = (x * scale).to(unet.dtype)
             if new_args:
                 new_args[0] = x_in

@@ -1,19 +1,26 @@
 """One UNet forward hook and one ``encode_prompt`` wrapper per pipeline, shared by attachments.
 
-Several guidances can be attached to one pipeline at once (overlapping or nested ``with``
+Attachments are CLIP guidances and regional prompts (:mod:`clipguide.conditioning.regions`).
+Several can be attached to one pipeline at once (overlapping or nested ``with``
 blocks) and detached in any order. Each attachment registers in the pipeline's
 :class:`PipelineHooks`; the first one installs the UNet hook and the ``encode_prompt`` wrapper,
 the last one to leave removes both and restores what was there. The run's state (its prompt,
 images per prompt, which model evaluation is under way) belongs to the registry, so every
 attachment sees the run in progress rather than the last run it happened to witness, and a
 guidance's extra UNet pass (``mode="full"``) is invisible to the others.
+
+A forward pre-hook counts the evaluation before the UNet runs and publishes it as
+:attr:`PipelineHooks.current` (position, CFG state, latent size), so hooks inside the UNet
+(regions' attention hooks, registered through :meth:`PipelineHooks.hook_module` and removed
+with their attachment) know which evaluation they are part of.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import torch
@@ -21,7 +28,7 @@ import torch
 from .schedulers import EvaluationCounter
 from .step import unet_timestep
 
-__all__ = ["PipelineHooks", "HookEntry"]
+__all__ = ["PipelineHooks", "HookEntry", "Evaluation", "last_rows"]
 
 _ATTR = "_clipguide_hooks"
 _MISSING: Any = object()
@@ -35,6 +42,32 @@ class HookEntry(Protocol):
     def step(
         self, unet: Any, args: tuple, kwargs: dict, output: Any, position: int, total: int
     ) -> Any: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """The UNet evaluation under way: its ``position`` of ``total`` in the run, whether its batch
+    is CFG-doubled (unconditional rows first), and the latents' (height, width)."""
+
+    position: int
+    total: int
+    cfg: bool
+    latent_hw: tuple[int, int]
+
+    def conditional_rows(self, rows: int) -> int:
+        """How many rows of a batch of ``rows`` carry the prompt: the last half under CFG."""
+        return rows // 2 if self.cfg and rows % 2 == 0 else rows
+
+
+def last_rows(value: Any, n: int, b: int) -> Any:
+    """Last ``b`` rows of every tensor with batch ``n`` inside args/kwargs (the CFG cond half)."""
+    if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == n:
+        return value[n - b :]
+    if isinstance(value, dict):
+        return {k: last_rows(v, n, b) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(last_rows(v, n, b) for v in value)
+    return value
 
 
 def _owner_of_hooks(unet: torch.nn.Module) -> list[PipelineHooks]:
@@ -56,8 +89,8 @@ class PipelineHooks:
         if others:
             raise ValueError(
                 f"pipe={type(pipe).__name__} shares its unet with another "
-                f"{type(others[0].pipe).__name__} that has CLIP guidance attached; a UNet hook "
-                "cannot tell the two pipelines' runs apart. Detach the other guidance first."
+                f"{type(others[0].pipe).__name__} that has CLIP guidance or regions attached; a UNet hook "
+                "cannot tell the two pipelines' runs apart. Detach them from the other first."
             )
         self.pipe = pipe
         self.unet = unet
@@ -65,9 +98,12 @@ class PipelineHooks:
         self.prompts: Any = None
         self.per_prompt = 1
         self.counter = EvaluationCounter()
+        self.current: Evaluation | None = None
         self._paused = False
         self._saved = _MISSING
         self._wrapper: Any = None
+        self._module_handles: dict[int, list[Any]] = {}
+        self._pre_handle = unet.register_forward_pre_hook(self._before_unet, with_kwargs=True)
         self._handle = unet.register_forward_hook(self._on_unet, with_kwargs=True)
         self._wrap_encode_prompt()
         vars(pipe)[_ATTR] = self
@@ -80,8 +116,8 @@ class PipelineHooks:
             return cls(pipe)
         if found.unet is not pipe.unet:
             raise ValueError(
-                f"pipe={type(pipe).__name__}.unet was replaced while CLIP guidance was attached "
-                "to the previous one; detach every guidance, then attach again"
+                f"pipe={type(pipe).__name__}.unet was replaced while CLIP guidance or regions were "
+                "attached to the previous one; detach them all, then attach again"
             )
         return found
 
@@ -90,12 +126,23 @@ class PipelineHooks:
         self.entries[id(entry)] = entry
 
     def remove(self, entry: HookEntry) -> None:
-        """Remove ``entry``; with the last one gone, restore the pipeline as it was."""
+        """Remove ``entry`` and its module hooks; with the last one gone, restore the pipeline."""
         self.entries.pop(id(entry), None)
+        for handle in reversed(self._module_handles.pop(id(entry), [])):
+            handle.remove()
         if not self.entries:
             self._uninstall()
 
+    def hook_module(
+        self, entry: HookEntry, module: torch.nn.Module, hook: Callable[..., Any]
+    ) -> None:
+        """Register ``hook`` as a forward hook (with kwargs) of ``module`` for ``entry``;
+        removed when ``entry`` is."""
+        handle = module.register_forward_hook(hook, with_kwargs=True)
+        self._module_handles.setdefault(id(entry), []).append(handle)
+
     def _uninstall(self) -> None:
+        self._pre_handle.remove()
         self._handle.remove()
         own = vars(self.pipe)
         if self._wrapper is not None and own.get("encode_prompt") is self._wrapper:
@@ -139,26 +186,42 @@ class PipelineHooks:
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
-        """UNet calls inside are not evaluations of the run (a guidance's own extra pass)."""
+        """UNet calls inside are not evaluations of the run (a guidance's own extra pass, on
+        the conditional rows only: every row of those calls carries the prompt)."""
         previous, self._paused = self._paused, True
+        outer = self.current
+        if outer is not None:
+            self.current = dataclasses.replace(outer, cfg=False)
         try:
             yield
         finally:
-            self._paused = previous
+            self._paused, self.current = previous, outer
 
-    def _on_unet(self, unet: Any, args: tuple, kwargs: dict, output: Any) -> Any:
+    def _before_unet(self, unet: Any, args: tuple, kwargs: dict) -> None:
         if self._paused or not self.entries:
             return None
         position, total, new = self.counter.advance(
             self.pipe.scheduler, unet_timestep(args, kwargs)
         )
-        entries = list(self.entries.values())
+        sample = args[0] if args else kwargs["sample"]
+        rows = sample.shape[0]
+        cfg = bool(getattr(self.pipe, "do_classifier_free_guidance", False)) and rows % 2 == 0
+        self.current = Evaluation(position, total, cfg, tuple(sample.shape[-2:]))
         if new:
-            for entry in entries:
+            for entry in list(self.entries.values()):
                 entry.new_run()
+        return None
+
+    def _on_unet(self, unet: Any, args: tuple, kwargs: dict, output: Any) -> Any:
+        current = self.current
+        if self._paused or not self.entries or current is None:
+            return None
         changed = None
-        for entry in entries:
-            result = entry.step(unet, args, kwargs, output, position, total)
-            if result is not None:
-                output = changed = result
+        try:
+            for entry in list(self.entries.values()):
+                result = entry.step(unet, args, kwargs, output, current.position, current.total)
+                if result is not None:
+                    output = changed = result
+        finally:
+            self.current = None
         return changed
