@@ -95,3 +95,57 @@ def test_the_plan_refuses_bad_arguments(kwargs, error, message):
 def test_layout_use_refuses_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         LayoutUse(**kwargs)
+
+
+# -- best_of_n across layouts, on the micro world -----------------------------------------------
+@pytest.fixture(scope="module")
+def micro():
+    import torch
+
+    from clipguide import CLIPScorer, load_clip
+    from clipguide.shapes import pipeline
+
+    torch.manual_seed(0)
+    return pipeline(progress=False), CLIPScorer(load_clip("shapes"), progress=False)
+
+
+def test_best_of_n_across_layouts_records_layouts_and_picks_by_structured(micro):
+    import torch
+
+    from clipguide import best_of_n
+    from clipguide.conditioning.layout_policy import regional_prompt
+
+    pipe, scorer = micro
+    prompt = "a blue triangle and a cyan square"
+    kwargs = {"num_inference_steps": 4, "output_type": "pt"}
+    result = best_of_n(
+        pipe, prompt, 3, scorer, seed=5, layouts="auto", plain=1, method="structured",
+        progress=False, batch_size=2, **kwargs,
+    )  # fmt: skip
+    plan = plan_candidates(prompt, 3, "auto", plain=1)
+    assert list(result.candidates) == [plan[i] for i in result.generation_order]
+    assert sum(c.layout is None for c in result.candidates) == 1  # plain mixed in
+    assert torch.allclose(result.scores, scorer.select(result.images, prompt, "structured"))
+    assert torch.all(result.scores[:-1] >= result.scores[1:])
+    for k, cand in enumerate(result.candidates):  # each image regenerates with its layout
+        if cand.layout is None:
+            again = pipe(prompt, generator=result.generator(k), **kwargs).images[0]
+        else:
+            with regional_prompt(cand.layout, cand.use).attach(pipe):
+                again = pipe(prompt, generator=result.generator(k), **kwargs).images[0]
+            plain = pipe(prompt, generator=result.generator(k), **kwargs).images[0]
+            assert not torch.allclose(plain, result.images[k])  # the layout did something
+        assert torch.allclose(again, result.images[k], atol=1e-5)
+
+
+def test_best_of_n_without_layouts_records_nothing_and_plain_needs_layouts(micro):
+    from clipguide import best_of_n
+
+    pipe, scorer = micro
+    result = best_of_n(
+        pipe, "a circle left of a square", 1, scorer, seed=1, progress=False,
+        num_inference_steps=2, output_type="pt",
+    )  # fmt: skip
+    assert result.candidates == ()
+    with pytest.raises(ValueError, match="plain=1 needs layouts"):
+        best_of_n(pipe, "a circle", 2, scorer, plain=1, progress=False)
