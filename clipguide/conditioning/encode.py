@@ -32,13 +32,13 @@ Conventions (see also :mod:`clipguide.conditioning.prompts`):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from clipguide.conditioning.embeddings import Conditioning
 from clipguide.conditioning.prompts import (
     PromptChunks,
     chunk_tensors,
@@ -47,7 +47,7 @@ from clipguide.conditioning.prompts import (
     tokenize_prompt,
     weight_spans,
 )
-from clipguide.conditioning.towers import Target, as_device, hidden_layer, text_towers
+from clipguide.conditioning.towers import Target, hidden_layer, text_towers
 from clipguide.model.text_cache import (
     TextEncodingCache,
     encode_token_rows,
@@ -56,87 +56,6 @@ from clipguide.model.text_cache import (
 )
 
 __all__ = ["Conditioning", "encode_prompt", "weight_hidden_states"]
-
-
-@dataclass(frozen=True, eq=False)
-class Conditioning(Mapping):
-    """Pipeline embedding arguments; ``pipe(**cond)`` passes the fields that are not None.
-
-    SDXL, its refiner and SD3 get all four; SD 1/2 pipelines take no pooled embeddings.
-    """
-
-    prompt_embeds: torch.Tensor
-    negative_prompt_embeds: torch.Tensor
-    pooled_prompt_embeds: torch.Tensor | None = None
-    negative_pooled_prompt_embeds: torch.Tensor | None = None
-
-    __eq__ = object.__eq__  # identity: Mapping's item-wise == is ambiguous for tensors
-    __hash__ = object.__hash__
-
-    def __post_init__(self) -> None:
-        prompt, negative = self.prompt_embeds, self.negative_prompt_embeds
-        _check_tensor(prompt, "prompt_embeds", 3, "(B, L, D)")
-        _check_tensor(negative, "negative_prompt_embeds", 3, "(B, L, D)")
-        if negative.shape != prompt.shape:
-            raise ValueError(
-                f"negative_prompt_embeds must have prompt_embeds' shape {tuple(prompt.shape)}, "
-                f"got {tuple(negative.shape)}"
-            )
-        pooled, neg_pooled = self.pooled_prompt_embeds, self.negative_pooled_prompt_embeds
-        if (pooled is None) != (neg_pooled is None):
-            raise ValueError(
-                "pooled_prompt_embeds and negative_pooled_prompt_embeds must both be tensors or "
-                f"both None, got {_kind(pooled)} and {_kind(neg_pooled)}"
-            )
-        if pooled is not None:
-            _check_tensor(pooled, "pooled_prompt_embeds", 2, "(B, D)")
-            _check_tensor(neg_pooled, "negative_pooled_prompt_embeds", 2, "(B, D)")
-            if pooled.shape[0] != prompt.shape[0] or neg_pooled.shape != pooled.shape:
-                raise ValueError(
-                    f"pooled_prompt_embeds {tuple(pooled.shape)} and "
-                    f"negative_pooled_prompt_embeds {tuple(neg_pooled.shape)} must be "
-                    f"({prompt.shape[0]}, D), one row per row of prompt_embeds"
-                )
-
-    def __getitem__(self, key: str) -> torch.Tensor:
-        if key not in self._names():
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names())
-
-    def __len__(self) -> int:
-        return len(self._names())
-
-    def _names(self) -> list[str]:
-        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
-
-    def __repr__(self) -> str:
-        parts = ", ".join(f"{k}={tuple(v.shape)} {v.dtype}" for k, v in self.items())
-        return f"Conditioning({parts})"
-
-    def to_kwargs(self) -> dict[str, torch.Tensor]:
-        """The pipeline keyword arguments as a plain dict."""
-        return dict(self.items())
-
-    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> Conditioning:
-        """A copy with every tensor moved/cast."""
-        device = as_device(device) if device is not None else None
-        if dtype is not None and not isinstance(dtype, torch.dtype):
-            raise TypeError(f"dtype must be a torch.dtype (e.g. torch.float16), got {dtype!r}")
-        return replace(self, **{k: v.to(device=device, dtype=dtype) for k, v in self.items()})
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
-    return f"{type(value).__name__} {value!r:.40}"
-
-
-def _check_tensor(value: Any, name: str, ndim: int, shape: str) -> None:
-    if not isinstance(value, torch.Tensor) or value.ndim != ndim:
-        raise ValueError(f"{name} must be a {shape} tensor, got {_kind(value)}")
 
 
 def weight_hidden_states(
@@ -164,21 +83,25 @@ def _as_list(value: Any, name: str) -> list[str]:
 
 def _encode_side(
     target: Target,
-    texts: list[str],
-    chunks: list[PromptChunks],
+    texts: list[list[str]],
+    chunks: list[list[PromptChunks]],
     num_chunks: int,
     layers: list[int],
     keys: list[Any],
     cache: TextEncodingCache | bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(B, num_chunks*L, sum d) hidden states and (B, sum D) first-chunk pooled."""
-    b = len(chunks)
+    """(B, num_chunks*L, sum d) hidden states and (B, sum D) first-chunk pooled; ``texts``
+    and ``chunks`` hold one list per tower."""
+    b = len(chunks[0])
     hidden_parts, pooled_parts = [], []
-    for tower, layer, key in zip(target.towers, layers, keys, strict=True):
+    towers = zip(target.towers, layers, keys, texts, chunks, strict=True)
+    for tower, layer, key, tower_texts, tower_chunks in towers:
         tok = tower.tokenizer
         length = context_length(tok, tower.model)
         special = {"bos": tok.bos_token_id, "eos": tok.eos_token_id, "pad": tok.pad_token_id}
-        rows = [chunk_tensors(c, **special, num_chunks=num_chunks, length=length) for c in chunks]
+        rows = [
+            chunk_tensors(c, **special, num_chunks=num_chunks, length=length) for c in tower_chunks
+        ]
         ids = torch.cat([r[0] for r in rows])
         weights = torch.cat([r[1] for r in rows])
         kw = {"hidden_layer": layer, "final_norm": tower.final_norm, "cache": cache, "key": key}
@@ -187,7 +110,7 @@ def _encode_side(
             empty_ids, _ = chunk_tensors(PromptChunks(((),), ((),)), **special, length=length)
             empty, _ = encode_token_rows(tower.model, empty_ids, **kw)
             weighted = weight_hidden_states(hidden, weights, empty[0])
-            _check_finite(weighted.to(target.dtype), hidden, weights, texts, num_chunks)
+            _check_finite(weighted.to(target.dtype), hidden, weights, tower_texts, num_chunks)
             hidden = weighted
         hidden_parts.append(hidden.reshape(b, num_chunks * length, hidden.shape[-1]))
         if tower.pooled:
@@ -273,32 +196,36 @@ def _textual_inversion(pipe_or_clip: Any, tokenizer: Any) -> Callable[[str], str
 def _encode_sides(
     pipe_or_clip: Any,
     target: Target,
-    prompts: list[str],
-    negatives: list[str] | None,
+    prompts: list[list[str]],
+    negatives: list[list[str]] | None,
     options: dict[str, Any],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """(hidden, negative hidden, pooled, negative pooled) of the CLIP towers; zeros for the
-    negative side when ``negatives`` is None."""
+    negative side when ``negatives`` is None. ``prompts``/``negatives``: one list per tower."""
     toks = [t.tokenizer for t in target.towers]
     converted = _textual_inversion(pipe_or_clip, toks[0])
     chunk_size = _chunk_size(target)
+    tokenized: dict[str, PromptChunks] = {}
 
     def tokenize(text: str) -> PromptChunks:
-        return tokenize_prompt(
-            text, toks, parse_weights=options["parse_weights"], chunk_size=chunk_size,
-            strict=options["strict"],
-        )  # fmt: skip
+        if text not in tokenized:
+            tokenized[text] = tokenize_prompt(
+                text, toks, parse_weights=options["parse_weights"], chunk_size=chunk_size,
+                strict=options["strict"],
+            )  # fmt: skip
+        return tokenized[text]
 
-    pos_texts = [converted(p) for p in prompts]
-    neg_texts = [converted(p) for p in negatives] if negatives is not None else []
-    pos, neg = [tokenize(p) for p in pos_texts], [tokenize(p) for p in neg_texts]
-    num_chunks = max(len(c.ids) for c in pos + neg)
+    pos_texts = [[converted(p) for p in ps] for ps in prompts]
+    neg_texts = [[converted(p) for p in ps] for ps in negatives] if negatives is not None else []
+    pos = [[tokenize(p) for p in ps] for ps in pos_texts]
+    neg = [[tokenize(p) for p in ps] for ps in neg_texts]
+    num_chunks = max(len(c.ids) for side in pos + neg for c in side)
     cache = options["cache"]
     # one weights check per tower and call (the key is what the cache is keyed on)
     keys = [model_key(t.model) if resolve_cache(cache) is not None else None for t in target.towers]
     layers = [hidden_layer(t, options["clip_skip"]) for t in target.towers]
 
-    def side(texts: list[str], chunks: list[PromptChunks]) -> tuple:
+    def side(texts: list[list[str]], chunks: list[list[PromptChunks]]) -> tuple:
         return _encode_side(target, texts, chunks, num_chunks, layers, keys, cache)
 
     hidden, pooled = side(pos_texts, pos)
@@ -307,6 +234,30 @@ def _encode_sides(
         return hidden, torch.zeros_like(hidden), pooled, neg_pooled
     neg_hidden, neg_pooled = side(neg_texts, neg)
     return hidden, neg_hidden, pooled, neg_pooled
+
+
+def _per_tower(
+    target: Target, first: list[str] | None, second: Any, name: str
+) -> list[list[str]] | None:
+    """One text list per tower: the first tower gets ``first``, the second ``second`` (as
+    SDXL/SD3 pipelines give ``prompt_2`` to ``tokenizer_2``), or ``first`` when None."""
+    if second is None:
+        return None if first is None else [first] * len(target.towers)
+    if len(target.towers) < 2:
+        raise ValueError(
+            f"{name} is for pipelines with two CLIP text encoders (SDXL base, SD3); this one "
+            f"has one, got {name}={second!r:.80}"
+        )
+    if first is None:
+        raise ValueError(f"{name} needs negative_prompt too (None means zeros), got {second!r:.80}")
+    seconds = _as_list(second, name)
+    if isinstance(second, str):
+        seconds = seconds * len(first)
+    if len(seconds) != len(first):
+        raise ValueError(
+            f"{name} has {len(seconds)} prompts but there are {len(first)}; give one, or one each"
+        )
+    return [first, seconds]
 
 
 def _with_t5(
@@ -332,6 +283,8 @@ def encode_prompt(
     prompt: str | Sequence[str],
     negative_prompt: str | Sequence[str] | None = None,
     *,
+    prompt_2: str | Sequence[str] | None = None,
+    negative_prompt_2: str | Sequence[str] | None = None,
     num_images_per_prompt: int = 1,
     clip_skip: int | None = None,
     parse_weights: bool = True,
@@ -349,6 +302,10 @@ def encode_prompt(
         prompt: one prompt or a batch; weight syntax and ``BREAK`` as in
             :mod:`clipguide.conditioning.prompts`; no length limit.
         negative_prompt: None, one (used for every prompt) or one per prompt.
+        prompt_2, negative_prompt_2: as SDXL and SD3 pipelines take them, the text of the
+            second CLIP text encoder (``tokenizer_2``, bigG in SDXL); default: ``prompt`` and
+            ``negative_prompt``. ``negative_prompt_2`` needs ``negative_prompt`` (None there
+            means zeros).
         num_images_per_prompt: rows per prompt, as the pipeline argument of that name.
         clip_skip: layers skipped before the one the pipeline conditions on.
         parse_weights: False reads brackets, ``:`` and ``BREAK`` literally.
@@ -378,8 +335,9 @@ def encode_prompt(
         max_sequence_length=max_sequence_length,
     )  # fmt: skip
     hidden, neg_hidden, pooled, neg_pooled = _encode_sides(
-        pipe_or_clip, target, prompts, negatives, options
-    )
+        pipe_or_clip, target, _per_tower(target, prompts, prompt_2, "prompt_2"),
+        _per_tower(target, negatives, negative_prompt_2, "negative_prompt_2"), options,
+    )  # fmt: skip
     if target.t5 is not None:
         hidden, neg_hidden = _with_t5(target, hidden, neg_hidden, prompts, negatives, options)
 
@@ -389,11 +347,19 @@ def encode_prompt(
         x = x.to(device=target.device, dtype=target.dtype if cast else None)
         return x if num_images_per_prompt == 1 else x.repeat_interleave(num_images_per_prompt, 0)
 
+    def texts(ps: list[str] | None) -> tuple[str, ...] | None:
+        if ps is None:
+            return None
+        plain = [plain_text(p, strict=False, warn=False) if parse_weights else p for p in ps]
+        return tuple(p for p in plain for _ in range(num_images_per_prompt))
+
     return Conditioning(
         prompt_embeds=out(hidden, True),
         negative_prompt_embeds=out(neg_hidden, True),
         pooled_prompt_embeds=out(pooled, False),
         negative_pooled_prompt_embeds=out(neg_pooled, False),
+        prompt=texts(prompts),
+        negative_prompt=texts(negatives),
     )
 
 

@@ -16,7 +16,9 @@ the prompt, a closing bracket with no open group of its kind is a literal charac
 closes the last open ``(`` even across an open ``[`` (and ``]`` the last ``[``), and a malformed
 weight such as ``(a:1.2.3)`` leaves its ``:`` literal. A1111 syntax that clipguide does not
 implement is read as text with the same warning: prompt editing ``[a:b:0.5]`` / ``[a:0.5]``,
-alternation ``[a|b]`` and composable diffusion ``a AND b``. ``strict=True`` raises
+alternation ``[a|b]``, composable diffusion ``a AND b`` and extra-network tags
+``<lora:name:0.8>`` (load LoRAs into the pipeline instead), and compel's ``word++`` /
+``word--``. ``strict=True`` raises
 ``ValueError`` naming the position instead of any warning (and for any ``:`` directly inside
 square brackets); ``parse_weights=False`` (in ``encode_prompt``) reads a prompt literally.
 

@@ -29,6 +29,8 @@ MAX_WEIGHT = float(torch.finfo(torch.float32).max)
 _ESCAPABLE = "()[]:\\"
 _BREAK = re.compile(r"\bBREAK\b")
 _AND = re.compile(r"\bAND\b")
+_EXTRA_NETWORK = re.compile(r"<(?:lora|lyco|hypernet):[^>]*>", re.IGNORECASE)
+_COMPEL = re.compile(r"(?<=[\w)])(?:\+\++|--+)(?=[\s,.;]|$)")
 _NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
 _NUMBERISH = re.compile(r"\s*[-+.\deE]*\s*")  # a tail that was probably meant as a weight
 _MAX_LISTED = 5
@@ -102,6 +104,7 @@ def _weighted_runs(prompt: str, strict: bool, warn: bool) -> list[tuple[str, flo
             f"'AND' at position {m.start()} is A1111's composable diffusion, not implemented: "
             "read as the word 'AND'",
         )
+    _other_syntax(state)
     i, n = 0, len(prompt)
     while i < n:
         c = prompt[i]
@@ -134,6 +137,24 @@ def _weighted_runs(prompt: str, strict: bool, warn: bool) -> list[tuple[str, flo
     if warn and state.issues:
         _warn(prompt, state.issues)
     return _weights(state)
+
+
+def _other_syntax(state: _Parse) -> None:
+    """A1111's extra-network tags and compel's ``word++``/``word--``: read as text."""
+    for m in _EXTRA_NETWORK.finditer(state.prompt):
+        state.problem(
+            f"{m.group()!r} at position {m.start()}, an A1111 extra-network tag: LoRAs are "
+            "loaded into the pipeline (pipe.load_lora_weights; --lora on the command line)",
+            f"{m.group()!r} at position {m.start()} is an A1111 LoRA tag, not applied: read as "
+            "text (load LoRAs with pipe.load_lora_weights, or --lora)",
+        )
+    for m in _COMPEL.finditer(state.prompt):
+        state.problem(
+            f"{m.group()!r} at position {m.start()} ({state.excerpt(m.start())}), compel's "
+            "weight syntax; write '(word:1.1)' instead",
+            f"{m.group()!r} at position {m.start()} is compel's weight syntax, not clipguide's: "
+            "read as text (write '(word:1.1)')",
+        )
 
 
 def _close(state: _Parse, i: int) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from clipguide.model.text_cache import cached_text_embeds
+from clipguide.scoring.captions.parse import plain_prompt
 from clipguide.scoring.metrics import cosine
 
 from .checks import check, check_clip, check_decoder, check_target, describe
@@ -124,8 +125,10 @@ class CLIPGuidance:
             self._generator.manual_seed(self.settings.seed)
 
     def _encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        # the shared text-encoding cache: conditioning, guidance and scoring encode once
-        return cached_text_embeds(self.clip, list(texts)).float()
+        # the shared text-encoding cache: conditioning, guidance and scoring encode once; the
+        # CLIP compares images with the prompt's plain text (no weight syntax, no BREAK)
+        plain = [plain_prompt(t) or t for t in texts]
+        return cached_text_embeds(self.clip, plain).float()
 
     def targets(self, batch: int, prompts: Any = None, per_prompt: int = 1) -> torch.Tensor:
         """Normalised fp32 target embeddings (batch, D), one per generated image."""

@@ -25,6 +25,8 @@ from typing import Any, Protocol
 
 import torch
 
+from clipguide.conditioning.carried import prompt_of
+
 from .schedulers import EvaluationCounter
 from .step import unet_timestep
 
@@ -175,7 +177,11 @@ class PipelineHooks:
                     arguments = signature.bind_partial(*args, **kwargs).arguments
                 except TypeError:  # the call is wrong: let encode_prompt say how
                     return bound(*args, **kwargs)
-                self.prompts = arguments.get("prompt")
+                prompt = arguments.get("prompt")
+                # pipe(**encode_prompt(...)): the Conditioning's plain text, found by its tensor
+                self.prompts = (
+                    prompt if prompt is not None else prompt_of(arguments.get("prompt_embeds"))
+                )
                 self.per_prompt = int(arguments.get("num_images_per_prompt") or 1)
                 self.counter.start_run()  # also img2img, whose first evaluation is not entry 0
             return bound(*args, **kwargs)

@@ -43,7 +43,7 @@ class BestOfN:
 
 def best_of_n(
     pipe: Any,
-    prompt: str,
+    prompt: Any,
     n: int,
     scorer: CLIPScorer,
     *,
@@ -74,7 +74,14 @@ def best_of_n(
     of prompt get a layout and how (default
     :data:`~clipguide.conditioning.layout_policy.DEFAULT_POLICY`). Image ``i`` keeps seed
     ``seed + i`` whatever its layout, and ``candidates`` records each image's layout.
+
+    ``prompt`` is a text, or a :class:`~clipguide.conditioning.Conditioning` from
+    :func:`clipguide.encode_prompt` (one prompt), whose embeddings the pipeline is called with
+    and whose plain text is scored. A text with the embeddings in ``pipe_kwargs``
+    (``best_of_n(pipe, prompt, n, scorer, **encode_prompt(pipe, prompt))``) is scored and
+    not passed to the pipeline. Images are compared with the prompt's plain text.
     """
+    prompt, pipe_kwargs = _text_and_call(prompt, pipe_kwargs)
     _check_args(pipe, prompt, n, scorer, batch_size, seed, generator, pipe_kwargs)
     if method is not None:
         check_method(method)
@@ -104,9 +111,10 @@ def best_of_n(
         batches = tqdm(batches, unit="batch", desc="best_of_n")
     for batch, candidate in batches:
         generators = [torch.Generator(device=generator_device).manual_seed(s) for s in batch]
+        text = {} if "prompt_embeds" in pipe_kwargs else {"prompt": prompt}
         with _conditioning(pipe, candidate):
             out = pipe(
-                prompt, num_images_per_prompt=len(batch), generator=generators, **pipe_kwargs
+                **text, num_images_per_prompt=len(batch), generator=generators, **pipe_kwargs
             )
         images.extend(_batch_images(out, len(batch)))
     select = getattr(scorer, "select", None)
@@ -201,7 +209,7 @@ def _check_args(
         if reserved in pipe_kwargs:
             raise ValueError(
                 f"{reserved!r} is set by best_of_n; do not pass it in pipe_kwargs "
-                f"(got {reserved}={pipe_kwargs[reserved]!r})"
+                f"(got {reserved}={_got(pipe_kwargs[reserved])})"
             )
     output_type = pipe_kwargs.get("output_type", "pil")
     if output_type not in ("pil", "np", "pt"):
@@ -211,8 +219,29 @@ def _check_args(
         )
 
 
+def _text_and_call(prompt: Any, pipe_kwargs: dict) -> tuple[Any, dict]:
+    """The text to score and the pipeline's keyword arguments, for a text or a Conditioning."""
+    from clipguide.conditioning.carried import prompt_of
+
+    if isinstance(prompt, Mapping) and "prompt_embeds" in prompt:
+        texts = getattr(prompt, "prompt", None) or prompt_of(prompt["prompt_embeds"])
+        if not texts or len(set(texts)) != 1:
+            raise ValueError(
+                "prompt must be a str or a Conditioning of one prompt from encode_prompt (it "
+                f"knows its text), got {_got(prompt)}"
+            )
+        clash = sorted(set(prompt) & set(pipe_kwargs))
+        if clash:
+            raise ValueError(f"{clash[0]!r} is given twice: in prompt and in pipe_kwargs")
+        return texts[0], {**pipe_kwargs, **prompt}
+    return prompt, pipe_kwargs
+
+
 def _got(value: Any) -> str:
-    """``repr`` (shortened) and type of a received value, for error messages."""
+    """``repr`` (shortened) and type of a received value, for error messages; a tensor by
+    its shape and dtype."""
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
     text = repr(value)
     text = text if len(text) <= 60 else text[:57] + "..."
     return f"{text} ({type(value).__name__})"

@@ -19,6 +19,7 @@ from clipguide.model.text_cache import (
     resolve_cache,
 )
 from clipguide.scoring.batches import batched, prefetched
+from clipguide.scoring.captions.parse import plain_prompt
 from clipguide.scoring.methods import StructureWeights, check_method, selection_scores
 from clipguide.scoring.metrics import (
     CLIPSCORE_SCALE,
@@ -71,6 +72,12 @@ class CLIPScorer:
             :data:`clipguide.scoring.methods.METHODS`: ``"clipscore"`` (default), ``"contrastive"``,
             ``"parts"``, ``"views"`` or ``"structured"`` (see :mod:`clipguide.scoring.methods`).
             :meth:`score` is always the plain CLIPScore.
+
+    Prompts are read as prompts: :meth:`score`, :meth:`cosine`, :meth:`matrix` and every
+    method compare images with the prompt's plain text
+    (:func:`~clipguide.scoring.captions.parse.plain_prompt`: A1111 weights, brackets, LoRA
+    tags and ``BREAK`` removed), so ``"a (red circle:1.3)"`` scores as ``"a red circle"``, as
+    the pipeline drew it. :meth:`embed_texts` encodes its texts exactly as given.
         weights: the ``"structured"`` method's :class:`~clipguide.scoring.methods.StructureWeights`.
     """
 
@@ -231,7 +238,7 @@ class CLIPScorer:
     def cosine(self, images: ImageInput, prompts: str | Sequence[str]) -> torch.Tensor:
         """Cosine of each image with its prompt (one prompt for all, or one per image): (N,)."""
         image_embeds = self.embed_images(images)
-        text_embeds = self.embed_texts(prompts).to(image_embeds.device)
+        text_embeds = self.embed_texts(_plain(prompts)).to(image_embeds.device)
         if text_embeds.shape[0] not in (1, image_embeds.shape[0]):
             raise ValueError(
                 f"prompts must be one string or one per image ({image_embeds.shape[0]}), "
@@ -242,7 +249,8 @@ class CLIPScorer:
     def matrix(self, images: ImageInput, prompts: str | Sequence[str]) -> torch.Tensor:
         """Cosine of every image with every prompt: (N, M)."""
         image_embeds = self.embed_images(images)
-        return cosine_matrix(image_embeds, self.embed_texts(prompts).to(image_embeds.device))
+        texts = self.embed_texts(_plain(prompts))
+        return cosine_matrix(image_embeds, texts.to(image_embeds.device))
 
     def score(self, images: ImageInput, prompts: str | Sequence[str]) -> torch.Tensor:
         """CLIPScore per image, ``scale * max(cos, 0)``: (N,)."""
@@ -268,6 +276,11 @@ class CLIPScorer:
         return RobustScores(
             clean=self.score(items, prompts), **{v: self.score(views[v], prompts) for v in views}
         )
+
+
+def _plain(prompts: str | Sequence[str]) -> list[str]:
+    """The plain text of each prompt (the prompt itself when nothing would be left)."""
+    return [plain_prompt(p) or p for p in _prompt_list(prompts, "prompts")]
 
 
 def _prompt_list(prompts: str | Sequence[str], name: str) -> list[str]:
