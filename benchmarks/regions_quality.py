@@ -236,6 +236,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--cache", default="runs/eval_cache")
     p.add_argument("--cost-items", type=int, default=10, help="prompts timed for cost; 0: skip")
+    p.add_argument("--sheet", default=None, help="contact sheet PNG: plain vs the first mode")
     args = p.parse_args(argv)
     from clipguide import load_clip
     from clipguide.conditioning.layouts import prompt_kind
@@ -285,6 +286,8 @@ def main(argv: list[str] | None = None) -> dict:
             res["cpu_per_image_vs_plain"] = round(cpu_ratio(pipe, some, settings, ctx), 3)
         _print(name, res)
         results[name] = res
+        if args.sheet and name == args.modes[0]:
+            _sheet(pc, cands, items, settings, args.sheet)
     summary = {
         "benchmark": "regions_quality",
         "split": args.split,
@@ -294,6 +297,32 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print(json.dumps(summary))
     return summary
+
+
+def _sheet(plain: np.ndarray, laid: np.ndarray, items: list, settings: dict, path: str) -> None:
+    """Plain candidate 0 beside the laid-out one (boxes drawn), two items per laid-out family,
+    captioned with the oracle's verdict."""
+    from PIL import Image
+
+    from clipguide.scoring.sheet import contact_sheet
+    from clipguide.shapes import check
+
+    rows = []
+    for fam in dict.fromkeys(i.family for i in items):
+        got = [k for k, i in enumerate(items) if i.family == fam]
+        got = [k for k in got if candidate(items[k].caption, 0, settings).layout is not None]
+        rows += got[:2]
+    images, captions, boxes = [], [], []
+    for k in rows:
+        layout = candidate(items[k].caption, 0, settings).layout
+        for label, arr, drawn in (("plain", plain[k, 0], None), ("laid out", laid[k, 0], layout)):
+            image = Image.fromarray(arr)
+            verdict = "OK" if check(image, items[k].caption).ok else "X"
+            images.append(image)
+            captions.append(f"{verdict} {label}: {items[k].caption}")
+            boxes.append(None if drawn is None else list(drawn.boxes))
+    sheet = contact_sheet(images, captions, thumb=160, columns=4, font_size=10, boxes=boxes)
+    sheet.save(path)
 
 
 if __name__ == "__main__":
