@@ -44,7 +44,7 @@ MODES: dict[str, dict] = {  # name -> kinds laid out, LayoutUse fields, method
     "r_blend6": {"kinds": ALL, "use": {"blend": 0.6}},
     "r_boxguide": {"kinds": ALL, "use": {}, "method": "boxguide"},
     "r_noise": {"kinds": ALL, "use": {}, "method": "noise"},
-    "chosen": {"kinds": "policy", "use": "policy"},  # DEFAULT_POLICY, as shipped
+    "chosen": {"kinds": "policy", "use": "policy", "plain": 2},  # DEFAULT_POLICY, 2 plain
 }
 BOXGUIDE = {"scale": 4.0, "start": 0.0, "stop": 0.3, "every": 1}
 
@@ -52,19 +52,20 @@ BOXGUIDE = {"scale": 4.0, "start": 0.0, "stop": 0.3, "every": 1}
 def candidate(caption: str, j: int, settings: dict):
     """Candidate ``j``'s layout and use under a mode's settings (a plain one when none)."""
     from clipguide.conditioning.layout_policy import (
-        DEFAULT_POLICY,
         Candidate,
         LayoutUse,
         plan_candidates,
     )
     from clipguide.conditioning.layouts import layouts_from_prompt
 
+    plain = settings.get("plain", 0)
     if settings["kinds"] == "policy":
-        return plan_candidates(caption, j + 1, "auto", policy=DEFAULT_POLICY)[j]
+        return plan_candidates(caption, max(4, j + 1), "auto", plain=plain)[j]
     found = [lay for lay in layouts_from_prompt(caption) if lay.kind in settings["kinds"]]
     if not found:
         return Candidate()
-    return plan_candidates(caption, j + 1, found, use=LayoutUse(**settings["use"]))[j]
+    use = LayoutUse(**settings["use"])
+    return plan_candidates(caption, max(4, j + 1), found, plain=plain, use=use)[j]
 
 
 def regional_sampler(settings: dict):
@@ -107,7 +108,8 @@ def mode_key(name: str, ctx: dict) -> str:
     if settings["kinds"] == "policy":
         from clipguide.conditioning.layout_policy import DEFAULT_POLICY
 
-        settings = {"policy": {k: v and v.__dict__ for k, v in DEFAULT_POLICY.items()}}
+        policy = {k: v and v.__dict__ for k, v in DEFAULT_POLICY.items()}
+        settings = {"policy": policy, "plain": settings["plain"]}
     extra = BOXGUIDE if settings.get("method") == "boxguide" else None
     return json.dumps(["regions-v1", settings, extra, ctx["steps"], ctx["cfg"]], sort_keys=True)
 
@@ -115,10 +117,11 @@ def mode_key(name: str, ctx: dict) -> str:
 def cpu_ratio(pipe, items: list, settings: dict, ctx: dict, repeats: int = 3) -> float:
     """Median CPU-time ratio, regional against plain, one prompt per call, one thread, on
     items that get a layout."""
-    laid = [i for i in items if candidate(i.caption, 0, settings).layout is not None]
+    col = settings.get("plain", 0)
+    laid = [i for i in items if candidate(i.caption, col, settings).layout is not None]
     if not laid:
         return 1.0
-    prompts, seeds = [i.caption for i in laid], [i.seed for i in laid]
+    prompts, seeds = [i.caption for i in laid], [i.seed + col for i in laid]
     regional = regional_sampler(settings)
     alone = dict(ctx, plain_images={})
 
@@ -164,23 +167,26 @@ def structured_picks(guide, cands: np.ndarray, items: list, n: int) -> np.ndarra
     return sq.picks(None, n, partial(guide.select, method="structured"), cands, items)  # type: ignore[arg-type]
 
 
-def evaluate(name: str, m: ev.Measures, cands: np.ndarray, ref: dict, items: list, guide) -> dict:
-    """Figures of one mode against plain (``ref``: plain's measures, candidates and picks)."""
+def evaluate(
+    name: str, m: ev.Measures, cands: np.ndarray, ref: dict, items: list, guide, col: int = 0
+) -> dict:
+    """Figures of one mode against plain (``ref``: plain's measures, candidates and picks);
+    single-sample figures compare candidate ``col`` (the mode's first laid-out one)."""
     fams, kinds = ref["families"], ref["kinds"]
     p, pc = ref["measures"], ref["cands"]
     n = cands.shape[1]
     out: dict[str, Any] = {}
     for label, groups in (("family", fams), ("kind", kinds)):
         out[f"single_by_{label}"] = {
-            "plain": by_group(p.ok[:, 0], groups),
-            name: by_group(m.ok[:, 0], groups),
-            "oracle_diff": paired_by_group(m.ok[:, 0], p.ok[:, 0], groups),
-            "judge_diff": paired_by_group(m.judge[:, 0], p.judge[:, 0], groups),
+            "plain": by_group(p.ok[:, col], groups),
+            name: by_group(m.ok[:, col], groups),
+            "oracle_diff": paired_by_group(m.ok[:, col], p.ok[:, col], groups),
+            "judge_diff": paired_by_group(m.judge[:, col], p.judge[:, col], groups),
         }
-    out["single_guide_gain"] = ev.paired(m.guide[:, 0], p.guide[:, 0])
-    out["single_judge_gain"] = ev.paired(m.judge[:, 0], p.judge[:, 0])
+    out["single_guide_gain"] = ev.paired(m.guide[:, col], p.guide[:, col])
+    out["single_judge_gain"] = ev.paired(m.judge[:, col], p.judge[:, col])
     out["single_hacking_gap"] = ev.paired(
-        m.guide[:, 0] - m.judge[:, 0], p.guide[:, 0] - p.judge[:, 0]
+        m.guide[:, col] - m.judge[:, col], p.guide[:, col] - p.judge[:, col]
     )
     if n >= 4:
         mix = np.concatenate([pc[:, :2], cands[:, 2:4]], axis=1)
@@ -279,7 +285,8 @@ def main(argv: list[str] | None = None) -> dict:
             args.split, items, mode_key(name, ctx), regional_sampler(settings), n, ctx
         )
         m = ev.measure(cands, items, guide, judge)
-        res = evaluate(name, m, cands, ref, items, guide)
+        col = settings.get("plain", 0)
+        res = evaluate(name, m, cands, ref, items, guide, col)
         res["wall_seconds"] = round(time.perf_counter() - t0, 1)
         if args.cost_items:
             some = items[:: max(1, len(items) // args.cost_items)]
@@ -287,7 +294,7 @@ def main(argv: list[str] | None = None) -> dict:
         _print(name, res)
         results[name] = res
         if args.sheet and name == args.modes[0]:
-            _sheet(pc, cands, items, settings, args.sheet)
+            _sheet(pc, cands, items, settings, args.sheet, col)
     summary = {
         "benchmark": "regions_quality",
         "split": args.split,
@@ -299,7 +306,9 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
-def _sheet(plain: np.ndarray, laid: np.ndarray, items: list, settings: dict, path: str) -> None:
+def _sheet(
+    plain: np.ndarray, laid: np.ndarray, items: list, settings: dict, path: str, col: int = 0
+) -> None:
     """Plain candidate 0 beside the laid-out one (boxes drawn), two items per laid-out family,
     captioned with the oracle's verdict."""
     from PIL import Image
@@ -310,12 +319,15 @@ def _sheet(plain: np.ndarray, laid: np.ndarray, items: list, settings: dict, pat
     rows = []
     for fam in dict.fromkeys(i.family for i in items):
         got = [k for k, i in enumerate(items) if i.family == fam]
-        got = [k for k in got if candidate(items[k].caption, 0, settings).layout is not None]
+        got = [k for k in got if candidate(items[k].caption, col, settings).layout is not None]
         rows += got[:2]
     images, captions, boxes = [], [], []
     for k in rows:
-        layout = candidate(items[k].caption, 0, settings).layout
-        for label, arr, drawn in (("plain", plain[k, 0], None), ("laid out", laid[k, 0], layout)):
+        layout = candidate(items[k].caption, col, settings).layout
+        for label, arr, drawn in (
+            ("plain", plain[k, col], None),
+            ("laid out", laid[k, col], layout),
+        ):
             image = Image.fromarray(arr)
             verdict = "OK" if check(image, items[k].caption).ok else "X"
             images.append(image)
