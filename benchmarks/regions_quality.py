@@ -36,6 +36,7 @@ import shapes_quality as sq
 import torch
 
 ALL = ("relation", "colour_binding", "size_binding", "binding", "objects", "count")
+USED = ("relation", "colour_binding", "size_binding", "binding")  # the kinds r_stop1 helped
 MODES: dict[str, dict] = {  # name -> kinds laid out, LayoutUse fields, method
     "r_default": {"kinds": ALL, "use": {}},  # the prototype's: blend 0.3, first half
     "r_stop1": {"kinds": ALL, "use": {"stop": 1.0}},
@@ -44,7 +45,9 @@ MODES: dict[str, dict] = {  # name -> kinds laid out, LayoutUse fields, method
     "r_blend6": {"kinds": ALL, "use": {"blend": 0.6}},
     "r_boxguide": {"kinds": ALL, "use": {}, "method": "boxguide"},
     "r_noise": {"kinds": ALL, "use": {}, "method": "noise"},
-    "chosen": {"kinds": "policy", "use": "policy", "plain": 2},  # DEFAULT_POLICY, 2 plain
+    "s1_boxguide": {"kinds": USED, "use": {"stop": 1.0}, "method": "boxguide"},
+    "s1_noise": {"kinds": USED, "use": {"stop": 1.0}, "method": "noise"},
+    "chosen": {"kinds": "policy", "use": "policy"},  # DEFAULT_POLICY, every candidate laid out
 }
 BOXGUIDE = {"scale": 4.0, "start": 0.0, "stop": 0.3, "every": 1}
 
@@ -109,7 +112,7 @@ def mode_key(name: str, ctx: dict) -> str:
         from clipguide.conditioning.layout_policy import DEFAULT_POLICY
 
         policy = {k: v and v.__dict__ for k, v in DEFAULT_POLICY.items()}
-        settings = {"policy": policy, "plain": settings["plain"]}
+        settings = {"policy": policy}
     extra = BOXGUIDE if settings.get("method") == "boxguide" else None
     return json.dumps(["regions-v1", settings, extra, ctx["steps"], ctx["cfg"]], sort_keys=True)
 
@@ -189,14 +192,15 @@ def evaluate(
         m.guide[:, col] - m.judge[:, col], p.guide[:, col] - p.judge[:, col]
     )
     if n >= 4:
-        mix = np.concatenate([pc[:, :2], cands[:, 2:4]], axis=1)
+        # 2 laid out + 2 plain, each seed once (laid-out candidates 0, 1; plain 2, 3)
+        mix = np.concatenate([cands[:, :2], pc[:, 2:4]], axis=1)
         mix_m = ev.Measures(
-            np.concatenate([p.ok[:, :2], m.ok[:, 2:4]], 1),
-            np.concatenate([p.guide[:, :2], m.guide[:, 2:4]], 1),
-            np.concatenate([p.judge[:, :2], m.judge[:, 2:4]], 1),
+            np.concatenate([m.ok[:, :2], p.ok[:, 2:4]], 1),
+            np.concatenate([m.guide[:, :2], p.guide[:, 2:4]], 1),
+            np.concatenate([m.judge[:, :2], p.judge[:, 2:4]], 1),
         )
         plain_best = ev.chosen(p, ref["picks"])
-        for label, cc, mm in (("laid4", cands[:, :4], m), ("mix2+2", mix, mix_m)):
+        for label, cc, mm in (("laid4", cands[:, :4], m), ("laid2+plain2", mix, mix_m)):
             best = ev.chosen(mm, structured_picks(guide, cc, items, 4))
             out[f"best_of_4_{label}"] = {
                 "plain": by_group(plain_best.ok[:, 0], fams),

@@ -54,10 +54,10 @@ class LayoutUse:
 
 
 DEFAULT_POLICY: Mapping[str, LayoutUse | None] = {
-    "relation": LayoutUse(),
-    "colour_binding": LayoutUse(),
-    "size_binding": None,
-    "binding": LayoutUse(),
+    "relation": LayoutUse(stop=1.0),
+    "colour_binding": LayoutUse(stop=1.0),
+    "size_binding": LayoutUse(stop=1.0),
+    "binding": LayoutUse(stop=1.0),  # not in the micro world: as colour bindings
     "objects": None,
     "count": None,
     "single": None,
