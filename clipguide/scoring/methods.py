@@ -12,8 +12,17 @@ one method; they are not CLIPScores (``CLIPScorer.score`` stays the plain CLIPSc
 - ``"views"``: cosine of the mean embedding of four views shifted by 1/32 of the side.
 - ``"structured"``: whole-prompt cosine plus the object phrases found in window views
   (:func:`~clipguide.scoring.structure.part_presence`), their spatial relations and counts
-  (:mod:`clipguide.scoring.structure`; counts only for prompts with a number word), weighted
-  by :class:`StructureWeights`.
+  (:mod:`clipguide.scoring.structure`; counts only for prompts with a number word), minus
+  the negated phrases found ("no blue square"), weighted by :class:`StructureWeights`.
+
+Negations: every method but ``"clipscore"`` compares images with the *positive* prompt, its
+negated phrases and their negators removed (:func:`~clipguide.scoring.captions.positive_prompt`:
+"a red circle, no blue square" -> "a red circle"), since CLIP reads "no blue square" as "blue
+square". Non-square images: every method but ``"clipscore"`` letterboxes each image and view to
+a square with its border colour (:func:`~clipguide.scoring.structure.letterbox`) before the
+CLIP's preprocessing, whose centre crop would otherwise hide the sides of a wide image (21 % of
+each side at 1344x768); ``"clipscore"`` is CLIPScore as open_clip and torchmetrics compute it,
+centre crop included, equal to ``CLIPScorer.score``.
 
 Fallback: a prompt that gives a method nothing to work with (no hard negative; fewer than two
 object phrases, no relation between objects and no number) is scored by its plain cosine.
@@ -31,12 +40,21 @@ import torch
 import torch.nn.functional as F
 
 from clipguide.model.images import ImageInput, as_image_list, to_tensor
-from clipguide.scoring.captions import hard_negatives, noun_phrases, plain_prompt, prompt_parts
+from clipguide.scoring.captions import (
+    hard_negatives,
+    negated_parts,
+    noun_phrases,
+    plain_prompt,
+    positive_prompt,
+    prompt_parts,
+)
 from clipguide.scoring.captions.relations import relations
 from clipguide.scoring.metrics import normalise
 from clipguide.scoring.structure import (
+    border_fill,
     box_centres,
     count_agreement,
+    letterbox,
     part_presence,
     relation_agreement,
     relation_axis,
@@ -80,6 +98,8 @@ class StructureWeights:
         parts: weight of the least-found object phrase's best window cosine.
         relations: weight of the mean relation agreement (in [-1, 1]).
         counts: weight of the count log-probability.
+        negated: weight of the penalty for a negated phrase ("no blue square") found: the
+            most-found negated phrase's best window cosine is subtracted.
         tau: softmax temperature locating a phrase among windows (cosine units).
         offset: image fraction at which a relation's agreement reaches tanh(1).
         count_scale: logit scale of the count softmax.
@@ -88,12 +108,13 @@ class StructureWeights:
     parts: float = 1.0
     relations: float = 0.3
     counts: float = 0.1
+    negated: float = 0.5
     tau: float = 0.03
     offset: float = 0.125
     count_scale: float = 50.0
 
     def __post_init__(self) -> None:
-        for name in ("parts", "relations", "counts", "tau", "offset", "count_scale"):
+        for name in ("parts", "relations", "counts", "negated", "tau", "offset", "count_scale"):
             value = getattr(self, name)
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
             if (
@@ -137,20 +158,28 @@ def selection_scores(
     if method == "clipscore":
         return scorer.score(items, prompt)
     if method == "views":
-        return scorer.scale * _views_cosine(scorer, items, prompt)
-    text = plain_prompt(prompt) or prompt
+        return scorer.scale * _views_cosine(scorer, items, _positive(prompt))
     if method == "structured":
         weights = weights or StructureWeights()
-        terms = structure_terms(scorer, items, text, weights)
+        terms = structure_terms(scorer, items, prompt, weights)
         whole, extra = terms.whole, terms.combine(weights)
     else:
-        embeds = scorer.embed_images(items)
+        text = _positive(prompt)
+        embeds = scorer.embed_images(_squared(items))
         whole = embeds @ scorer.embed_texts(text).to(embeds)[0]
         if method == "contrastive":
             extra = _contrastive(scorer, embeds, text)
         else:
             extra = _parts(scorer, embeds, text, whole)
     return scorer.scale * (whole if extra is None else extra)
+
+
+def _positive(prompt: str) -> str:
+    """The plain prompt without negated phrases ("a red circle, no blue square" -> "a red
+    circle"), what the non-plain methods compare images with; the plain prompt when nothing
+    is left ("no people")."""
+    plain = plain_prompt(prompt) or prompt
+    return positive_prompt(plain) or plain
 
 
 def _logit_scale(scorer: _Scorer) -> float:
@@ -189,13 +218,29 @@ def _pixels(items: list) -> list[torch.Tensor]:
     return out
 
 
+def _squared(items: list, pixels: list[torch.Tensor] | None = None) -> list:
+    """The images as selection methods show them to the CLIP: square ones as given, others
+    letterboxed with their border colour (float tensors from :func:`_pixels`), so that the
+    CLIP's centre crop keeps all of them."""
+    out = []
+    for k, item in enumerate(items):
+        x = pixels[k] if pixels is not None else to_tensor(item)
+        if x.shape[-1] == x.shape[-2]:
+            out.append(item)
+        else:
+            x = pixels[k] if pixels is not None else _pixels([item])[0]
+            out.append(letterbox(x, border_fill(x)))
+    return out
+
+
 def _views_cosine(scorer: _Scorer, items: list, prompt: str) -> torch.Tensor:
     shifted = []
     for x in _pixels(items):
+        x = letterbox(x, border_fill(x))
         d = max(1, round(max(x.shape[-2:]) / 32))
         shifted += [torch.roll(x, s, dims=dim) for s, dim in ((d, 1), (-d, 1), (d, 2), (-d, 2))]
     embeds = scorer.embed_images(shifted).view(len(items), 4, -1).mean(dim=1)
-    text = scorer.embed_texts(plain_prompt(prompt) or prompt).to(embeds)
+    text = scorer.embed_texts(prompt).to(embeds)
     return normalise(embeds) @ text[0]
 
 
@@ -208,10 +253,14 @@ class StructureTerms:
     parts: torch.Tensor | None = None
     relations: torch.Tensor | None = None
     counts: torch.Tensor | None = None
+    negated: torch.Tensor | None = None
 
     def combine(self, w: StructureWeights) -> torch.Tensor | None:
-        """The weighted sum, or None when no term applies (the plain-cosine fallback)."""
+        """The weighted sum (the negated term subtracted), or None when no term applies (the
+        plain-cosine fallback)."""
         terms = [(w.parts, self.parts), (w.relations, self.relations), (w.counts, self.counts)]
+        if self.negated is not None:
+            terms.append((w.negated, -self.negated))
         used = [(weight, term) for weight, term in terms if weight and term is not None]
         if not used:
             return None
@@ -225,24 +274,29 @@ def structure_terms(
     weight skips its term's work)."""
     w = w or StructureWeights()
     items = as_image_list(images)
-    text = plain_prompt(prompt) or prompt
-    embeds = scorer.embed_images(items)
+    text = _positive(prompt)
     parts = prompt_parts(text) if w.parts else []
     rels = (
         [r for r in relations(text) if relation_axis(r.relation) is not None] if w.relations else []
     )
     counts = _count_variants(text) if w.counts else []
+    negs = negated_parts(prompt) if w.negated else []
+    pixels = _pixels(items) if parts or rels or negs else None
+    embeds = scorer.embed_images(_squared(items, pixels))
     prompt_embed = scorer.embed_texts(text).to(embeds)[0]
     out = {"whole": embeds @ prompt_embed}
     if counts:
         variants = scorer.embed_texts(counts).to(embeds)
         out["counts"] = count_agreement(embeds, prompt_embed, variants, w.count_scale)
-    if parts or rels:
+    if parts or rels or negs:
         phrases = list(dict.fromkeys(parts + [p for r in rels for p in (r.subject, r.object)]))
-        pixels = _pixels(items)
+        phrases += negs  # never an object phrase: no overlap
+        assert pixels is not None
         sims = _window_sims(scorer, pixels, scorer.embed_texts(phrases))  # (N, windows, K)
         if parts:
             out["parts"] = part_presence(sims[..., : len(parts)])
+        if negs:
+            out["negated"] = sims[..., len(phrases) - len(negs) :].amax(dim=(1, 2))
         if rels:
             h, w_ = pixels[0].shape[-2:]  # window centres: fractions, any size
             centres = box_centres(window_boxes(h, w_), h, w_)
@@ -274,7 +328,9 @@ def _window_sims(
 ) -> torch.Tensor:
     """(N, windows, K) cosines of every window view of N images (from :func:`_pixels`) with
     K phrases."""
-    views = [window_views(x, window_boxes(*x.shape[-2:])) for x in pixels]
+    views = [
+        letterbox(window_views(x, window_boxes(*x.shape[-2:])), border_fill(x)) for x in pixels
+    ]
     flat = [v for per_image in views for v in per_image]  # sizes may differ between images
     embeds = scorer.embed_images(flat).view(len(pixels), views[0].shape[0], -1)
     return embeds @ phrase_embeds.to(embeds).T

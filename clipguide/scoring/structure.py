@@ -30,6 +30,8 @@ __all__ = [
     "Box",
     "window_boxes",
     "window_views",
+    "border_fill",
+    "letterbox",
     "box_centres",
     "part_presence",
     "relation_axis",
@@ -70,14 +72,36 @@ def window_boxes(
     return boxes
 
 
-def window_views(image: torch.Tensor, boxes: Sequence[Box]) -> torch.Tensor:
-    """(len(boxes), C, H, W) copies of a (C, H, W) image, each keeping one box; everything
-    else is filled with the per-channel median of the image's one-pixel border."""
+def border_fill(image: torch.Tensor) -> torch.Tensor:
+    """(C, 1, 1) per-channel median of a (C, H, W) image's one-pixel border."""
     if image.ndim != 3:
         raise ValueError(f"image must be (C, H, W), got shape {tuple(image.shape)}")
     c = image.shape[0]
     border = torch.cat([image[:, 0], image[:, -1], image[:, :, 0], image[:, :, -1]], dim=1)
-    fill = border.reshape(c, -1).median(dim=1).values.view(c, 1, 1)
+    return border.reshape(c, -1).median(dim=1).values.view(c, 1, 1)
+
+
+def letterbox(images: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """(..., C, S, S) square copies of (..., C, H, W) images, S = max(H, W): each image
+    centred, the margins filled with ``fill`` (C, 1, 1). A square image is returned as is.
+
+    A CLIP's preprocessing centre-crops to a square, so a 1344x768 image loses 21 % of its
+    width on each side; letterboxed, it is seen whole (smaller)."""
+    h, w = images.shape[-2:]
+    if h == w:
+        return images
+    side = max(h, w)
+    top, left = (side - h) // 2, (side - w) // 2
+    out = fill.to(images).expand(*images.shape[:-2], side, side).clone()
+    out[..., top : top + h, left : left + w] = images
+    return out
+
+
+def window_views(image: torch.Tensor, boxes: Sequence[Box]) -> torch.Tensor:
+    """(len(boxes), C, H, W) copies of a (C, H, W) image, each keeping one box; everything
+    else is filled with the per-channel median of the image's one-pixel border
+    (:func:`border_fill`)."""
+    fill = border_fill(image)
     views = fill.expand(len(boxes), *image.shape).clone()
     for k, (top, left, h, w) in enumerate(boxes):
         views[k, :, top : top + h, left : left + w] = image[:, top : top + h, left : left + w]

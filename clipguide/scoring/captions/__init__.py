@@ -21,6 +21,10 @@ prompt's margin over them, asks CLIP the question that matters. Kinds of negativ
 - ``drop_object``: one object phrase removed with its connector ("and", "with", a relation or a
   verb such as "holding"), when at least one other object phrase remains.
 
+Negated phrases ("a red circle, no blue square", "without a collar", "not a dog") name what
+must be absent: they are not object phrases, so they are never parts, relation sides, counted
+or edited; :func:`negated_parts` lists them.
+
 Negatives that mean the same as the prompt are not made (swapping the colours of "a red circle
 and a blue circle"; exchanging nouns where an attribute swap says the same). The rewriter works
 on :func:`~clipguide.scoring.captions.parse.plain_prompt` (weights stripped, BREAK read as a comma), so
@@ -30,8 +34,10 @@ and returns ``[]`` when nothing can be rewritten.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
+from clipguide.scoring.captions import lexicon as lex
 from clipguide.scoring.captions.edits import ALL_KINDS, MAKERS, MAX_OBJECTS, Negative, PromptDoc
 from clipguide.scoring.captions.parse import NounPhrase, noun_phrases, plain_prompt
 from clipguide.scoring.captions.relations import Relation, relations
@@ -42,12 +48,17 @@ __all__ = [
     "Negative",
     "NounPhrase",
     "hard_negatives",
+    "negated_parts",
     "noun_phrases",
     "plain_prompt",
+    "positive_prompt",
     "prompt_parts",
     "Relation",
     "relations",
 ]
+
+
+_NEGATION_WORDS = lex.NEGATORS | lex.NEGATION_CARRIERS
 
 
 def _finish(prompt: str, text: str) -> str:
@@ -117,3 +128,39 @@ def prompt_parts(prompt: str) -> list[str]:
         if np.is_object:
             seen.setdefault(np.text.lower(), np.text)
     return list(seen.values()) if len(seen) >= 2 else []
+
+
+def negated_parts(prompt: str) -> list[str]:
+    """Each object phrase the prompt says is absent, once, in prompt order: "blue square" for
+    "a red circle, no blue square", "a collar" for "a dog without a collar"."""
+    seen: dict[str, str] = {}
+    for np in noun_phrases(prompt):
+        if np.negated:
+            seen.setdefault(np.text.lower(), np.text)
+    return list(seen.values())
+
+
+def positive_prompt(prompt: str) -> str:
+    """The plain prompt without its negated phrases and their negators ("a red circle, no blue
+    square" -> "a red circle"; "a dog with no collar" -> "a dog"): what must be present."""
+    doc = PromptDoc(plain_prompt(prompt))
+    if not doc.negated:
+        return doc.text
+    toks, drop = doc.toks, set()
+    for np in doc.negated:
+        k = np.first_token - 1
+        while k >= 0 and (toks[k].cls == "neg" or toks[k].low in _NEGATION_WORDS):
+            k -= 1
+        drop.update(range(k + 1, np.last_token + 1))
+        end = np.last_token + 1
+        if (
+            k >= 0
+            and toks[k].cls in ("conj", "prep")
+            and (end == len(toks) or toks[end].cls == "punct")
+        ):
+            drop.add(k)  # the connector left dangling: "a dog with", "a red circle and"
+    text = doc.text
+    for i in sorted(drop, reverse=True):
+        text = text[: toks[i].start] + text[toks[i].end :]
+    text = re.sub(r"\s+([,;])", r"\1", " ".join(text.split()))
+    return _finish(doc.text, re.sub(r"([,;])(\s*[,;])+", r"\1", text))

@@ -14,7 +14,7 @@ from functools import lru_cache
 from clipguide.scoring.captions import lexicon as lex
 from clipguide.scoring.captions.parse import NounPhrase, Token, chunk, tokenize
 
-__all__ = ["ALL_KINDS", "MAKERS", "MAX_OBJECTS", "Negative", "PromptDoc"]
+__all__ = ["ALL_KINDS", "MAKERS", "MAX_OBJECTS", "Negative", "PromptDoc", "negated_relation"]
 
 ALL_KINDS = ("swap_attribute", "change_count", "swap_relation", "swap_objects", "drop_object")
 MAX_OBJECTS = 16  # object phrases considered for pairwise edits (CLIP sees 77 tokens anyway)
@@ -40,12 +40,19 @@ class PromptDoc:
         self.toks = tokenize(text)
         self.phrases = chunk(self.toks, text)
         self.objects = [p for p in self.phrases if p.is_object][:MAX_OBJECTS]
+        # object phrases the prompt says are absent ("no people"): never edited
+        self.negated = [p for p in self.phrases if p.negated]
         # objects whose words can be rewritten (not tags such as "1girl")
         self.editable = [p for p in self.objects if not any(c.isdigit() for c in p.head)]
         self.object_ids = {id(p) for p in self.objects}
         self.inside = {i for p in self.phrases for i in range(p.first_token, p.last_token + 1)}
         self.by_first = {p.first_token: p for p in self.phrases}
         self.by_last = {p.last_token: p for p in self.phrases}
+
+
+def negated_relation(doc: PromptDoc, k: int) -> bool:
+    """Whether relation token ``k`` is negated ("a circle not left of a square")."""
+    return k > 0 and doc.toks[k - 1].cls == "neg"
 
 
 def _apply(text: str, edits: list[Edit]) -> str:
@@ -208,7 +215,7 @@ def _neighbours(doc: PromptDoc, k: int) -> tuple[NounPhrase | None, NounPhrase |
 def _swap_relation(doc: PromptDoc) -> list[Negative]:
     out = []
     for k, t in enumerate(doc.toks):
-        if t.cls != "rel":
+        if t.cls != "rel" or negated_relation(doc, k):
             continue
         before, after = _neighbours(doc, k)
         if before is None or id(before) not in doc.object_ids:
@@ -332,6 +339,8 @@ def _drop_object(doc: PromptDoc) -> list[Negative]:
         if id(np) not in doc.object_ids:
             continue
         lo, hi = _drop_span(doc, idx)
+        while lo > 0 and doc.toks[lo - 1].cls == "neg":  # "a circle not left of a square"
+            lo -= 1
         text = _apply(doc.text, [(doc.toks[lo].start, doc.toks[hi].end, "")])
         text = " ".join(text.split()).replace(" ,", ",").replace(",,", ",")
         out.append(Negative(text, "drop_object", f"dropped {np.text!r}"))

@@ -12,6 +12,7 @@ from functools import lru_cache
 
 __all__ = [
     "ATTRIBUTE_KINDS",
+    "NEGATORS",
     "NUMBER_WORDS",
     "article_for",
     "attribute_kind",
@@ -110,6 +111,12 @@ VERBS = _words(
     "appears rides sleeps swims dances carries floats hangs stares leans rests gazes smiles "
     "laughs eats reads jumps walks runs plays made"
 )
+# Words that say the phrase right after them is absent ("no people", "without a collar",
+# "not a dog", "neither a cat nor a dog"); "or"/"of" carry the negation to the next phrase
+# ("no cats or dogs", "without a glass of milk"). "no"/"not"/"neither"/"never" are their own
+# word class; "without" stays a preposition and "nor" a conjunction.
+NEGATORS = _words("no not neither never without nor")
+NEGATION_CARRIERS = _words("or of")
 AUXILIARIES = _words("is are was were be been being am has have had")
 # Predicative words end a noun phrase and start none ("a fox asleep in ...", "... together").
 PREDICATIVES = _words(

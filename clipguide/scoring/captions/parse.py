@@ -62,7 +62,7 @@ class Token(NamedTuple):
     low: str
     start: int
     end: int
-    cls: str  # det num attr word poss adj adv pred rel prep conj verb pron style punct
+    cls: str  # det num attr word poss adj adv pred rel prep conj verb pron style punct neg
     kind: str | None = None
 
 
@@ -81,6 +81,8 @@ _MAX_PHRASE = max(len(k) for k in _PHRASES)
 def _word_class(low: str) -> tuple[str, str | None]:
     if not (low[0].isalnum()):
         return ("conj", None) if low == "&" else ("punct", None)
+    if low in lex.NEGATORS and low not in ("without", "nor"):
+        return "neg", None
     if low in lex.DETERMINERS:
         return "det", None
     if lex.parse_number(low) is not None:
@@ -160,7 +162,9 @@ class NounPhrase:
     (``colour``, ``size``, ``age``, ``texture``, ``shape``, ``material``), ``other`` (an
     unclassified modifier such as "birch" in "birch forest") and ``head``. ``count`` is the
     number asked for ("two", "3", 1 for "a"/"an"), None when unknown ("the cats", "cats").
-    ``is_object`` is False for heads that name the picture, style, light, time or weather.
+    ``is_object`` is False for heads that name the picture, style, light, time or weather,
+    and for negated phrases: ``negated`` is True for a phrase naming an object that the prompt
+    says is absent ("no blue square", "without a collar", "not a dog", "no cats or dogs").
     """
 
     text: str
@@ -175,6 +179,7 @@ class NounPhrase:
     roles: tuple[str, ...]
     first_token: int  # index into tokenize(plain_prompt(prompt))
     last_token: int
+    negated: bool = False
 
     @property
     def attributes(self) -> dict[str, tuple[str, ...]]:
@@ -205,8 +210,11 @@ def _is_object(head: str, modifiers: list[str], before: Token | None, has_det: b
     return True
 
 
-def _close(toks: list[Token], slots: list[tuple[int, str]], text: str) -> NounPhrase | None:
-    """Build the phrase from its (token index, role) slots; None when it has no head."""
+def _close(
+    toks: list[Token], slots: list[tuple[int, str]], text: str, negated: bool = False
+) -> NounPhrase | None:
+    """Build the phrase from its (token index, role) slots; None when it has no head.
+    ``negated``: the phrase follows a negator (see :data:`lex.NEGATORS`)."""
     while slots and slots[-1][1] in ("det", "num", "poss"):
         slots.pop()
     if not slots:
@@ -231,6 +239,7 @@ def _close(toks: list[Token], slots: list[tuple[int, str]], text: str) -> NounPh
     before = toks[first - 1] if first > 0 else None
     modifiers = [w for w, r in zip(words, roles, strict=True) if r == "other"]
     start, end = toks[first].start, toks[last_i].end
+    names_object = _is_object(head, modifiers, before, det is not None)
     return NounPhrase(
         text=text[start:end],
         start=start,
@@ -239,44 +248,59 @@ def _close(toks: list[Token], slots: list[tuple[int, str]], text: str) -> NounPh
         count=count,
         head=head,
         plural=plural,
-        is_object=_is_object(head, modifiers, before, det is not None),
+        is_object=names_object and not negated,
         words=tuple(words),
         roles=tuple(roles),
         first_token=first,
         last_token=last_i,
+        negated=names_object and negated,
     )
 
 
 def chunk(toks: list[Token], text: str) -> list[NounPhrase]:
-    """Noun phrases of a token list (see the module docstring for the rules)."""
+    """Noun phrases of a token list (see the module docstring for the rules).
+
+    A phrase that starts right after a negator ("no", "not", "without", "nor", ...), or after
+    "or"/"of" following a negated phrase, is negated.
+    """
     phrases: list[NounPhrase] = []
     slots: list[tuple[int, str]] = []
     has_head = False  # a content word that can end the phrase has been seen
     content = False  # a word, attribute or modifier has been seen
+    pending = False  # the next phrase is negated
+    negated = False  # the open phrase is negated
 
     def close() -> None:
-        nonlocal has_head, content
+        nonlocal has_head, content, negated
         if slots:
-            np = _close(toks, slots, text)
+            np = _close(toks, slots, text, negated)
             if np is not None:
                 phrases.append(np)
         slots.clear()
-        has_head = content = False
+        has_head = content = negated = False
+
+    def add(i: int, role: str) -> None:
+        nonlocal pending, negated
+        if not slots:
+            negated, pending = pending, False
+        slots.append((i, role))
 
     for i, t in enumerate(toks):
         if t.cls == "det" or t.cls == "num":
             if content:
                 close()
-            slots.append((i, t.cls))
+            add(i, t.cls)
         elif t.cls == "poss":
-            slots.append((i, "poss"))
+            add(i, "poss")
         elif t.cls in ("attr", "word", "adj") or (t.cls == "adv" and not has_head):
             # "soft golden light": an attribute after a word stays in the phrase
-            slots.append((i, t.cls if t.cls in ("attr", "word") else "adv"))
+            add(i, t.cls if t.cls in ("attr", "word") else "adv")
             has_head = has_head or t.cls == "word"
             content = True
         else:
+            carried = bool(slots) and negated and t.low in lex.NEGATION_CARRIERS
             close()
+            pending = carried or t.low in lex.NEGATORS
     close()
     return phrases
 

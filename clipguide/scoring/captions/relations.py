@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from clipguide.scoring.captions.edits import PromptDoc
+from clipguide.scoring.captions.edits import PromptDoc, negated_relation
 from clipguide.scoring.captions.parse import plain_prompt
 
 __all__ = ["Relation", "relations"]
@@ -25,13 +25,14 @@ def relations(prompt: str) -> list[Relation]:
 
     Verbs and participles may stand between the subject and the relation ("a fox sitting
     under a tree"); the subject of "a woman in a red dress left of a man" is "a woman". A relation that only places its subject ("a cat on the left") or joins
-    non-objects ("a cat in soft light") is not one. Never raises for a string; ``[]`` when none is found.
+    non-objects ("a cat in soft light") is not one, nor is a negated one ("not left of", or
+    one side negated: "a dog without a collar"). Never raises for a string; ``[]`` when none is found.
     """
     doc = PromptDoc(plain_prompt(prompt))
     objects = {id(p) for p in doc.objects}
     found = []
     for k, tok in enumerate(doc.toks):
-        if tok.cls != "rel":
+        if tok.cls != "rel" or negated_relation(doc, k):
             continue
         before = _phrase_before(doc, k)
         after = doc.by_first.get(k + 1)
