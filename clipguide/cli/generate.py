@@ -34,6 +34,7 @@ from clipguide.cli.args import (
 )
 from clipguide.cli.files import write_atomic
 from clipguide.cli.models import ANY_MODEL, NamedModel, named_model
+from clipguide.cli.regions import add_region_options, check_region_args, layout_record
 from clipguide.cli.sampling import decoder_choice, finite_guard, load_guide, sample
 from clipguide.cli.schedulers import SCHEDULERS, scheduler_from_config
 from clipguide.cli.summary import summary_line, write_sheet
@@ -92,6 +93,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "--device", type=device_arg, default=None, help="torch device (default: cuda if any)"
     )
     _guide_options(p)
+    add_region_options(p)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
     return p
@@ -217,6 +219,7 @@ def _check_args(args: argparse.Namespace) -> NamedModel:
             f"{args.best_of} the seeds run to {last}, past the largest seed 2**64-1"
         )
     args.guide_decoder = decoder_choice(args.guide_decoder, model)
+    check_region_args(args, model.layout)
     check_output_folder(Path(args.out), "--out")
     check_model(args.model)
     if args.cfg_scale is not None and 0 < args.cfg_scale < 1:
@@ -271,6 +274,15 @@ def _record(args: argparse.Namespace, pipe, path: Path, image, run: dict[str, An
             "mode": args.clip_guidance_mode,
             "decoder": args.guide_decoder,
         }
+    if args.region:
+        record["regions"] = {
+            "regions": [
+                {"prompt": r.prompt, "box": list(r.box), "weight": r.weight} for r in args.region
+            ],
+            "blend": args.region_blend,
+        }
+    if run.get("layout") is not None:
+        record["layout"] = layout_record(run["layout"])
     if run["picks"] is not None:
         record["best_of"] = run["picks"]
     record.update(run["extras"])
@@ -314,7 +326,9 @@ def run(args: argparse.Namespace) -> int:
     scorers = _load_scorers(names, {vision: guide} if guide is not None and vision else {})
     seeds = [args.seed + i for i in range(args.num_images)]
     call = _call(args, pipe, seeds, steps, cfg)
-    images, seeds, picks, candidates = sample(pipe, call, seeds, args, guide, vision, model)
+    images, seeds, picks, candidates, layouts = sample(
+        pipe, call, seeds, args, guide, vision, model
+    )
     scores = _scores(images, args.prompt, scorers)
     extras = model.annotate(images, args.prompt) if model.annotate else [{} for _ in images]
     stem = slug(args.prompt)
@@ -322,7 +336,7 @@ def run(args: argparse.Namespace) -> int:
         path = Path(args.out) / f"{stem}-{seed}.png"
         run_info = dict(
             seed=seed, steps=steps, cfg=cfg, scores={k: v[i] for k, v in scores.items()},
-            picks=picks[i] if picks else None, extras=extras[i],
+            picks=picks[i] if picks else None, extras=extras[i], layout=layouts[i],
         )  # fmt: skip
         record = _record(args, pipe, path, image, run_info)
         sheet = write_sheet(path, candidates[i], record, model) if candidates else None
