@@ -191,18 +191,19 @@ def evaluate(
     out["single_hacking_gap"] = ev.paired(
         m.guide[:, col] - m.judge[:, col], p.guide[:, col] - p.judge[:, col]
     )
-    if n >= 4:
-        # 2 laid out + 2 plain, each seed once (laid-out candidates 0, 1; plain 2, 3)
-        mix = np.concatenate([cands[:, :2], pc[:, 2:4]], axis=1)
+    if n >= 2:
+        half = n // 2  # laid-out candidates 0..half-1 and plain half..n-1: each seed once
+        mix = np.concatenate([cands[:, :half], pc[:, half:n]], axis=1)
         mix_m = ev.Measures(
-            np.concatenate([m.ok[:, :2], p.ok[:, 2:4]], 1),
-            np.concatenate([m.guide[:, :2], p.guide[:, 2:4]], 1),
-            np.concatenate([m.judge[:, :2], p.judge[:, 2:4]], 1),
+            np.concatenate([m.ok[:, :half], p.ok[:, half:n]], 1),
+            np.concatenate([m.guide[:, :half], p.guide[:, half:n]], 1),
+            np.concatenate([m.judge[:, :half], p.judge[:, half:n]], 1),
         )
         plain_best = ev.chosen(p, ref["picks"])
-        for label, cc, mm in (("laid4", cands[:, :4], m), ("laid2+plain2", mix, mix_m)):
-            best = ev.chosen(mm, structured_picks(guide, cc, items, 4))
-            out[f"best_of_4_{label}"] = {
+        mixed = f"laid{half}+plain{n - half}"
+        for label, cc, mm in ((f"laid{n}", cands[:, :n], m), (mixed, mix, mix_m)):
+            best = ev.chosen(mm, structured_picks(guide, cc, items, n))
+            out[f"best_of_{n}_{label}"] = {
                 "plain": by_group(plain_best.ok[:, 0], fams),
                 label: by_group(best.ok[:, 0], fams),
                 "oracle_diff": paired_by_group(best.ok[:, 0], plain_best.ok[:, 0], fams),
@@ -211,8 +212,8 @@ def evaluate(
                     best.guide[:, 0] - best.judge[:, 0],
                     plain_best.guide[:, 0] - plain_best.judge[:, 0],
                 ),
-                "any_correct": by_group(mm.ok[:, :4].any(axis=1), fams),
-                "any_correct_plain": by_group(p.ok[:, :4].any(axis=1), fams),
+                "any_correct": by_group(mm.ok[:, :n].any(axis=1), fams),
+                "any_correct_plain": by_group(p.ok[:, :n].any(axis=1), fams),
             }
     return out
 
@@ -279,7 +280,7 @@ def main(argv: list[str] | None = None) -> dict:
         "cands": pc,
         "families": [i.family for i in items],
         "kinds": [prompt_kind(i.caption) or "none" for i in items],
-        "picks": structured_picks(guide, pc, items, n) if n >= 4 else None,
+        "picks": structured_picks(guide, pc, items, n) if n >= 2 else None,
     }
     results: dict[str, Any] = {}
     for name in args.modes:
