@@ -117,36 +117,15 @@ def mode_key(name: str, ctx: dict) -> str:
     return json.dumps(["regions-v1", settings, extra, ctx["steps"], ctx["cfg"]], sort_keys=True)
 
 
-def cpu_ratio(pipe, items: list, settings: dict, ctx: dict, repeats: int = 3) -> float:
-    """Median CPU-time ratio, regional against plain, one prompt per call, one thread, on
-    items that get a layout."""
-    col = settings.get("plain", 0)
-    laid = [i for i in items if candidate(i.caption, col, settings).layout is not None]
+def cpu_ratio(pipe, items: list, settings: dict, ctx: dict) -> float:
+    """Median over items that get a layout of the CPU-time ratio, regional against plain,
+    each one prompt per call on one thread (``shapes_quality.cpu_cost`` per item)."""
+    laid = [i for i in items if candidate(i.caption, 0, settings).layout is not None]
     if not laid:
         return 1.0
-    prompts, seeds = [i.caption for i in laid], [i.seed + col for i in laid]
     regional = regional_sampler(settings)
     alone = dict(ctx, plain_images={})
-
-    def plain_alone(pipe, prompts, seeds, ctx):
-        return [
-            im for p, s in zip(prompts, seeds, strict=True) for im in sq.plain(pipe, [p], [s], ctx)
-        ]
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        ratios = []
-        for _ in range(repeats):
-            times = []
-            for fn in (plain_alone, regional):
-                t0 = time.process_time()
-                fn(pipe, prompts, seeds, alone)
-                times.append(time.process_time() - t0)
-            ratios.append(times[1] / times[0])
-    finally:
-        torch.set_num_threads(threads)
-    return statistics.median(ratios)
+    return statistics.median(sq.cpu_cost(pipe, [i], regional, alone, repeats=1) for i in laid)
 
 
 def by_group(values: np.ndarray, groups: list[str]) -> dict[str, float]:
