@@ -67,3 +67,15 @@ def test_bad_regions_are_refused_before_sampling(tmp_path, capsys, extra, needle
     assert needle in err
     assert len(err.strip().splitlines()) == 1  # one clear line
     assert not out.exists() or not any(out.iterdir())  # nothing was sampled
+
+
+def test_the_micro_world_lays_out_relations_by_default_and_not_single_objects(tmp_path):
+    argv = ["generate", "a circle left of a square", "--steps", "3", "--no-progress"]
+    argv += ["--best-of", "1", "--score-with", "shapes", "--out", str(tmp_path / "rel")]
+    assert cli_main(argv) == 0
+    meta = json.loads(next((tmp_path / "rel").glob("*.json")).read_text())
+    assert meta["layout"]["name"] == "left of"
+    assert [r["prompt"] for r in meta["layout"]["regions"]] == ["a circle", "a square"]
+    single = ["generate", "a red circle", "--steps", "3", "--no-progress", "--best-of", "1"]
+    assert cli_main(single + ["--score-with", "shapes", "--out", str(tmp_path / "one")]) == 0
+    assert "layout" not in json.loads(next((tmp_path / "one").glob("*.json")).read_text())
