@@ -150,13 +150,14 @@ def structured_picks(guide, cands: np.ndarray, items: list, n: int) -> np.ndarra
 
 
 def evaluate(
-    name: str, m: ev.Measures, cands: np.ndarray, ref: dict, items: list, guide, col: int = 0
+    name: str, m: ev.Measures, cands: np.ndarray, ref: dict, items: list, guide, n: int
 ) -> dict:
-    """Figures of one mode against plain (``ref``: plain's measures, candidates and picks);
-    single-sample figures compare candidate ``col`` (the mode's first laid-out one)."""
+    """Figures of one mode against plain (``ref``: plain's measures, candidates and picks):
+    single samples (candidate 0) and best-of-``n`` (the mode's candidates, then plain ones)."""
+    col = 0
     fams, kinds = ref["families"], ref["kinds"]
     p, pc = ref["measures"], ref["cands"]
-    n = cands.shape[1]
+    laid = cands.shape[1]
     out: dict[str, Any] = {}
     for label, groups in (("family", fams), ("kind", kinds)):
         out[f"single_by_{label}"] = {
@@ -171,7 +172,8 @@ def evaluate(
         m.guide[:, col] - m.judge[:, col], p.guide[:, col] - p.judge[:, col]
     )
     if n >= 2:
-        half = n // 2  # laid-out candidates 0..half-1 and plain half..n-1: each seed once
+        # laid-out candidates 0..half-1 and plain half..n-1: each seed once
+        half = min(laid, n // 2) if laid < n else n // 2
         mix = np.concatenate([cands[:, :half], pc[:, half:n]], axis=1)
         mix_m = ev.Measures(
             np.concatenate([m.ok[:, :half], p.ok[:, half:n]], 1),
@@ -180,7 +182,8 @@ def evaluate(
         )
         plain_best = ev.chosen(p, ref["picks"])
         mixed = f"laid{half}+plain{n - half}"
-        for label, cc, mm in ((f"laid{n}", cands[:, :n], m), (mixed, mix, mix_m)):
+        rows = [(mixed, mix, mix_m)] + ([(f"laid{n}", cands[:, :n], m)] if laid >= n else [])
+        for label, cc, mm in rows:
             best = ev.chosen(mm, structured_picks(guide, cc, items, n))
             out[f"best_of_{n}_{label}"] = {
                 "plain": by_group(plain_best.ok[:, 0], fams),
@@ -223,6 +226,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--limit", type=int, default=None, help="family-balanced subset of the split")
     p.add_argument("--modes", nargs="+", default=["chosen"], choices=sorted(MODES))
     p.add_argument("--n", type=int, default=4, help="candidates per item (1: single sample only)")
+    p.add_argument(
+        "--laid", type=int, default=None, help="laid-out candidates made per item (default: n)"
+    )
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--cache", default="runs/eval_cache")
     p.add_argument("--cost-items", type=int, default=10, help="prompts timed for cost; 0: skip")
@@ -265,12 +271,12 @@ def main(argv: list[str] | None = None) -> dict:
     for name in args.modes:
         settings = MODES[name]
         t0 = time.perf_counter()
+        laid = min(args.laid or n, n)
         cands = store.candidates(
-            args.split, items, mode_key(name, ctx), regional_sampler(settings), n, ctx
+            args.split, items, mode_key(name, ctx), regional_sampler(settings), laid, ctx
         )
         m = ev.measure(cands, items, guide, judge)
-        col = settings.get("plain", 0)
-        res = evaluate(name, m, cands, ref, items, guide, col)
+        res = evaluate(name, m, cands, ref, items, guide, n)
         res["wall_seconds"] = round(time.perf_counter() - t0, 1)
         if args.cost_items:
             some = items[:: max(1, len(items) // args.cost_items)]
@@ -278,7 +284,7 @@ def main(argv: list[str] | None = None) -> dict:
         _print(name, res)
         results[name] = res
         if args.sheet and name == args.modes[0]:
-            _sheet(pc, cands, items, settings, args.sheet, col)
+            _sheet(pc, cands, items, settings, args.sheet)
     summary = {
         "benchmark": "regions_quality",
         "split": args.split,
