@@ -37,14 +37,15 @@ def test_explicit_regions_condition_the_image_and_are_recorded(tmp_path):
 
 
 def test_best_of_across_layouts_records_and_draws_each_candidates_layout(tmp_path):
-    argv = BASE + ["--best-of", "2", "--layout", "auto", "--out", str(tmp_path)]
+    argv = BASE + ["--best-of", "3", "--layout", "auto", "--out", str(tmp_path)]
     assert cli_main(argv) == 0
     sidecar = next(tmp_path.glob("*.json"))
     picks = json.loads(sidecar.read_text())["best_of"]
-    layouts = picks["candidate_layouts"]
-    assert len(layouts) == 2 and all(lay is not None for lay in layouts)
-    assert {lay["name"] for lay in layouts} == {"row", "row reversed"}
-    assert all(lay["kind"] == "colour_binding" for lay in layouts)
+    layouts = picks["candidate_layouts"]  # ranked like the candidates: 2 laid out, 1 plain
+    assert len(layouts) == 3 and sum(lay is None for lay in layouts) == 1
+    laid = [lay for lay in layouts if lay is not None]
+    assert {lay["name"] for lay in laid} == {"row", "row reversed"}
+    assert all(lay["kind"] == "colour_binding" for lay in laid)
     assert (tmp_path / picks["sheet"]).is_file()
 
 

@@ -44,15 +44,18 @@ def test_the_sheet_refuses_bad_boxes(boxes, message):
         contact_sheet(images, ["a", "b"], boxes=boxes)
 
 
-def test_the_plan_puts_plain_first_then_cycles_over_usable_layouts():
+def test_the_plan_lays_out_first_then_keeps_half_plain_by_default():
     prompt = "a blue triangle and a cyan square"
     layouts = layouts_from_prompt(prompt)
-    plan = plan_candidates(prompt, 4, "auto", plain=2)
-    assert plan[:2] == [Candidate(), Candidate()]
-    assert [c.layout for c in plan[2:]] == layouts
-    assert all(c.use == DEFAULT_POLICY["colour_binding"] for c in plan[2:])
-    spread = plan_candidates(prompt, 4, "auto")
+    plan = plan_candidates(prompt, 4, "auto")
+    assert [c.layout for c in plan[:2]] == layouts
+    assert plan[2:] == [Candidate(), Candidate()]
+    assert all(c.use == DEFAULT_POLICY["colour_binding"] for c in plan[:2])
+    spread = plan_candidates(prompt, 4, "auto", plain=0)
     assert [c.layout for c in spread] == layouts * 2
+    (alone,) = plan_candidates(prompt, 1, "auto")  # one sample alone is laid out
+    assert alone.layout == layouts[0]
+    assert [c.layout is None for c in plan_candidates(prompt, 3, "auto")] == [False, False, True]
 
 
 def test_the_plan_is_plain_where_the_policy_uses_no_layout_or_none_is_found():
@@ -64,7 +67,7 @@ def test_the_plan_is_plain_where_the_policy_uses_no_layout_or_none_is_found():
     # explicit layouts are used whatever the policy; None in the list is a plain candidate
     (layout,) = layouts_from_prompt("a circle left of a square")
     use = LayoutUse(blend=0.5)
-    plan = plan_candidates("x", 2, [layout, None], policy=off, use=use)
+    plan = plan_candidates("x", 2, [layout, None], policy=off, use=use, plain=0)
     assert plan == [Candidate(layout, use), Candidate()]
 
 

@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_POLICY",
     "Candidate",
     "LayoutUse",
+    "plain_share",
     "plan_candidates",
     "regional_prompt",
 ]
@@ -65,6 +66,16 @@ DEFAULT_POLICY: Mapping[str, LayoutUse | None] = {
 """Per kind of prompt: the layout's use, or None for plain sampling (chosen on dev)."""
 
 
+def plain_share(n: int) -> int:
+    """How many of ``n`` best-of-N candidates stay plain by default: half (rounded down).
+
+    Chosen on the dev split: at best-of-2, one laid-out and one plain candidate gained
+    +2.9 ± 2.6 oracle points over two plain ones, two laid-out ones +1.4 ± 3.4 (a plain
+    candidate keeps what a layout loses on size bindings).
+    """
+    return n // 2
+
+
 @dataclass(frozen=True)
 class Candidate:
     """One best-of-N candidate: its layout and how it is used, both None for a plain one."""
@@ -100,23 +111,25 @@ def plan_candidates(
     n: int,
     layouts: str | Sequence[Layout | None] | None = "auto",
     *,
-    plain: int = 0,
+    plain: int | None = None,
     policy: Mapping[str, LayoutUse | None] = DEFAULT_POLICY,
     use: LayoutUse | None = None,
 ) -> list[Candidate]:
-    """What each of ``n`` candidates is: ``plain`` plain ones first, the rest cycling over
-    the layouts.
+    """What each of ``n`` candidates is: laid-out ones first, cycling over the layouts, then
+    ``plain`` plain ones.
 
     Args:
         layouts: ``"auto"`` (those :func:`layouts_from_prompt` finds, kept where ``policy``
             uses their kind), ``None`` or ``"none"`` (all plain), or a list of layouts (None
             in it stands for a plain candidate).
-        plain: how many candidates stay plain (all of them when no layout is usable).
+        plain: how many candidates stay plain (all of them when no layout is usable);
+            default :func:`plain_share`'s ``n // 2`` (one sample alone is laid out).
         use: how given layouts are used (default: ``policy``'s for their kind, else
             :class:`LayoutUse`'s defaults).
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
+    plain = plain_share(n) if plain is None else plain
     if isinstance(plain, bool) or not isinstance(plain, int) or not 0 <= plain <= n:
         raise ValueError(f"plain must be an int in [0, n={n}], got {plain!r}")
     _check_policy(policy)
@@ -142,5 +155,5 @@ def plan_candidates(
             return Candidate()
         return Candidate(layout, use or policy.get(layout.kind) or LayoutUse())
 
-    rest = [how(found[k % len(found)]) for k in range(n - plain)]
-    return [Candidate()] * plain + rest
+    laid = [how(found[k % len(found)]) for k in range(n - plain)]
+    return laid + [Candidate()] * plain

@@ -55,7 +55,7 @@ def best_of_n(
     progress: bool = True,
     method: str | None = None,
     layouts: str | Sequence[Any] | None = None,
-    plain: int = 0,
+    plain: int | None = None,
     policy: Mapping[str, Any] | None = None,
     **pipe_kwargs: Any,
 ) -> BestOfN:
@@ -69,8 +69,8 @@ def best_of_n(
 
     ``layouts`` spreads the candidates over layouts of the image
     (:func:`~clipguide.conditioning.layout_policy.plan_candidates`: ``"auto"`` reads them from
-    the prompt, or pass a list of ``Layout``): ``plain`` candidates stay plain, the others cycle
-    over the layouts, each sampled under its ``RegionalPrompt``; ``policy`` says which kinds
+    the prompt, or pass a list of ``Layout``): laid-out candidates come first, cycling over the
+    layouts, then ``plain`` plain ones (default: half of them), each sampled under its ``RegionalPrompt``; ``policy`` says which kinds
     of prompt get a layout and how (default
     :data:`~clipguide.conditioning.layout_policy.DEFAULT_POLICY`). Image ``i`` keeps seed
     ``seed + i`` whatever its layout, and ``candidates`` records each image's layout.
@@ -136,11 +136,11 @@ def best_of_n(
 
 
 def _plan(
-    prompt: str, n: int, layouts: Any, plain: int, policy: Mapping[str, Any] | None
+    prompt: str, n: int, layouts: Any, plain: int | None, policy: Mapping[str, Any] | None
 ) -> list[Any] | None:
     """Each candidate's layout (None when no layouts were asked for: all plain)."""
     if layouts is None:
-        if plain:
+        if plain is not None:
             raise ValueError(f"plain={plain!r} needs layouts; pass layouts='auto' or a list")
         return None
     from clipguide.conditioning.layout_policy import DEFAULT_POLICY, plan_candidates
