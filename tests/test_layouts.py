@@ -137,8 +137,8 @@ def test_a_negated_phrase_never_gets_a_box(prompt, negated):
         assert all(negated not in r.prompt for r in layout.regions)
 
 
-def test_the_negation_check_is_needed_on_the_readers_output():
-    """The reader itself may list "no blue square" as an object phrase; layouts drop it."""
+def test_a_negated_phrase_leaves_one_object_and_so_no_layout():
+    """Whether the reader lists "no blue square" apart or as an object, layouts drop it."""
     layouts = layouts_from_prompt("a red circle and no blue square")
     assert layouts == []  # one object remains: nothing to lay out
 
