@@ -117,7 +117,7 @@ def test_pipeline_without_cross_attention_is_refused_before_anything_is_installe
     with pytest.raises(ValueError, match=r"pipe=<DDPMPipeline> has no cross-attention layers"):
         RegionalPrompt(["left:a fox"]).attach(pipe)
     assert _attached_nothing(pipe)
-    with pytest.raises(TypeError, match=r"pipe=<str> is not supported"):
+    with pytest.raises(TypeError, match=r"pipe='a pipeline' is not supported: regions attach"):
         RegionalPrompt([]).attach("a pipeline")
 
 
@@ -128,3 +128,11 @@ def test_attaching_twice_is_refused():
         with pytest.raises(RuntimeError, match="already attached"):
             rp.attach(pipe)
     assert _attached_nothing(pipe)
+
+
+def test_settings_are_read_only():
+    rp = RegionalPrompt(["left:a fox"], blend=0.2)
+    for name in ("regions", "blend", "start", "stop"):
+        with pytest.raises(AttributeError):
+            setattr(rp, name, getattr(rp, name))
+    assert (rp.blend, rp.start, rp.stop) == (0.2, 0.0, 1.0)

@@ -3,10 +3,14 @@
 Why a forward hook on each cross-attention layer rather than a replacement processor: the layer
 keeps the processor it has (SDPA, xformers, IP-Adapter, a LoRA's, anything set later), and
 detaching only removes hooks, so the processor objects never change. After the layer has
-attended to the whole prompt, the hook runs the layer's own ``forward`` (its installed
-processor, hooks bypassed) on the conditional rows once per active region, with that region's
-embeddings as ``encoder_hidden_states``, and blends the outputs by the region masks at the
-layer's resolution. IP-Adapter's image tokens (the tuple ``(text, [image tokens])`` diffusers
+attended to the whole prompt, the hook calls the layer's installed processor again on the
+conditional rows for the active regions, with each region's embeddings as
+``encoder_hidden_states``, and blends the outputs by the region masks at the layer's
+resolution. Queries do not interact in cross-attention, so each region's call runs on the
+tokens its mask covers only (where the layer has no group/spatial norm and no extra per-token
+arguments such as IP-Adapter masks), and regions covering as many tokens share one batched
+call: regions that tile the image cost about one extra cross-attention pass on the
+conditional rows however many there are. IP-Adapter's image tokens (the tuple ``(text, [image tokens])`` diffusers
 passes) are kept: only the text part is swapped. Which evaluation is under way (step window,
 CFG rows, latent size) comes from the pipeline's :class:`~clipguide.guidance.hooks.PipelineHooks`,
 shared with CLIP guidance.
@@ -14,13 +18,15 @@ shared with CLIP guidance.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from clipguide.conditioning.encode import encode_prompt
-from clipguide.conditioning.region_masks import blend_regions, region_masks, region_shares
-from clipguide.guidance.hooks import PipelineHooks, last_rows
+from clipguide.conditioning.region_masks import add_region, region_masks, region_shares
+from clipguide.guidance.hooks import Attachment, check_hookable, last_rows
 
 __all__ = ["RegionAttachment", "cross_attention_layers", "check_regions_pipeline"]
 
@@ -30,6 +36,21 @@ _TEXT_AS_IS = (None, "ip_image_proj")
 
 def _name(value: Any) -> str:
     return f"<{type(value).__name__}>"
+
+
+def _stack(parts: list[torch.Tensor]) -> torch.Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _repeat_rows(value: Any, times: int) -> Any:
+    """Every tensor inside ``value`` (nested lists/tuples) repeated ``times`` along its batch."""
+    if times == 1:
+        return value
+    if isinstance(value, torch.Tensor):
+        return torch.cat([value] * times)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_repeat_rows(v, times) for v in value)
+    return value
 
 
 def cross_attention_layers(unet: torch.nn.Module) -> list[torch.nn.Module]:
@@ -43,23 +64,12 @@ def cross_attention_layers(unet: torch.nn.Module) -> list[torch.nn.Module]:
 
 def check_regions_pipeline(pipe: Any) -> list[torch.nn.Module]:
     """The pipeline's cross-attention layers; raise if regions cannot attach to ``pipe``."""
-    from diffusers.modular_pipelines import ModularPipeline
-
-    if isinstance(pipe, ModularPipeline):
-        raise TypeError(
-            f"pipe={_name(pipe)} is a modular pipeline: its guider runs the UNet once per "
-            "condition, so a UNet hook cannot tell the conditional rows; regions attach to "
-            "StableDiffusionPipeline, StableDiffusionXLPipeline and their subclasses"
-        )
-    unet = getattr(pipe, "unet", None)
-    if not isinstance(unet, torch.nn.Module) or getattr(pipe, "scheduler", None) is None:
-        raise TypeError(
-            f"pipe={_name(pipe)} is not supported: regions attach to pipelines with a `unet` "
-            "and a `scheduler` (StableDiffusionPipeline, StableDiffusionXLPipeline and their "
-            "subclasses)"
-        )
-    if not hasattr(pipe, "__dict__"):
-        raise TypeError(f"pipe={_name(pipe)} keeps no instance attributes (__slots__)")
+    check_hookable(
+        pipe,
+        "regions",
+        "regions attach to StableDiffusionPipeline, StableDiffusionXLPipeline and their subclasses",
+    )
+    unet = pipe.unet
     layers = cross_attention_layers(unet)
     if not layers:
         raise ValueError(
@@ -76,52 +86,36 @@ def check_regions_pipeline(pipe: Any) -> list[torch.nn.Module]:
     return layers
 
 
-class RegionAttachment:
-    """One ``RegionalPrompt`` on one pipeline; a context manager that detaches on exit."""
+class RegionAttachment(Attachment):
+    """One ``RegionalPrompt`` on one pipeline; a context manager that detaches on exit. Regions
+    act inside the UNet (attention hooks), so the registry's ``step`` leaves its output alone."""
 
-    def __init__(self, prompt: Any, pipe: Any) -> None:
+    def __init__(
+        self, prompt: Any, pipe: Any, encode: Callable[[str], torch.Tensor] | None = None
+    ) -> None:
+        """Args: ``encode`` maps a region's prompt to its (1, L, D) embeddings; default
+        ``encode_prompt(pipe, text).prompt_embeds`` (benchmarks pass meta-device stand-ins)."""
         layers = check_regions_pipeline(pipe)
         self.prompt = prompt
         self.pipe = pipe
+        if encode is None:
+            encode = lambda text: encode_prompt(pipe, text).prompt_embeds[:1]  # noqa: E731
         # encode before installing anything: a bad region prompt fails with nothing attached
-        self._embeds = [self._encode(pipe, region.prompt) for region in prompt.regions]
+        self._embeds = [self._project(pipe, encode(region.prompt)) for region in prompt.regions]
         self._weights = torch.tensor([r.weight for r in prompt.regions], dtype=torch.float32)
         self._cache: dict[tuple, Any] = {}
-        self.hooks: PipelineHooks | None = PipelineHooks.of(pipe)
-        self.hooks.add(self)
+        super().__init__(prompt, pipe)
         if prompt.regions:
             for layer in layers:
                 self.hooks.hook_module(self, layer, self._on_attention)
 
     @staticmethod
-    def _encode(pipe: Any, text: str) -> torch.Tensor:
-        embeds = encode_prompt(pipe, text).prompt_embeds[:1]
+    def _project(pipe: Any, embeds: torch.Tensor) -> torch.Tensor:
         unet = pipe.unet
         if getattr(unet.config, "encoder_hid_dim_type", None) in _TEXT_PROJECTED:
             with torch.no_grad():
                 embeds = unet.encoder_hid_proj(embeds.to(unet.device, unet.dtype))
         return embeds.detach()
-
-    def __enter__(self) -> Any:
-        return self.prompt
-
-    def __exit__(self, *exc: object) -> None:
-        self.detach()
-
-    def detach(self) -> None:
-        """Leave the pipeline; the last attachment to leave restores it exactly."""
-        if self.hooks is not None:
-            self.hooks.remove(self)
-            self.hooks = None
-        if self.prompt._attachment is self:
-            self.prompt._attachment = None
-
-    # -- registry entry: regions act inside the UNet, not on its output -------------------------
-    def new_run(self) -> None:
-        return None
-
-    def step(self, *args: Any) -> None:
-        return None
 
     # -- the attention hook --------------------------------------------------------------------
     def _embeds_on(self, index: int, like: torch.Tensor) -> torch.Tensor:
@@ -131,17 +125,46 @@ class RegionAttachment:
         return self._cache[key]
 
     def _masks_on(self, latent_hw: tuple[int, int], seq_len: int, like: torch.Tensor):
+        """(R, S) masks on this layer's grid and, per region, the tokens it covers."""
         key = ("masks", latent_hw, seq_len, like.device)
         if key not in self._cache:
-            masks = region_masks(self.prompt.regions, latent_hw, seq_len, device=like.device)
-            self._cache[key] = masks
+            masks = region_masks(self.prompt.regions, latent_hw, seq_len)  # on the CPU
+            tokens = [None if bool(m.all()) else m.nonzero()[:, 0].to(like.device) for m in masks]
+            self._cache[key] = masks.to(like.device), tokens
         return self._cache[key]
+
+    def _shares_on(self, latent_hw: tuple[int, int], seq_len: int, active: list[int], like):
+        key = ("shares", latent_hw, seq_len, like.device, tuple(active))
+        if key not in self._cache:
+            masks = self._masks_on(latent_hw, seq_len, like)[0]
+            weights = self._weights[active]
+            self._cache[key] = region_shares(masks[active], weights, self.prompt.blend)
+        return self._cache[key]
+
+    def _call_processor(self, module: Any, hidden: Any, context: Any, rest: dict) -> Any:
+        """The layer's installed processor, given the arguments it declares (as
+        ``Attention.forward`` does, with the signature read once per processor)."""
+        processor = module.processor
+        key = ("params", id(processor))
+        found = self._cache.get(key)
+        if found is None or found[0] is not processor:
+            found = self._cache[key] = (
+                processor,
+                set(inspect.signature(processor.__call__).parameters),
+            )
+        extra = {k: v for k, v in rest.items() if k in found[1] and k != "attention_mask"}
+        return processor(
+            module, hidden, encoder_hidden_states=context, attention_mask=None, **extra
+        )
 
     def _on_attention(self, module: Any, args: tuple, kwargs: dict, output: Any) -> Any:
         state = self.hooks.current if self.hooks is not None else None
         if state is None:
             return None
-        active = self.prompt.active(state.position, state.total)
+        key = ("active", state.position, state.total)
+        if key not in self._cache:
+            self._cache[key] = self.prompt.active(state.position, state.total)
+        active = self._cache[key]
         if not active:
             return None
         kwargs = dict(kwargs)
@@ -153,21 +176,35 @@ class RegionAttachment:
             return None
         text = context[0] if isinstance(context, tuple) else context
         self._check_call(module, hidden, context, output, kwargs)
-        n = hidden.shape[0]
+        n, seq_len = hidden.shape[:2]
         b = state.conditional_rows(n)
         rest = last_rows(kwargs, n, b)
-        outputs = []
-        for index in active:
-            embeds = self._embeds_on(index, text).expand(b, -1, -1)
-            region_context: Any = embeds
+        covered = self._masks_on(state.latent_hw, seq_len, output)[1]
+        shares = self._shares_on(state.latent_hw, seq_len, active, output)
+        # queries are independent in cross-attention: a region's call needs only the tokens
+        # it covers, unless the layer mixes tokens (group/spatial norm) or extra arguments
+        # (IP-Adapter masks) are laid out over every token; then regions of equal token and
+        # embedding counts share one batched processor call
+        per_token = all(v is None for v in rest.values())
+        per_token = per_token and module.group_norm is None and module.spatial_norm is None
+        groups: dict[tuple, list] = {}
+        for k, index in enumerate(active):
+            tokens = covered[index] if per_token else None
+            embeds = self._embeds_on(index, text)
+            size = seq_len if tokens is None else tokens.numel()
+            key = (size, embeds.shape[1]) if per_token else (k,)
+            groups.setdefault(key, []).append((k, tokens, embeds))
+        whole, query = output[n - b :], hidden[n - b :]
+        mixed = whole
+        for members in groups.values():
+            q = _stack([query if t is None else query[:, t] for _, t, _ in members])
+            region_context: Any = _stack([e.expand(b, -1, -1) for _, _, e in members])
             if isinstance(context, tuple):  # IP-Adapter: (text, [image tokens per adapter])
-                region_context = (embeds, *last_rows(tuple(context[1:]), n, b))
-            outputs.append(
-                module.forward(hidden[n - b :], encoder_hidden_states=region_context, **rest)
-            )
-        masks = self._masks_on(state.latent_hw, hidden.shape[1], output)
-        shares = region_shares(masks[active], self._weights[active], self.prompt.blend)
-        mixed = blend_regions(output[n - b :], outputs, shares)
+                images = _repeat_rows(last_rows(tuple(context[1:]), n, b), len(members))
+                region_context = (region_context, *images)
+            results = self._call_processor(module, q, region_context, rest).split(b)
+            for (k, tokens, _), result in zip(members, results, strict=True):
+                mixed = add_region(mixed, whole, result, shares[k], tokens)
         return mixed if b == n else torch.cat([output[: n - b], mixed])
 
     @staticmethod

@@ -23,7 +23,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["attention_grid", "box_coverage", "region_masks", "region_shares", "blend_regions"]
+__all__ = [
+    "attention_grid",
+    "box_coverage",
+    "region_masks",
+    "region_shares",
+    "add_region",
+    "blend_regions",
+]
 
 
 def attention_grid(latent_hw: tuple[int, int], seq_len: int) -> tuple[int, int]:
@@ -108,6 +115,27 @@ def region_shares(masks: torch.Tensor, weights: torch.Tensor, blend: float) -> t
     return masks / total * weights.to(masks)[:, None] * (1.0 - blend)
 
 
+def add_region(
+    mixed: torch.Tensor,
+    whole: torch.Tensor,
+    output: torch.Tensor,
+    share: torch.Tensor,
+    tokens: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``mixed + share * (output - whole)`` per token, on the ``tokens`` given or on all.
+
+    Args:
+        mixed, whole: (B, S, C): the blend so far and the whole prompt's attention output.
+        output: the layer attending to one region's prompt: (B, S, C), or (B, T, C) for the
+            ``T`` token indices ``tokens`` (the tokens a region covers).
+        share: (S,) that region's row of :func:`region_shares`.
+    """
+    if tokens is None:
+        return mixed + share.to(whole.dtype)[None, :, None] * (output - whole)
+    delta = share[tokens].to(whole.dtype)[None, :, None] * (output - whole[:, tokens])
+    return mixed.index_add(1, tokens, delta)
+
+
 def blend_regions(
     whole: torch.Tensor, regional: Sequence[torch.Tensor], shares: torch.Tensor
 ) -> torch.Tensor:
@@ -120,5 +148,5 @@ def blend_regions(
     """
     out = whole
     for r, output in enumerate(regional):
-        out = out + shares[r].to(whole.dtype)[None, :, None] * (output - whole)
+        out = add_region(out, whole, output, shares[r])
     return out

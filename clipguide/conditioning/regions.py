@@ -263,13 +263,28 @@ class RegionalPrompt:
         start: float = 0.0,
         stop: float = 1.0,
     ) -> None:
-        self.regions = check_regions(regions)
+        self._regions = check_regions(regions)
         _check(_real(blend) and 0 <= blend <= 1, "blend", blend, "a number in [0, 1]")
         check_window(start, stop)
-        self.blend = float(blend)
-        self.start = float(start)
-        self.stop = float(stop)
+        self._settings = (float(blend), float(start), float(stop))
         self._attachment: Any = None
+
+    # read-only: an attachment caches what they imply (masks, shares, windows)
+    @property
+    def regions(self) -> tuple[Region, ...]:
+        return self._regions
+
+    @property
+    def blend(self) -> float:
+        return self._settings[0]
+
+    @property
+    def start(self) -> float:
+        return self._settings[1]
+
+    @property
+    def stop(self) -> float:
+        return self._settings[2]
 
     def __repr__(self) -> str:
         return (

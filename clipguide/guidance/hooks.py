@@ -27,10 +27,11 @@ import torch
 
 from clipguide.conditioning.carried import prompt_of
 
+from .checks import describe_object
 from .schedulers import EvaluationCounter
 from .step import unet_timestep
 
-__all__ = ["PipelineHooks", "HookEntry", "Evaluation", "last_rows"]
+__all__ = ["PipelineHooks", "HookEntry", "Attachment", "Evaluation", "check_hookable", "last_rows"]
 
 _ATTR = "_clipguide_hooks"
 _MISSING: Any = object()
@@ -70,6 +71,29 @@ def last_rows(value: Any, n: int, b: int) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(last_rows(v, n, b) for v in value)
     return value
+
+
+def check_hookable(pipe: Any, what: str, modular_hint: str) -> None:
+    """Raise unless the registry can hook ``pipe`` (a stock pipeline with a UNet and a
+    scheduler, not a modular one), naming ``what`` would attach and, for a modular pipeline,
+    ``modular_hint`` (what to do instead)."""
+    from diffusers.modular_pipelines import ModularPipeline
+
+    name = describe_object(pipe)
+    if isinstance(pipe, ModularPipeline):
+        raise TypeError(
+            f"pipe={name} is a modular pipeline: its guider runs the UNet once per condition, "
+            f"which a UNet hook cannot combine; {modular_hint}"
+        )
+    unet = getattr(pipe, "unet", None)
+    if not isinstance(unet, torch.nn.Module) or getattr(pipe, "scheduler", None) is None:
+        raise TypeError(
+            f"pipe={name} is not supported: {what} attaches to pipelines with a `unet` and a "
+            "`scheduler` (StableDiffusionPipeline, StableDiffusionXLPipeline and their "
+            "subclasses)"
+        )
+    if not hasattr(pipe, "__dict__"):
+        raise TypeError(f"pipe={name} keeps no instance attributes (__slots__)")
 
 
 def _owner_of_hooks(unet: torch.nn.Module) -> list[PipelineHooks]:
@@ -231,3 +255,36 @@ class PipelineHooks:
         finally:
             self.current = None
         return changed
+
+
+class Attachment:
+    """One attached object (a guidance, regions) on one pipeline's registry; a context manager
+    that returns the object and detaches on exit. The object keeps it as ``_attachment``."""
+
+    def __init__(self, owner: Any, pipe: Any) -> None:
+        self.owner = owner
+        self.pipe = pipe
+        self.hooks: PipelineHooks | None = PipelineHooks.of(pipe)
+        self.hooks.add(self)
+
+    def __enter__(self) -> Any:
+        return self.owner
+
+    def __exit__(self, *exc: object) -> None:
+        self.detach()
+
+    def detach(self) -> None:
+        """Leave the pipeline; the last attachment to leave restores it exactly."""
+        if self.hooks is not None:
+            self.hooks.remove(self)
+            self.hooks = None
+        if getattr(self.owner, "_attachment", None) is self:
+            self.owner._attachment = None
+
+    def new_run(self) -> None:
+        return None
+
+    def step(
+        self, unet: Any, args: tuple, kwargs: dict, output: Any, position: int, total: int
+    ) -> Any:
+        return None
