@@ -314,7 +314,7 @@ def _boom(*args, **kwargs):
 
 def test_verbose_shows_the_traceback_of_an_unexpected_error(paths, monkeypatch, capsys) -> None:
     """Documented: an internal error is one line naming its type, or its traceback with -v."""
-    monkeypatch.setattr(cli_generate, "_check_args", _boom)
+    monkeypatch.setattr(cli_generate, "check_args", _boom)
     assert main(_fill(GEN, paths)) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "internal error (ZeroDivisionError)" in err and "-v" in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -65,7 +66,11 @@ def test_outputs_follow_the_umask(images, model_dir, tmp_path) -> None:
     finally:
         os.umask(old)
     made = [*sorted((tmp_path / "gen").iterdir()), out]
-    assert [p.name for p in made] == ["a-red-circle-0.json", "a-red-circle-0.png", "s.jsonl"]
+    assert [_generic(p.name) for p in made] == [
+        "a-red-circle-H-0.json",
+        "a-red-circle-H-0.png",
+        "s.jsonl",
+    ]
     assert [oct(_mode(p)) for p in made] == [oct(0o640)] * 3
 
 
@@ -88,12 +93,17 @@ def test_every_output_goes_through_one_atomic_writer(
     argv = ["rerank", str(images), "--prompt", PROMPT, "--sheet", str(sheet), "--thumb", "16"]
     assert main([*argv, "--model", f"local-dir:{model_dir}"]) == 0
     # sidecar first, then its PNG; the score file (rewritten whole); the contact sheet
-    assert targets[:2] == ["a-red-circle-0.json", "a-red-circle-0.png"]
+    assert [_generic(t) for t in targets[:2]] == ["a-red-circle-H-0.json", "a-red-circle-H-0.png"]
     assert targets[-1] == "sheet.webp" and set(targets[2:-1]) == {"s.jsonl"}
     assert len(_strict_json(out.read_text().splitlines()[0])) == 5
     with Image.open(sheet) as image:
         assert image.format == "WEBP"
     assert _temps(tmp_path) == []
+
+
+def _generic(name: str) -> str:
+    """A generated file's name with its settings hash as ``H``."""
+    return re.sub(r"-[0-9a-f]{8}-(\d+)\.", r"-H-\1.", name)
 
 
 KILL_AT_RENAME = """
@@ -130,12 +140,13 @@ def test_generate_killed_between_sidecar_and_png_never_leaves_a_png_alone(tmp_pa
     pngs = sorted(out.glob("*.png"))
     assert all(p.with_suffix(".json").is_file() for p in pngs)  # no PNG without its sidecar
     assert pngs == [] and len(_temps(out)) == 1
-    sidecar = _strict_json((out / "a-red-circle-0.json").read_text())
-    assert sidecar["file"] == "a-red-circle-0.png" and sidecar["seed"] == 0
+    [json_file] = out.glob("*.json")
+    sidecar = _strict_json(json_file.read_text())
+    assert sidecar["file"] == json_file.with_suffix(".png").name and sidecar["seed"] == 0
     assert main(argv) == 0  # the rerun completes the pair and sweeps the killed run's temp file
-    assert sorted(p.name for p in out.iterdir()) == ["a-red-circle-0.json", "a-red-circle-0.png"]
+    assert sorted(p.name for p in out.iterdir()) == [json_file.name, sidecar["file"]]
     assert _temps(out) == []
-    with Image.open(out / "a-red-circle-0.png") as image:
+    with Image.open(out / sidecar["file"]) as image:
         assert image.size == (32, 32)
 
 
@@ -178,7 +189,8 @@ def test_non_finite_scores_are_null_in_strict_json(images, model_dir, tmp_path, 
     monkeypatch.setattr(CLIPScorer, "score", nan_scores)
     monkeypatch.setattr(CLIPScorer, "cosine", nan_cosine)
     assert main([*GEN, "--out", str(tmp_path / "gen")]) == 0
-    sidecar = _strict_json((tmp_path / "gen" / "a-red-circle-0.json").read_text())
+    [json_file] = (tmp_path / "gen").glob("*.json")
+    sidecar = _strict_json(json_file.read_text())
     assert sidecar["scores"] == {"shapes": None}
     out = tmp_path / "s.jsonl"
     argv = ["score", str(images), "--prompt", PROMPT, "--out", str(out), "--no-progress"]

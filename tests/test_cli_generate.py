@@ -113,6 +113,6 @@ def test_a_pipeline_folder_gets_the_named_scheduler_from_its_own_config(tmp_path
     pipe = load_pipeline(str(tmp_path / "pipe"), "ddim", "cpu", False)
     assert isinstance(pipe.scheduler, DDIMScheduler)
     assert pipe.scheduler.config.beta_end == 0.012  # the model's noise schedule is kept
-    assert len(SCHEDULERS) == 8
+    assert len(SCHEDULERS) == 15  # 9 samplers, 6 of them also with Karras sigmas
     with pytest.raises(ValueError, match=r"scheduler='nope' is not one of \('euler'"):
         scheduler_from_config("nope", pipe.scheduler.config)

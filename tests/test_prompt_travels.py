@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import clipguide
-from clipguide.conditioning.carried import prompt_of
 from clipguide.guidance import CLIPGuidance
 from clipguide.scoring import CLIPScorer, best_of_n
 from clipguide.testing import tiny_clip, tiny_sdxl_pipeline
@@ -40,6 +39,8 @@ def test_a_conditioning_knows_its_plain_prompt_per_row_and_passes_embeddings_onl
         "pooled_prompt_embeds",
         "negative_pooled_prompt_embeds",
     }
+    from clipguide.conditioning.carried import prompt_of
+
     assert prompt_of(cond["prompt_embeds"]) == cond.prompt
     assert cond.to(dtype=torch.float16).prompt == cond.prompt
     zeros = clipguide.encode_prompt(pipe, "a fox", force_zeros_for_empty_prompt=True)
@@ -79,6 +80,9 @@ def test_best_of_n_errors_never_print_a_tensor(pipe, clip):
     with pytest.raises(ValueError) as err:
         best_of_n(pipe, "a red", 2, scorer, num_images_per_prompt=cond["prompt_embeds"])
     assert "tensor(" not in str(err.value) and len(str(err.value)) < 300
+    rows = clipguide.encode_prompt(pipe, "a red circle", num_images_per_prompt=2)
+    with pytest.raises(ValueError, match="Conditioning of one prompt"):
+        best_of_n(pipe, rows, 2, scorer)
 
 
 def test_scorer_reads_prompt_syntax_as_the_plain_prompt(clip):
@@ -135,3 +139,18 @@ def test_prompt_2_goes_to_the_second_text_encoder_only(pipe):
     assert torch.equal(two["pooled_prompt_embeds"], bigg["pooled_prompt_embeds"])
     with pytest.raises(ValueError, match="negative_prompt_2 needs negative_prompt"):
         clipguide.encode_prompt(pipe, "a", negative_prompt_2="b")
+
+
+def test_the_ray_engine_scores_the_plain_prompt_as_the_local_one_does():
+    """Both engines read prompts as prompts (the local one through CLIPScorer.cosine)."""
+    import numpy as np
+
+    from clipguide.distributed.ray_score import ImageScorer
+
+    clip = clipguide.load_clip("shapes")
+    actor = ImageScorer("shapes", None, None, 100.0, clip.preprocess)
+    size = clip.preprocess.image_size
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 3, size, size), dtype=np.uint8)
+    written = actor._cosines(pixels, ["a (red circle:1.3)", "((a blue square)) BREAK"])
+    plain = actor._cosines(pixels, ["a red circle", "a blue square"])
+    assert torch.allclose(written, plain, atol=1e-6)

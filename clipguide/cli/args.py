@@ -149,7 +149,8 @@ def size_arg(value: str) -> int:
     return size
 
 
-def _offline() -> bool:
+def offline() -> bool:
+    """HF_HUB_OFFLINE is set: nothing can be downloaded."""
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 
 
@@ -161,10 +162,13 @@ def check_model(model: str) -> None:
         return
     accepted = (
         f"accepted: a registered name such as {DEFAULT_PIPELINE!r} (the micro world), a folder holding a diffusers pipeline "
-        "(model_index.json) or a Hugging Face repo id such as "
+        "(model_index.json), a single-file checkpoint (.safetensors, .ckpt) or a Hugging Face "
+        "repo id such as "
         "'stabilityai/stable-diffusion-xl-base-1.0'"
     )
     path = Path(model).expanduser()
+    if path.is_file() and path.suffix.lower() in (".safetensors", ".ckpt"):
+        return  # a single-file checkpoint
     if path.exists():
         if not (path / "model_index.json").is_file():
             raise CLIError(f"--model {model!r} has no model_index.json; {accepted}")
@@ -172,7 +176,7 @@ def check_model(model: str) -> None:
     parts = model.split("/")
     if len(parts) != 2 or not all(parts) or model.startswith((".", "~")):
         raise CLIError(f"--model {model!r} is not an existing folder nor a repo id; {accepted}")
-    if _offline():
+    if offline():
         from huggingface_hub import try_to_load_from_cache
 
         if not isinstance(try_to_load_from_cache(model, "model_index.json"), str):

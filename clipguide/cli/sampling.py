@@ -61,14 +61,30 @@ def guide_decoder(choice: str, pipe, model: NamedModel):
 
 
 def load_guide(pipe, args, model: NamedModel):
-    """The guide CLIP (for guidance and best-of-N) and its name; ``(None, None)`` if unused."""
+    """The guide CLIP (for guidance and best-of-N) and its name; ``(None, None)`` if unused.
+
+    A pipeline with SDXL's bigG text tower lends it, and only a vision tower is loaded (that
+    must fit it); for any other (SD 1.x/2.x) ``--guide-clip`` names a standalone CLIP whose
+    own towers guide and pick.
+    """
     from clipguide.model import load_clip
+    from clipguide.model.pipeline import lends_text_tower
 
     vision = args.guide_clip or model.guide_clip
     if not (args.clip_guidance or args.best_of > 1):
         return None, vision
+    needs = "--clip-guidance" if args.clip_guidance else f"--best-of {args.best_of}"
+    if not lends_text_tower(pipe) and vision is None:
+        raise CLIError(
+            f"{needs} needs a CLIP to guide and pick with, and --model {args.model!r} "
+            f"({type(pipe).__name__}) has no bigG-style text tower to pair one with; name a "
+            f"standalone CLIP with --guide-clip (e.g. --guide-clip {BIGG}, an hf-hub: id or a "
+            "local open_clip folder), or use --best-of 1 without --clip-guidance"
+        )
     try:
-        return load_clip(pipe, vision=vision), vision
+        if lends_text_tower(pipe):
+            return load_clip(pipe, vision=vision), vision
+        return load_clip(vision, device=pipe.device), vision
     except Exception as err:  # noqa: BLE001 - any loading failure names the option
         shown = vision or f"{BIGG} (the default)"
         raise CLIError(f"--guide-clip {shown}: {err}", code=1) from err
@@ -95,8 +111,9 @@ def finite_guard(args):
     return check
 
 
-def sample(pipe, call: dict, seeds: list[int], args, guide, vision, model: NamedModel):
-    """Sample, with CLIP guidance attached and best-of-N selection when asked.
+def sample(pipe, call: dict, seeds: list[int], args, guide, vision, model: NamedModel, text: str):
+    """Sample, with CLIP guidance attached and best-of-N selection when asked (``text``: the
+    prompt's plain text, which best-of-N ranks by).
 
     Returns the images, the seed that regenerates each, per-image best-of-N records and
     per-image candidates, best first (both empty lists without best-of-N), and each image's
@@ -116,7 +133,7 @@ def sample(pipe, call: dict, seeds: list[int], args, guide, vision, model: Named
         attached.enter_context(CLIPGuidance(guide, settings, decoder=decoder).attach(pipe))
     with attached:
         if args.best_of == 1:
-            (single,) = plan_candidates(call["prompt"], 1, args.layout)
+            (single,) = plan_candidates(text, 1, args.layout)
             laid = single.layout is not None
             with (
                 regional_prompt(single.layout, single.use).attach(pipe)
@@ -125,10 +142,10 @@ def sample(pipe, call: dict, seeds: list[int], args, guide, vision, model: Named
             ):
                 images = pipe(**call).images
             return images, seeds, [], [], [single if laid else None] * len(images)
-        return _best_of(pipe, call, len(seeds), args, guide, vision)
+        return _best_of(pipe, call, len(seeds), args, guide, vision, text)
 
 
-def _best_of(pipe, call: dict, count: int, args, guide, vision):
+def _best_of(pipe, call: dict, count: int, args, guide, vision, text: str):
     """``count`` images, each the guide's best of ``--best-of`` candidates with seeds counted
     on from ``--seed``; their seeds and the candidates' records."""
     from clipguide.scoring import CLIPScorer, best_of_n
@@ -136,13 +153,13 @@ def _best_of(pipe, call: dict, count: int, args, guide, vision):
     n = args.best_of
     scorer = CLIPScorer(guide, progress=False)  # the pipeline shows the bar
     kwargs = {k: v for k, v in call.items() if k not in ("prompt", "generator")}
-    kwargs.pop("num_images_per_prompt")
+    kwargs.pop("num_images_per_prompt")  # the embeddings (or negative_prompt) stay
     from clipguide.cli.regions import layout_record
 
     images, chosen, picks, candidates, layouts = [], [], [], [], []
     for i in range(count):
         result = best_of_n(
-            pipe, call["prompt"], n, scorer, seed=args.seed + i * n, batch_size=n,
+            pipe, text, n, scorer, seed=args.seed + i * n, batch_size=n,
             progress=False, method=args.method, layouts=args.layout, **kwargs,
         )  # fmt: skip
         candidates.append(result.images)

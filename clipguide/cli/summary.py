@@ -35,7 +35,8 @@ def write_sheet(image_path: Path, candidates: list[Any], record: dict, model: Na
     from clipguide.scoring.sheet import contact_sheet
 
     picks = record["best_of"]
-    extras = model.annotate(candidates, record["prompt"]) if model.annotate else []
+    text = record.get("plain_prompt") or record["prompt"]  # what the CLIPs and oracle read
+    extras = model.annotate(candidates, text) if model.annotate else []
     captions = []
     for k, score in enumerate(picks["candidate_scores"]):
         verdict = _verdict(extras[k]) if k < len(extras) else None

@@ -171,7 +171,7 @@ class ImageScorer:
             batch = torch.from_numpy(pixels).to(self.device)
             batch = self.clip.preprocess.from_uint8(batch).to(vision.dtype)
             images = normalise(self.clip.image_features(batch).float())
-            texts = self.scorer.embed_texts(prompts).to(images.device)
+            texts = self.scorer.embed_prompts(prompts).to(images.device)
             return cosine(images, texts).cpu()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -16,7 +16,7 @@ from clipguide.model.clip import CLIP
 from clipguide.model.openclip import DEFAULT_MODEL
 from clipguide.model.registry import LoadRequest, Resolver, paired_vision, resolve
 
-__all__ = ["RESOLVER", "is_pipeline"]
+__all__ = ["RESOLVER", "is_pipeline", "lends_text_tower"]
 
 
 def is_pipeline(obj: Any) -> bool:
@@ -26,10 +26,17 @@ def is_pipeline(obj: Any) -> bool:
     )
 
 
+def lends_text_tower(pipe: Any) -> bool:
+    """The pipeline has a text tower with a projection (SDXL's bigG) that ``load_clip(pipe)``
+    can pair with a vision tower; SD 1.x/2.x's text encoders have none."""
+    text = getattr(pipe, "text_encoder_2", None) or getattr(pipe, "text_encoder", None)
+    return isinstance(text, CLIPTextModelWithProjection)
+
+
 def _text_tower(pipe: Any) -> tuple[CLIPTextModelWithProjection, Any]:
     text = getattr(pipe, "text_encoder_2", None) or getattr(pipe, "text_encoder", None)
     tok = getattr(pipe, "tokenizer_2", None) or getattr(pipe, "tokenizer", None)
-    if not isinstance(text, CLIPTextModelWithProjection) or tok is None:
+    if not lends_text_tower(pipe) or tok is None:
         raise ValueError(
             f"{type(pipe).__name__} has no bigG-style text tower: expected text_encoder_2 (or "
             f"text_encoder) to be a CLIPTextModelWithProjection with its tokenizer; got "
@@ -56,6 +63,20 @@ def _vision(text: CLIPTextModelWithProjection, request: LoadRequest) -> CLIP:
     return resolve(vision, wanted)
 
 
+def _check_fits(pipe: Any, text: CLIPTextModelWithProjection, vis: CLIP, vision: Any) -> None:
+    """The vision tower's embeddings must have the text tower's size: they are compared."""
+    text_dim = int(text.config.projection_dim)
+    vision_dim = vis.embed_dim
+    if text_dim != vision_dim:
+        shown = vision if isinstance(vision, str) else vis.name
+        raise ValueError(
+            f"vision={shown!r} gives {vision_dim}-dim image embeddings but the text tower of "
+            f"{type(pipe).__name__} gives {text_dim}-dim ones: they cannot be compared; pass a "
+            "vision tower trained with this text tower (for SDXL: bigG, the default), or load a "
+            "standalone CLIP by name (load_clip(name)) to score and guide with its own towers"
+        )
+
+
 def _from_pipeline(pipe: Any, request: LoadRequest) -> CLIP:
     """The pipeline's text tower plus a vision tower that follows the pipeline.
 
@@ -64,6 +85,8 @@ def _from_pipeline(pipe: Any, request: LoadRequest) -> CLIP:
     """
     text, tok = _text_tower(pipe)
     vis = _vision(text, request) if "vision" in request.towers else None
+    if vis is not None:
+        _check_fits(pipe, text, vis, request.vision)
     clip = CLIP(
         text_model=text,
         vision_model=vis.vision_model if vis is not None else None,

@@ -225,10 +225,11 @@ def _text_and_call(prompt: Any, pipe_kwargs: dict) -> tuple[Any, dict]:
 
     if isinstance(prompt, Mapping) and "prompt_embeds" in prompt:
         texts = getattr(prompt, "prompt", None) or prompt_of(prompt["prompt_embeds"])
-        if not texts or len(set(texts)) != 1:
+        if not texts or len(texts) != 1:
             raise ValueError(
                 "prompt must be a str or a Conditioning of one prompt from encode_prompt (it "
-                f"knows its text), got {_got(prompt)}"
+                "knows its text; num_images_per_prompt=1: best_of_n makes the n images), got "
+                f"{_got(prompt)}"
             )
         clash = sorted(set(prompt) & set(pipe_kwargs))
         if clash:

@@ -77,7 +77,8 @@ class CLIPScorer:
     method compare images with the prompt's plain text
     (:func:`~clipguide.scoring.captions.parse.plain_prompt`: A1111 weights, brackets, LoRA
     tags and ``BREAK`` removed), so ``"a (red circle:1.3)"`` scores as ``"a red circle"``, as
-    the pipeline drew it. :meth:`embed_texts` encodes its texts exactly as given.
+    the pipeline drew it (:meth:`embed_prompts`); :meth:`embed_texts` encodes its texts
+    exactly as given.
         weights: the ``"structured"`` method's :class:`~clipguide.scoring.methods.StructureWeights`.
     """
 
@@ -165,6 +166,11 @@ class CLIPScorer:
             return normalise(torch.stack([found[p] for p in prompts]))
         return normalise(torch.stack(self._duck_typed_texts(unique, prompts)))
 
+    def embed_prompts(self, prompts: str | Sequence[str]) -> torch.Tensor:
+        """Normalised fp32 embeddings (M, D) of each prompt's plain text (weights, brackets,
+        LoRA tags and ``BREAK`` removed): what images are compared with."""
+        return self.embed_texts(_plain(prompts))
+
     def _duck_typed_texts(self, unique: list[str], prompts: list[str]) -> list[torch.Tensor]:
         """Embeddings from a clip without a transformers text tower, through the scorer's
         own cache."""
@@ -238,7 +244,7 @@ class CLIPScorer:
     def cosine(self, images: ImageInput, prompts: str | Sequence[str]) -> torch.Tensor:
         """Cosine of each image with its prompt (one prompt for all, or one per image): (N,)."""
         image_embeds = self.embed_images(images)
-        text_embeds = self.embed_texts(_plain(prompts)).to(image_embeds.device)
+        text_embeds = self.embed_prompts(prompts).to(image_embeds.device)
         if text_embeds.shape[0] not in (1, image_embeds.shape[0]):
             raise ValueError(
                 f"prompts must be one string or one per image ({image_embeds.shape[0]}), "
@@ -249,7 +255,7 @@ class CLIPScorer:
     def matrix(self, images: ImageInput, prompts: str | Sequence[str]) -> torch.Tensor:
         """Cosine of every image with every prompt: (N, M)."""
         image_embeds = self.embed_images(images)
-        texts = self.embed_texts(_plain(prompts))
+        texts = self.embed_prompts(prompts)
         return cosine_matrix(image_embeds, texts.to(image_embeds.device))
 
     def score(self, images: ImageInput, prompts: str | Sequence[str]) -> torch.Tensor:

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from clipguide.cli.schedulers import SCHEDULERS, scheduler_class
+from clipguide.cli.schedulers import SCHEDULERS, scheduler_from_config
 
 __all__ = [
     "CLIP_NAMES",
@@ -69,7 +69,7 @@ def make_scheduler(scheduler: Any = None, config: dict | None = None):
     if scheduler is None:
         return EulerDiscreteScheduler.from_config(config)
     if isinstance(scheduler, str):
-        return scheduler_class(scheduler).from_config(config)
+        return scheduler_from_config(scheduler, config)
     if isinstance(scheduler, type):
         return scheduler.from_config(config)
     if hasattr(scheduler, "set_timesteps"):
