@@ -44,6 +44,7 @@ from clipguide.cli.pipelines import (
     lora_arg,
 )
 from clipguide.cli.pngmeta import file_stem, parameters_text, png_bytes, slug
+from clipguide.cli.regions import add_region_options, layout_record
 from clipguide.cli.sampling import finite_guard, load_guide, sample
 from clipguide.cli.schedulers import KARRAS, SCHEDULERS
 from clipguide.cli.summary import say, summary_line, write_sheet
@@ -130,6 +131,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "--device", type=device_arg, default=None, help="torch device (default: cuda if any)"
     )
     _guide_options(p)
+    add_region_options(p)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
     return p
@@ -337,6 +339,15 @@ def _record(args: argparse.Namespace, pipe, path: Path, image, run: dict[str, An
             "mode": args.clip_guidance_mode,
             "decoder": args.guide_decoder,
         }
+    if args.region:
+        record["regions"] = {
+            "regions": [
+                {"prompt": r.prompt, "box": list(r.box), "weight": r.weight} for r in args.region
+            ],
+            "blend": args.region_blend,
+        }
+    if run.get("layout") is not None:
+        record["layout"] = layout_record(run["layout"])
     if run["picks"] is not None:
         record["best_of"] = run["picks"]
     record.update(run["extras"])
@@ -379,7 +390,9 @@ def run(args: argparse.Namespace) -> int:
     seeds = [args.seed + i for i in range(args.num_images)]
     call = _call(args, pipe, seeds, steps, cfg)
     text = plain(args.prompt)
-    images, seeds, picks, candidates = sample(pipe, call, seeds, args, guide, vision, model, text)
+    images, seeds, picks, candidates, layouts = sample(
+        pipe, call, seeds, args, guide, vision, model, text
+    )
     scores = _scores(images, text, scorers)
     extras = model.annotate(images, text) if model.annotate else [{} for _ in images]
     settings = _image_settings(args, steps, cfg)
@@ -387,7 +400,7 @@ def run(args: argparse.Namespace) -> int:
         path = Path(args.out) / f"{file_stem(args.prompt, settings, seed, text)}.png"
         run_info = dict(
             seed=seed, steps=steps, cfg=cfg, scores={k: v[i] for k, v in scores.items()},
-            picks=picks[i] if picks else None, extras=extras[i],
+            picks=picks[i] if picks else None, extras=extras[i], layout=layouts[i],
         )  # fmt: skip
         record = _record(args, pipe, path, image, run_info)
         sheet = write_sheet(path, candidates[i], record, model) if candidates else None

@@ -11,6 +11,7 @@ from pathlib import Path
 from clipguide.cli.args import MAX_SEED, CLIError, check_model, check_output_folder, offline
 from clipguide.cli.models import ANY_MODEL, NamedModel, named_model
 from clipguide.cli.pipelines import is_single_file
+from clipguide.cli.regions import check_region_args
 from clipguide.cli.sampling import decoder_choice
 from clipguide.cli.schedulers import KARRAS
 
@@ -44,6 +45,7 @@ def check_args(args: argparse.Namespace) -> NamedModel:
             f"{args.best_of} the seeds run to {last}, past the largest seed 2**64-1"
         )
     args.guide_decoder = decoder_choice(args.guide_decoder, model)
+    check_region_args(args, model.layout)
     check_output_folder(Path(args.out), "--out")
     check_model(args.model)
     _check_model_options(args, model is not ANY_MODEL)

@@ -32,6 +32,8 @@ class NamedModel:
         annotate: ``(images, prompt) -> one dict per image`` of extra sidecar fields.
         best_of: default ``--best-of``: candidates per written image, picked by the guide
             CLIP with ``--method`` (1: one plain sample, no guide CLIP loaded).
+        layout: default ``--layout``: ``"auto"`` (layouts read from the prompt, where the
+            policy uses them) or ``"none"``.
     """
 
     load: Callable[[Any, str | None, bool], Any] | None = None
@@ -43,6 +45,7 @@ class NamedModel:
     decoders: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
     annotate: Callable[[list[Any], str], list[dict]] | None = None
     best_of: int = 1
+    layout: str = "none"
 
 
 ANY_MODEL = NamedModel()

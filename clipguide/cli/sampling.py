@@ -116,20 +116,32 @@ def sample(pipe, call: dict, seeds: list[int], args, guide, vision, model: Named
     prompt's plain text, which best-of-N ranks by).
 
     Returns the images, the seed that regenerates each, per-image best-of-N records and
-    per-image candidates, best first (both empty lists without best-of-N).
+    per-image candidates, best first (both empty lists without best-of-N), and each image's
+    layout candidate (None: no layout read from the prompt was used).
     """
     import contextlib
 
+    from clipguide.cli.regions import regions_attached
+    from clipguide.conditioning.layout_policy import plan_candidates, regional_prompt
     from clipguide.guidance import CLIPGuidance, GuidanceSettings
 
-    attached = contextlib.nullcontext()
+    attached = contextlib.ExitStack()
+    attached.enter_context(regions_attached(pipe, args))  # prompts encoded before sampling
     if args.clip_guidance:
         settings = GuidanceSettings(scale=args.clip_guidance, mode=args.clip_guidance_mode)
         decoder = guide_decoder(args.guide_decoder, pipe, model)
-        attached = CLIPGuidance(guide, settings, decoder=decoder).attach(pipe)
+        attached.enter_context(CLIPGuidance(guide, settings, decoder=decoder).attach(pipe))
     with attached:
         if args.best_of == 1:
-            return pipe(**call).images, seeds, [], []
+            (single,) = plan_candidates(text, 1, args.layout)
+            laid = single.layout is not None
+            with (
+                regional_prompt(single.layout, single.use).attach(pipe)
+                if laid
+                else (contextlib.nullcontext())
+            ):
+                images = pipe(**call).images
+            return images, seeds, [], [], [single if laid else None] * len(images)
         return _best_of(pipe, call, len(seeds), args, guide, vision, text)
 
 
@@ -142,11 +154,13 @@ def _best_of(pipe, call: dict, count: int, args, guide, vision, text: str):
     scorer = CLIPScorer(guide, progress=False)  # the pipeline shows the bar
     kwargs = {k: v for k, v in call.items() if k not in ("prompt", "generator")}
     kwargs.pop("num_images_per_prompt")  # the embeddings (or negative_prompt) stay
-    images, chosen, picks, candidates = [], [], [], []
+    from clipguide.cli.regions import layout_record
+
+    images, chosen, picks, candidates, layouts = [], [], [], [], []
     for i in range(count):
         result = best_of_n(
             pipe, text, n, scorer, seed=args.seed + i * n, batch_size=n,
-            progress=False, method=args.method, **kwargs,
+            progress=False, method=args.method, layouts=args.layout, **kwargs,
         )  # fmt: skip
         candidates.append(result.images)
         images.append(result.images[0])
@@ -159,6 +173,8 @@ def _best_of(pipe, call: dict, count: int, args, guide, vision, text: str):
                 "method": args.method,
                 "candidate_seeds": result.seeds,
                 "candidate_scores": scores,
+                "candidate_layouts": [layout_record(c) for c in result.candidates],
             }
         )
-    return images, chosen, picks, candidates
+        layouts.append(result.candidates[0] if result.candidates else None)
+    return images, chosen, picks, candidates, layouts

@@ -55,7 +55,9 @@ def write_sheet(image_path: Path, candidates: list[Any], record: dict, model: Na
         verdict = _verdict(extras[k]) if k < len(extras) else None
         shown = "nan" if score is None else f"{score:.1f}"
         captions.append(f"#{k + 1} {shown}" + (f" {verdict.split(' ')[0]}" if verdict else ""))
-    sheet = contact_sheet(candidates, captions, thumb=192, columns=len(candidates))
+    laid = picks.get("candidate_layouts") or [None] * len(candidates)
+    boxes = [None if lay is None else [r["box"] for r in lay["regions"]] for lay in laid]
+    sheet = contact_sheet(candidates, captions, thumb=192, columns=len(candidates), boxes=boxes)
     buf = io.BytesIO()
     sheet.save(buf, format="JPEG", quality=90)
     path = sheet_path(image_path)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,10 @@ class BestOfN:
     generation_order: list[int]
     robust: RobustScores | None = None
     generator_device: str = "cpu"
+    candidates: tuple[Any, ...] = ()
+    """Per image (sorted like ``images``), the
+    :class:`~clipguide.conditioning.layout_policy.Candidate` it was made with (its layout and
+    how it was used; ``Candidate()`` for a plain one); empty when no layouts were asked for."""
 
     def generator(self, i: int) -> torch.Generator:
         """A fresh generator seeded to regenerate ``images[i]``."""
@@ -49,6 +54,9 @@ def best_of_n(
     robust: bool = False,
     progress: bool = True,
     method: str | None = None,
+    layouts: str | Sequence[Any] | None = None,
+    plain: int | None = None,
+    policy: Mapping[str, Any] | None = None,
     **pipe_kwargs: Any,
 ) -> BestOfN:
     """Generate ``n`` images of ``prompt`` and return them sorted by the scorer, best first.
@@ -58,6 +66,14 @@ def best_of_n(
     regenerated alone with :meth:`BestOfN.generator`. ``method`` picks how images are ranked
     (:data:`clipguide.scoring.methods.METHODS`; default: the scorer's own, plain CLIPScore
     unless it was made with another); ``scores`` are that method's.
+
+    ``layouts`` spreads the candidates over layouts of the image
+    (:func:`~clipguide.conditioning.layout_policy.plan_candidates`: ``"auto"`` reads them from
+    the prompt, or pass a list of ``Layout``): laid-out candidates come first, cycling over the
+    layouts, then ``plain`` plain ones (default: half of them), each sampled under its ``RegionalPrompt``; ``policy`` says which kinds
+    of prompt get a layout and how (default
+    :data:`~clipguide.conditioning.layout_policy.DEFAULT_POLICY`). Image ``i`` keeps seed
+    ``seed + i`` whatever its layout, and ``candidates`` records each image's layout.
 
     ``prompt`` is a text, or a :class:`~clipguide.conditioning.Conditioning` from
     :func:`clipguide.encode_prompt` (one prompt), whose embeddings the pipeline is called with
@@ -86,16 +102,20 @@ def best_of_n(
     else:  # drawn on the generator's own device (a CUDA generator cannot fill a CPU tensor)
         device = generator.device if generator is not None else None
         seeds = torch.randint(0, 2**62, (n,), generator=generator, device=device).tolist()
+    plan = _plan(prompt, n, layouts, plain, policy)
     images: list[Any] = []
-    batches = [seeds[i : i + batch_size] for i in range(0, n, batch_size)]
+    batches = _batches(seeds, plan, batch_size)
     if progress:
         from tqdm.auto import tqdm
 
         batches = tqdm(batches, unit="batch", desc="best_of_n")
-    for batch in batches:
+    for batch, candidate in batches:
         generators = [torch.Generator(device=generator_device).manual_seed(s) for s in batch]
         text = {} if "prompt_embeds" in pipe_kwargs else {"prompt": prompt}
-        out = pipe(**text, num_images_per_prompt=len(batch), generator=generators, **pipe_kwargs)
+        with _conditioning(pipe, candidate):
+            out = pipe(
+                **text, num_images_per_prompt=len(batch), generator=generators, **pipe_kwargs
+            )
         images.extend(_batch_images(out, len(batch)))
     select = getattr(scorer, "select", None)
     scores = scorer.score(images, prompt) if select is None else select(images, prompt, method)
@@ -111,7 +131,43 @@ def best_of_n(
         generation_order=order,
         robust=robust_scores,
         generator_device=generator_device,
+        candidates=() if plan is None else tuple(plan[i] for i in order),
     )
+
+
+def _plan(
+    prompt: str, n: int, layouts: Any, plain: int | None, policy: Mapping[str, Any] | None
+) -> list[Any] | None:
+    """Each candidate's layout (None when no layouts were asked for: all plain)."""
+    if layouts is None:
+        if plain is not None:
+            raise ValueError(f"plain={plain!r} needs layouts; pass layouts='auto' or a list")
+        return None
+    from clipguide.conditioning.layout_policy import DEFAULT_POLICY, plan_candidates
+
+    policy = DEFAULT_POLICY if policy is None else policy
+    return plan_candidates(prompt, n, layouts, plain=plain, policy=policy)
+
+
+def _batches(seeds: list[int], plan: list[Any] | None, size: int) -> list[tuple[list, Any]]:
+    """Consecutive seeds with the same candidate conditioning, at most ``size`` per batch."""
+    out: list[tuple[list, Any]] = []
+    for i, seed in enumerate(seeds):
+        candidate = None if plan is None else plan[i]
+        if out and out[-1][1] == candidate and len(out[-1][0]) < size:
+            out[-1][0].append(seed)
+        else:
+            out.append(([seed], candidate))
+    return out
+
+
+def _conditioning(pipe: Any, candidate: Any):
+    """The candidate's ``RegionalPrompt`` attached to ``pipe``, or nothing for a plain one."""
+    if candidate is None or candidate.layout is None:
+        return nullcontext()
+    from clipguide.conditioning.layout_policy import regional_prompt
+
+    return regional_prompt(candidate.layout, candidate.use).attach(pipe)
 
 
 def _check_args(

@@ -102,6 +102,7 @@ CLI_MODEL = NamedModel(
     decoders={"tiny": _tiny_decoder},
     annotate=oracle_records,
     best_of=4,  # best-of-4 by the structured selection score: the test split's best recipe
+    layout="auto",  # layouts where the dev split's policy uses them (benchmarks/regions_quality.py)
 )
 """``clipguide generate --model shapes``: the shipped pipeline with its measured defaults."""
 
