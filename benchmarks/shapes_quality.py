@@ -13,7 +13,7 @@ paired over the same items (see ``shapes_eval.py`` for the splits and the candid
 Best-of-N picks by the guide CLIP's CLIPScore, or by another ``CLIPScorer`` method with
 ``--pick structured`` (the selection ``clipguide generate`` uses; see ``selection.py``).
 
-    python benchmarks/shapes_quality.py --split test            # README's table (test split)
+    python benchmarks/shapes_quality.py --split test            # docs/measurements.md's table (test split)
     python benchmarks/shapes_quality.py --split dev --modes plain tiny_every5 --limit 140
 Last line: JSON.
 """
@@ -152,7 +152,12 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--split", choices=sorted(ev.SPLIT_SPECS), default="dev")
     p.add_argument("--limit", type=int, default=None, help="family-balanced subset of the split")
-    p.add_argument("--modes", nargs="+", default=None, help="SAMPLER:N entries (default: README's)")
+    p.add_argument(
+        "--modes",
+        nargs="+",
+        default=None,
+        help="SAMPLER:N entries (default: docs/measurements.md's)",
+    )
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--cfg", type=float, default=None)
     p.add_argument("--batch", type=int, default=35)

@@ -56,3 +56,28 @@ def test_readme_example_runs_on_the_micro_world(monkeypatch):
     assert isinstance(scope["cond"], clipguide.Conditioning)
     assert len(scope["guidance"].history) > 0  # the guidance really ran in the loop
     assert torch.isfinite(scope["ranking"].scores).all()
+
+
+def _block_after(heading: str) -> str:
+    section = README.read_text().split(heading, 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_readme_one_prompt_and_regions_examples_run_on_the_micro_world():
+    """The "One prompt, all the way through" and "Regions and layouts" blocks, on the micro world
+    (fewer steps, 64 px), with the names the ten-line example defines."""
+    pipe = shapes_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    clip = clipguide.load_clip(pipe)
+    scope: dict = {"pipe": pipe, "clip": clip, "clipguide": clipguide, "torch": torch}
+    one = _block_after("### One prompt, all the way through")
+    one = one.replace("num_inference_steps=30", "num_inference_steps=6, height=64, width=64")
+    exec(compile(one, str(README), "exec"), scope)  # noqa: S102 - the README's own code
+    assert scope["cond"].prompt == ("a red fox in the snow golden hour, 35mm",)
+    assert len(scope["best"].images) == 4 and scope["best"].prompt == scope["cond"].prompt[0]
+    regions = _block_after("## Regions and layouts").replace(
+        "height=768, width=1344", "height=64, width=96, num_inference_steps=6"
+    )
+    exec(compile(regions, str(README), "exec"), scope)  # noqa: S102
+    assert scope["image"].size == (96, 64)
+    assert "_clipguide_hooks" not in vars(pipe)  # detached: no registry left on the pipeline

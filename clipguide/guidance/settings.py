@@ -55,8 +55,8 @@ class GuidanceSettings:
     time, so that a guided step of SDXL + bigG holds one image's activations whatever the batch
     (README, "Memory"). On the micro world's held-out test split they gain over plain sampling,
     part of it seen only by the guiding CLIP; a tiny decoder gains nearly as much for less, and
-    choosing among samples (best-of-N) gains more per unit of compute (README, "Measuring
-    quality", with the figures).
+    choosing among samples (best-of-N) gains more per unit of compute (docs/measurements.md,
+    "Measuring quality", with the figures).
     Numbers are stored as Python ``float``/``int``; every float is finite.
     """
 
