@@ -38,7 +38,7 @@ def _headings(path: Path) -> list[str]:
 
 def test_readme_leads_with_use():
     headings = _headings(README)
-    use = ["Set up", "SDXL + bigG in ten lines", "Guidance", "Command line"]
+    use = ["Set up", "SDXL + bigG in ten lines", "Regions and layouts", "Guidance", "Command line"]
     use += ["Selection: which candidate best-of-N keeps", "Large jobs", "Measurements"]
     missing = [h for h in use if h not in headings]
     assert not missing, f"README lacks sections {missing}; has {headings}"
