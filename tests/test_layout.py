@@ -138,6 +138,8 @@ def test_the_public_surface_is_a_dozen_names():
         "load_image",
         "encode_prompt",
         "Conditioning",
+        "Region",
+        "RegionalPrompt",
         "CLIPGuidance",
         "GuidanceSettings",
         "CLIPScorer",
