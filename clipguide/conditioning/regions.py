@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 import re
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+
+from clipguide.checks import check, describe, is_real
 
 __all__ = ["Region", "RegionalPrompt", "parse_region", "check_regions", "NAMED_BOXES"]
 
@@ -47,31 +48,11 @@ _SYNTAX = (
 )
 
 
-def _real(value: Any) -> bool:
-    return (
-        isinstance(value, numbers.Real)
-        and not isinstance(value, bool)
-        and math.isfinite(float(value))
-    )
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"tensor(shape={tuple(value.shape)}, dtype={value.dtype})"
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _check(cond: bool, name: str, value: Any, accepted: str) -> None:
-    if not cond:
-        raise ValueError(f"{name}={_show(value)} is not valid; accepted: {accepted}")
-
-
 def check_window(start: Any, stop: Any) -> None:
     """``0 <= start < stop <= 1`` (fractions of the denoising run), named in the error."""
-    _check(_real(start) and 0 <= start < 1, "start", start, "a number with 0 <= start < 1")
-    _check(
-        _real(stop) and start < stop <= 1,
+    check(is_real(start) and 0 <= start < 1, "start", start, "a number with 0 <= start < 1")
+    check(
+        is_real(stop) and start < stop <= 1,
         "stop",
         stop,
         f"a number with start ({start}) < stop <= 1",
@@ -100,7 +81,7 @@ class Region:
     stop: float = 1.0
 
     def __post_init__(self) -> None:
-        _check(
+        check(
             isinstance(self.prompt, str) and self.prompt.strip() != "",
             "prompt",
             self.prompt,
@@ -108,15 +89,15 @@ class Region:
         )
         if (self.box is None) == (self.mask is None):
             raise ValueError(
-                f"box={_show(self.box)} and mask={_show(self.mask)} are not valid together; "
+                f"box={describe(self.box)} and mask={describe(self.mask)} are not valid together; "
                 "accepted: exactly one of them (a box (x0, y0, x1, y1) or an (H, W) mask)"
             )
         if self.box is not None:
             object.__setattr__(self, "box", _checked_box(self.box))
         else:
             _check_mask(self.mask)
-        _check(
-            _real(self.weight) and self.weight >= 0,
+        check(
+            is_real(self.weight) and self.weight >= 0,
             "weight",
             self.weight,
             "a finite number >= 0",
@@ -143,24 +124,24 @@ class Region:
 
 def _checked_box(box: Any) -> tuple[float, float, float, float]:
     accepted = "4 numbers (x0, y0, x1, y1) in [0, 1] with x0 < x1 and y0 < y1"
-    _check(
-        isinstance(box, (tuple, list)) and len(box) == 4 and all(_real(v) for v in box),
+    check(
+        isinstance(box, (tuple, list)) and len(box) == 4 and all(is_real(v) for v in box),
         "box",
         box,
         accepted,
     )
     x0, y0, x1, y1 = (float(v) for v in box)
-    _check(
+    check(
         all(0.0 <= v <= 1.0 for v in (x0, y0, x1, y1)), "box", box, f"{accepted} (inside the image)"
     )
-    _check(x0 < x1 and y0 < y1, "box", box, f"{accepted} (not empty)")
+    check(x0 < x1 and y0 < y1, "box", box, f"{accepted} (not empty)")
     return (x0, y0, x1, y1)
 
 
 def _check_mask(mask: Any) -> None:
     accepted = "an (H, W) tensor of values in [0, 1], not all zero"
-    _check(isinstance(mask, torch.Tensor) and mask.dim() == 2, "mask", mask, accepted)
-    _check(
+    check(isinstance(mask, torch.Tensor) and mask.dim() == 2, "mask", mask, accepted)
+    check(
         mask.numel() > 0 and (mask.is_floating_point() or mask.dtype == torch.bool),
         "mask",
         mask,
@@ -169,9 +150,9 @@ def _check_mask(mask: Any) -> None:
     if mask.device.type == "meta":
         return
     values = mask.detach().float()
-    _check(bool(torch.isfinite(values).all()), "mask", mask, f"{accepted}, finite")
-    _check(bool(((values >= 0) & (values <= 1)).all()), "mask", mask, accepted)
-    _check(bool((values > 0).any()), "mask", mask, f"{accepted} (this one is empty)")
+    check(bool(torch.isfinite(values).all()), "mask", mask, f"{accepted}, finite")
+    check(bool(((values >= 0) & (values <= 1)).all()), "mask", mask, accepted)
+    check(bool((values > 0).any()), "mask", mask, f"{accepted} (this one is empty)")
 
 
 def _number(text: str, what: str, region: str) -> float:
@@ -196,7 +177,7 @@ def parse_region(text: str) -> Region:
     ``(word:1.3)`` weights are kept).
     """
     if not isinstance(text, str):
-        raise TypeError(f"region={_show(text)} is not valid; accepted: a string {_SYNTAX}")
+        raise TypeError(f"region={describe(text)} is not valid; accepted: a string {_SYNTAX}")
     head, sep, prompt = text.partition(":")
     if not sep:
         raise ValueError(
@@ -225,7 +206,7 @@ def check_regions(regions: Any) -> tuple[Region, ...]:
     """Regions from a sequence of :class:`Region` or strings (:func:`parse_region`)."""
     if isinstance(regions, (str, Region)) or not isinstance(regions, Sequence):
         raise TypeError(
-            f"regions={_show(regions)} is not valid; accepted: a list of Region objects or "
+            f"regions={describe(regions)} is not valid; accepted: a list of Region objects or "
             f"strings {_SYNTAX}"
         )
     out = []
@@ -235,7 +216,7 @@ def check_regions(regions: Any) -> tuple[Region, ...]:
             continue
         if not isinstance(item, str):
             raise TypeError(
-                f"regions[{i}]={_show(item)} is not valid; accepted: a Region or a string {_SYNTAX}"
+                f"regions[{i}]={describe(item)} is not valid; accepted: a Region or a string {_SYNTAX}"
             )
         try:
             out.append(parse_region(item))
@@ -264,7 +245,7 @@ class RegionalPrompt:
         stop: float = 1.0,
     ) -> None:
         self._regions = check_regions(regions)
-        _check(_real(blend) and 0 <= blend <= 1, "blend", blend, "a number in [0, 1]")
+        check(is_real(blend) and 0 <= blend <= 1, "blend", blend, "a number in [0, 1]")
         check_window(start, stop)
         self._settings = (float(blend), float(start), float(stop))
         self._attachment: Any = None

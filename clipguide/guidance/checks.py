@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+
+from clipguide.checks import check, describe, describe_object, is_int, is_real
 
 __all__ = [
     "describe",
@@ -19,40 +19,6 @@ __all__ = [
     "check_target",
     "check_decoder",
 ]
-
-
-def describe(value: Any) -> str:
-    """A short repr for error messages (tensors by shape, dtype and device)."""
-    if isinstance(value, torch.Tensor):
-        return f"tensor(shape={tuple(value.shape)}, dtype={value.dtype}, device={value.device})"
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def describe_object(value: Any) -> str:
-    """Scalars and containers by value, other objects (pipelines, models) by class name."""
-    plain = (type(None), str, bytes, int, float, bool, list, tuple, dict)
-    return describe(value) if isinstance(value, plain) else f"<{type(value).__name__}>"
-
-
-def check(cond: bool, name: str, value: Any, accepted: str) -> None:
-    """Raise ``ValueError('name=value is not valid; accepted: ...')`` unless ``cond``."""
-    if not cond:
-        raise ValueError(f"{name}={describe(value)} is not valid; accepted: {accepted}")
-
-
-def is_real(value: Any) -> bool:
-    """A finite real number (not a bool)."""
-    return (
-        isinstance(value, numbers.Real)
-        and not isinstance(value, bool)
-        and math.isfinite(float(value))
-    )
-
-
-def is_int(value: Any) -> bool:
-    """An integer (not a bool)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _towers(clip: Any) -> tuple[str, ...]:
