@@ -8,21 +8,9 @@ import torch
 from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 
 from clipguide.guidance import CLIPGuidance
-from clipguide.testing import tiny_clip, tiny_sd_pipeline, tiny_sdxl_pipeline
+from clipguide.testing import tiny_sd_pipeline
 
 WINDOW = dict(start=0.0, stop=1.0, every=1)
-
-
-@pytest.fixture(scope="module")
-def clip():
-    return tiny_clip(seed=5)
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    built = tiny_sdxl_pipeline()
-    built.set_progress_bar_config(disable=True)
-    return built
 
 
 def _run(pipe, prompt="a red circle", seed=0):

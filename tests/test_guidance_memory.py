@@ -9,21 +9,9 @@ from diffusers import AutoencoderTiny
 
 from clipguide.guidance import CLIPGuidance, LinearLatentDecoder
 from clipguide.guidance.schedulers import NoiseLevel
-from clipguide.testing import SavedActivations, tiny_clip, tiny_sdxl_pipeline
+from clipguide.testing import SavedActivations
 
 LEVEL = NoiseLevel(1.0, 5.0, 1.0 / 26**0.5, "epsilon", "sigma")
-
-
-@pytest.fixture(scope="module")
-def clip():
-    return tiny_clip(seed=5)
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    built = tiny_sdxl_pipeline()
-    built.set_progress_bar_config(disable=True)
-    return built
 
 
 def _step(guidance, vae, batch, side=16, seed=0):

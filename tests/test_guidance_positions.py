@@ -22,7 +22,7 @@ from diffusers import (
 )
 
 from clipguide.guidance import CLIPGuidance, GuidanceSettings
-from clipguide.testing import tiny_clip, tiny_sd_pipeline
+from clipguide.testing import tiny_sd_pipeline
 
 # every scheduler the README lists as supported on UNet pipelines (flow matching has no UNet
 # pipeline here; its positions come from the same counter)
@@ -43,11 +43,6 @@ SCHEDULERS = {
     "unipc": (UniPCMultistepScheduler, {}),
     "deis": (DEISMultistepScheduler, {}),
 }
-
-
-@pytest.fixture(scope="module")
-def clip():
-    return tiny_clip(seed=5)
 
 
 @pytest.fixture(scope="module")

@@ -6,21 +6,8 @@ import pytest
 import torch
 
 from clipguide.guidance import CLIPGuidance
-from clipguide.testing import tiny_clip, tiny_sdxl_pipeline
 
 WINDOW = dict(start=0.0, stop=1.0, every=1)
-
-
-@pytest.fixture(scope="module")
-def clip():
-    return tiny_clip(seed=5)
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    built = tiny_sdxl_pipeline()
-    built.set_progress_bar_config(disable=True)
-    return built
 
 
 def _run(pipe, guidance=None):
