@@ -33,7 +33,14 @@ def test_explicit_regions_condition_the_image_and_are_recorded(tmp_path):
         {"prompt": "a blue triangle", "box": [0.5, 0.0, 1.0, 1.0], "weight": 1.0},
     ]
     assert meta["regions"]["blend"] == 0.3
+    assert meta["regions"]["place"] == 0.0
     assert "regions" not in json.loads(a.with_suffix(".json").read_text())
+    placed = BASE + ["--best-of", "1", "--out", str(tmp_path / "placed")]
+    placed += ["--region", "0,0,0.5,1:a cyan square", "--region", "right:a blue triangle"]
+    assert cli_main(placed + ["--region-place", "0.9"]) == 0
+    c = next((tmp_path / "placed").glob("*.png"))
+    assert np.abs(_pixels(b) - _pixels(c)).max() > 0
+    assert json.loads(c.with_suffix(".json").read_text())["regions"]["place"] == 0.9
 
 
 def test_best_of_across_layouts_records_and_draws_each_candidates_layout(tmp_path):
@@ -58,6 +65,7 @@ def test_best_of_across_layouts_records_and_draws_each_candidates_layout(tmp_pat
         (["--region", "a fox"], "argument --region: 'a fox'"),
         (["--region", "left:a fox", "--layout", "auto"], "--layout auto cannot be combined"),
         (["--region", "left:a fox", "--region-blend", "2"], "--region-blend 2.0 is not valid"),
+        (["--region", "left:a fox", "--region-place", "-1"], "--region-place -1.0 is not valid"),
     ],
 )
 def test_bad_regions_are_refused_before_sampling(tmp_path, capsys, extra, needle):

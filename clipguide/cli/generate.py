@@ -345,6 +345,7 @@ def _record(args: argparse.Namespace, pipe, path: Path, image, run: dict[str, An
                 {"prompt": r.prompt, "box": list(r.box), "weight": r.weight} for r in args.region
             ],
             "blend": args.region_blend,
+            "place": args.region_place,
         }
     if run.get("layout") is not None:
         record["layout"] = layout_record(run["layout"])

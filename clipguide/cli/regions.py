@@ -4,6 +4,8 @@ prompts, given on the command line or read from the prompt.
 - ``--region "x0,y0,x1,y1:a red fox"`` (repeatable; fractions of the image, origin top-left;
   ``left``, ``top-right``... name common boxes; ``x0,y0,x1,y1@1.5:prompt`` sets a weight):
   every image is sampled under these regions; overlapping boxes share their overlap.
+- ``--region-place F`` pulls each ``--region`` box's object into it during the first steps
+  (placement, ``RegionalPrompt(place=F)``; its colour is the first one its prompt names).
 - ``--layout auto``: candidates are spread over the layouts read from the prompt
   (:func:`~clipguide.conditioning.layouts.layouts_from_prompt`) where the dev-chosen policy
   uses them (:data:`~clipguide.conditioning.layout_policy.DEFAULT_POLICY`); ``--layout
@@ -44,7 +46,7 @@ def region_arg(text: str):
 
 
 def add_region_options(p: argparse.ArgumentParser) -> None:
-    """Add ``--region``, ``--region-blend`` and ``--layout`` to a parser."""
+    """Add ``--region``, ``--region-blend``, ``--region-place`` and ``--layout`` to a parser."""
     p.add_argument(
         "--region",
         action="append",
@@ -60,6 +62,14 @@ def add_region_options(p: argparse.ArgumentParser) -> None:
         default=0.3,
         metavar="F",
         help="share of the whole prompt kept inside each --region box, 0..1 (default 0.3)",
+    )
+    p.add_argument(
+        "--region-place",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="pull each --region box's object into the box during the first steps, in the "
+        "colour its prompt names, 0..1 (default 0: off; layouts read from the prompt use 0.9)",
     )
     p.add_argument(
         "--layout",
@@ -82,6 +92,9 @@ def check_region_args(args: argparse.Namespace, default_layout: str = "none") ->
     blend = args.region_blend
     if not (isinstance(blend, (int, float)) and 0 <= blend <= 1):
         raise CLIError(f"--region-blend {blend!r} is not valid; accepted: a number in [0, 1]")
+    place = args.region_place
+    if not (isinstance(place, (int, float)) and 0 <= place <= 1):
+        raise CLIError(f"--region-place {place!r} is not valid; accepted: a number in [0, 1]")
     if args.layout is None:
         args.layout = "none" if args.region else default_layout
 
@@ -94,7 +107,9 @@ def regions_attached(pipe: Any, args: argparse.Namespace) -> Any:
     from clipguide.conditioning.regions import RegionalPrompt
 
     try:
-        return RegionalPrompt(args.region, blend=args.region_blend).attach(pipe)
+        return RegionalPrompt(args.region, blend=args.region_blend, place=args.region_place).attach(
+            pipe
+        )
     except (ValueError, TypeError) as err:
         raise CLIError(f"--region: {err}", code=2) from err
 
@@ -113,4 +128,6 @@ def layout_record(candidate: Any) -> dict | None:
         "start": use.start,
         "stop": use.stop,
         "weight": use.weight,
+        "place": use.place,
+        "place_stop": use.place_stop,
     }

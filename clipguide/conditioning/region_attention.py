@@ -25,10 +25,16 @@ from typing import Any
 import torch
 
 from clipguide.conditioning.encode import encode_prompt
+from clipguide.conditioning.placement import blob_weights, placement_delta
 from clipguide.conditioning.region_masks import add_region, region_masks, region_shares
 from clipguide.guidance.hooks import Attachment, check_hookable, last_rows
 
-__all__ = ["RegionAttachment", "cross_attention_layers", "check_regions_pipeline"]
+__all__ = [
+    "RegionAttachment",
+    "cross_attention_layers",
+    "check_regions_pipeline",
+    "colour_latents",
+]
 
 _TEXT_PROJECTED = ("text_proj",)  # the UNet projects text embeddings before attention
 _TEXT_AS_IS = (None, "ip_image_proj")
@@ -86,9 +92,41 @@ def check_regions_pipeline(pipe: Any) -> list[torch.nn.Module]:
     return layers
 
 
+@torch.no_grad()
+def colour_latents(pipe: Any, colours: list[tuple[int, int, int]]) -> torch.Tensor:
+    """(R, C) float32 latents of flat images of ``colours``, encoded by ``pipe.vae`` and
+    normalised as the pipeline's latents are (``scaling_factor``, ``shift_factor``)."""
+    vae = getattr(pipe, "vae", None)
+    if not colours:
+        return torch.zeros(0, 0)
+    if vae is None or not hasattr(vae, "encode"):
+        raise ValueError(
+            f"place: pipe={_name(pipe)} has no VAE (pipe.vae) to encode the regions' colours; "
+            "use place=0, or a pipeline with a VAE"
+        )
+    param = next(vae.parameters())
+    side = 8 * getattr(pipe, "vae_scale_factor", 8)
+    rgb = torch.tensor(colours, dtype=torch.float32) / 127.5 - 1.0
+    images = rgb[:, :, None, None].expand(-1, -1, side, side)
+
+    def encode(model: Any, dtype: torch.dtype) -> torch.Tensor:
+        found = model.encode(images.to(param.device, dtype)).latent_dist.mean
+        return found.float().mean(dim=(2, 3))
+
+    latents = encode(vae, param.dtype)
+    if not bool(torch.isfinite(latents).all()) and param.dtype != torch.float32:
+        import copy
+
+        latents = encode(copy.deepcopy(vae).float(), torch.float32)  # fp16 VAE overflowed
+    config = vae.config
+    shift = getattr(config, "shift_factor", None) or 0.0
+    return ((latents - shift) * config.scaling_factor).cpu()
+
+
 class RegionAttachment(Attachment):
     """One ``RegionalPrompt`` on one pipeline; a context manager that detaches on exit. Regions
-    act inside the UNet (attention hooks), so the registry's ``step`` leaves its output alone."""
+    act inside the UNet (attention hooks); the registry's ``step`` changes its output only for
+    placement (``RegionalPrompt(place=...)``)."""
 
     def __init__(
         self, prompt: Any, pipe: Any, encode: Callable[[str], torch.Tensor] | None = None
@@ -100,14 +138,39 @@ class RegionAttachment(Attachment):
         self.pipe = pipe
         if encode is None:
             encode = lambda text: encode_prompt(pipe, text).prompt_embeds[:1]  # noqa: E731
-        # encode before installing anything: a bad region prompt fails with nothing attached
-        self._embeds = [self._project(pipe, encode(region.prompt)) for region in prompt.regions]
+        # encode before installing anything: a bad region prompt fails with nothing attached;
+        # a region of weight 0 never attends (it may still be placed), so it is not encoded
+        self._embeds = [
+            self._project(pipe, encode(region.prompt)) if region.weight != 0 else None
+            for region in prompt.regions
+        ]
         self._weights = torch.tensor([r.weight for r in prompt.regions], dtype=torch.float32)
         self._cache: dict[tuple, Any] = {}
+        placed = prompt.regions if prompt.place > 0 else ()  # weight 0 regions too
+        self._colours = colour_latents(pipe, [r.placement_colour() for r in placed])
+        self._blobs = [r.box if r.box is not None else r.mask for r in placed]
         super().__init__(prompt, pipe)
-        if prompt.regions:
+        if any(region.weight != 0 for region in prompt.regions):
             for layer in layers:
                 self.hooks.hook_module(self, layer, self._on_attention)
+
+    def step(
+        self, unet: Any, args: tuple, kwargs: dict, output: Any, position: int, total: int
+    ) -> Any:
+        """Placement: the output changed so the scheduler steps with the pulled ``x0``."""
+        if not self._blobs or not self.prompt.placing(position, total):
+            return None
+        from clipguide.guidance.schedulers import output_change_from_eps
+        from clipguide.guidance.step import DenoiserStep
+
+        step = DenoiserStep.from_unet_call(self.pipe, args, kwargs, output)
+        x0, _ = step.x0_eps()
+        key = ("blobs", tuple(x0.shape[-2:]), x0.device)
+        if key not in self._cache:
+            self._cache[key] = blob_weights(self._blobs, x0.shape[-2:]).to(x0.device)
+        delta = placement_delta(x0, self._colours, self._cache[key], self.prompt.place)
+        level = step.level
+        return step.add(output, output_change_from_eps(-level.alpha / level.sigma * delta, level))
 
     @staticmethod
     def _project(pipe: Any, embeds: torch.Tensor) -> torch.Tensor:

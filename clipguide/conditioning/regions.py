@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from clipguide.checks import check, describe, is_real
+from clipguide.conditioning.placement import NEUTRAL, colour_in_text, parse_colour
 
 __all__ = ["Region", "RegionalPrompt", "parse_region", "check_regions", "NAMED_BOXES"]
 
@@ -68,9 +69,12 @@ class Region:
         box: ``(x0, y0, x1, y1)`` in fractions of the image, origin top-left; or
         mask: an (H, W) tensor with values in [0, 1], any resolution. Exactly one of the two.
         weight: strength of the region's prompt inside it (1: replace the whole prompt's
-            attention there, up to the blend; 0: no effect; above 1 extrapolates).
+            attention there, up to the blend; 0: none, leaving only placement; above 1
+            extrapolates).
         start, stop: fractions of the denoising run during which the region acts; intersected
             with the :class:`RegionalPrompt`'s own window.
+        colour: what placement (``RegionalPrompt(place=...)``) pulls the region toward: a
+            colour name or (r, g, b); default the first colour named in ``prompt``, else grey.
     """
 
     prompt: str
@@ -79,6 +83,7 @@ class Region:
     weight: float = 1.0
     start: float = 0.0
     stop: float = 1.0
+    colour: str | tuple[int, int, int] | None = None
 
     def __post_init__(self) -> None:
         check(
@@ -103,6 +108,14 @@ class Region:
             "a finite number >= 0",
         )
         check_window(self.start, self.stop)
+        if self.colour is not None:
+            parse_colour(self.colour)
+
+    def placement_colour(self) -> tuple[int, int, int]:
+        """RGB placement pulls toward: ``colour``, else the prompt's first colour, else grey."""
+        if self.colour is not None:
+            return parse_colour(self.colour)
+        return colour_in_text(self.prompt) or NEUTRAL
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Region):
@@ -119,7 +132,7 @@ class Region:
         return hash(self._key())
 
     def _key(self) -> tuple:
-        return (self.prompt, self.box, self.weight, self.start, self.stop)
+        return (self.prompt, self.box, self.weight, self.start, self.stop, self.colour)
 
 
 def _checked_box(box: Any) -> tuple[float, float, float, float]:
@@ -234,6 +247,10 @@ class RegionalPrompt:
         blend: share of the whole prompt's attention output kept inside each region, in [0, 1].
         start, stop: fractions of the denoising run during which regions act (each region's
             own window is intersected with this one).
+        place: placement strength in [0, 1] (0: off): during the first ``place_stop`` of the
+            run, the predicted image is pulled toward each region's colour in a soft blob
+            centred in its box, so its object forms there (:mod:`~clipguide.conditioning.placement`).
+        place_stop: fraction of the run during which placement acts.
     """
 
     def __init__(
@@ -243,11 +260,21 @@ class RegionalPrompt:
         blend: float = 0.3,
         start: float = 0.0,
         stop: float = 1.0,
+        place: float = 0.0,
+        place_stop: float = 0.3,
     ) -> None:
         self._regions = check_regions(regions)
         check(is_real(blend) and 0 <= blend <= 1, "blend", blend, "a number in [0, 1]")
         check_window(start, stop)
+        check(is_real(place) and 0 <= place <= 1, "place", place, "a number in [0, 1]")
+        check(
+            is_real(place_stop) and 0 < place_stop <= 1,
+            "place_stop",
+            place_stop,
+            "a number in (0, 1]",
+        )
         self._settings = (float(blend), float(start), float(stop))
+        self._placement = (float(place), float(place_stop))
         self._attachment: Any = None
 
     # read-only: an attachment caches what they imply (masks, shares, windows)
@@ -267,11 +294,24 @@ class RegionalPrompt:
     def stop(self) -> float:
         return self._settings[2]
 
+    @property
+    def place(self) -> float:
+        return self._placement[0]
+
+    @property
+    def place_stop(self) -> float:
+        return self._placement[1]
+
     def __repr__(self) -> str:
+        placed = f", place={self.place}, place_stop={self.place_stop}" if self.place else ""
         return (
             f"RegionalPrompt({len(self.regions)} regions, blend={self.blend}, "
-            f"start={self.start}, stop={self.stop})"
+            f"start={self.start}, stop={self.stop}{placed})"
         )
+
+    def placing(self, position: int, total: int) -> bool:
+        """Whether placement acts at model evaluation ``position`` of ``total``."""
+        return bool(self.regions) and self.place > 0 and position / max(total, 1) < self.place_stop
 
     def window(self, index: int) -> tuple[float, float]:
         """Region ``index``'s (start, stop): its own window within the prompt's."""
