@@ -47,9 +47,28 @@ MODES: dict[str, dict] = {  # name -> kinds laid out, LayoutUse fields, method
     "r_noise": {"kinds": ALL, "use": {}, "method": "noise"},
     "s1_boxguide": {"kinds": USED, "use": {"stop": 1.0}, "method": "boxguide"},
     "s1_noise": {"kinds": USED, "use": {"stop": 1.0}, "method": "noise"},
+    # placement (RegionalPrompt(place=...)): regions for every step, x0 pulled toward each
+    # box's colour blob in the first 30 % of the steps
+    "p_all": {"kinds": ALL, "use": {"stop": 1.0, "place": 0.9, "place_stop": 0.3}},
+    "p_only": {"kinds": ALL, "use": {"weight": 0.0, "place": 0.9, "place_stop": 0.3}},
     "chosen": {"kinds": "policy", "use": "policy"},  # DEFAULT_POLICY, every candidate laid out
+    # DEFAULT_POLICY with the regions of relations and bindings acting on the first half only
+    "chosen_half": {"kinds": "policy", "use": "policy", "policy": "half"},
 }
 BOXGUIDE = {"scale": 4.0, "start": 0.0, "stop": 0.3, "every": 1}
+
+
+def mode_policy(settings: dict) -> dict:
+    """The policy a ``"policy"`` mode uses: DEFAULT_POLICY, or a variant of it by name."""
+    from dataclasses import replace
+
+    from clipguide.conditioning.layout_policy import DEFAULT_POLICY
+
+    if settings.get("policy") == "half":  # regions (weight > 0) on the first half of the steps
+        return {
+            k: v and (replace(v, stop=0.5) if v.weight else v) for k, v in DEFAULT_POLICY.items()
+        }
+    return dict(DEFAULT_POLICY)
 
 
 def candidate(caption: str, j: int, settings: dict):
@@ -63,7 +82,8 @@ def candidate(caption: str, j: int, settings: dict):
 
     plain = settings.get("plain", 0)
     if settings["kinds"] == "policy":
-        return plan_candidates(caption, max(4, j + 1), "auto", plain=plain)[j]
+        policy = mode_policy(settings)
+        return plan_candidates(caption, max(4, j + 1), "auto", plain=plain, policy=policy)[j]
     found = [lay for lay in layouts_from_prompt(caption) if lay.kind in settings["kinds"]]
     if not found:
         return Candidate()
@@ -109,9 +129,7 @@ def regional_sampler(settings: dict):
 def mode_key(name: str, ctx: dict) -> str:
     settings = MODES[name]
     if settings["kinds"] == "policy":
-        from clipguide.conditioning.layout_policy import DEFAULT_POLICY
-
-        policy = {k: v and v.__dict__ for k, v in DEFAULT_POLICY.items()}
+        policy = {k: v and v.__dict__ for k, v in mode_policy(settings).items()}
         settings = {"policy": policy}
     extra = BOXGUIDE if settings.get("method") == "boxguide" else None
     return json.dumps(["regions-v1", settings, extra, ctx["steps"], ctx["cfg"]], sort_keys=True)
@@ -172,17 +190,19 @@ def evaluate(
         m.guide[:, col] - m.judge[:, col], p.guide[:, col] - p.judge[:, col]
     )
     if n >= 2:
-        # laid-out candidates 0..half-1 and plain half..n-1: each seed once
-        half = min(laid, n // 2) if laid < n else n // 2
-        mix = np.concatenate([cands[:, :half], pc[:, half:n]], axis=1)
-        mix_m = ev.Measures(
-            np.concatenate([m.ok[:, :half], p.ok[:, half:n]], 1),
-            np.concatenate([m.guide[:, :half], p.guide[:, half:n]], 1),
-            np.concatenate([m.judge[:, :half], p.judge[:, half:n]], 1),
-        )
+        # laid-out candidates 0..k-1 and plain k..n-1: each seed once (k = n // 2, and
+        # n - 1 too when that many were made)
+        rows = []
+        for k in dict.fromkeys([min(laid, n // 2), min(laid, n - 1)]):
+            mix = np.concatenate([cands[:, :k], pc[:, k:n]], axis=1)
+            mix_m = ev.Measures(
+                np.concatenate([m.ok[:, :k], p.ok[:, k:n]], 1),
+                np.concatenate([m.guide[:, :k], p.guide[:, k:n]], 1),
+                np.concatenate([m.judge[:, :k], p.judge[:, k:n]], 1),
+            )
+            rows.append((f"laid{k}+plain{n - k}", mix, mix_m))
         plain_best = ev.chosen(p, ref["picks"])
-        mixed = f"laid{half}+plain{n - half}"
-        rows = [(mixed, mix, mix_m)] + ([(f"laid{n}", cands[:, :n], m)] if laid >= n else [])
+        rows += [(f"laid{n}", cands[:, :n], m)] if laid >= n else []
         for label, cc, mm in rows:
             best = ev.chosen(mm, structured_picks(guide, cc, items, n))
             out[f"best_of_{n}_{label}"] = {
