@@ -44,18 +44,21 @@ def test_the_sheet_refuses_bad_boxes(boxes, message):
         contact_sheet(images, ["a", "b"], boxes=boxes)
 
 
-def test_the_plan_lays_out_first_then_keeps_half_plain_by_default():
+def test_the_plan_lays_out_first_then_keeps_a_quarter_plain_by_default():
     prompt = "a blue triangle and a cyan square"
     layouts = layouts_from_prompt(prompt)
     plan = plan_candidates(prompt, 4, "auto")
-    assert [c.layout for c in plan[:2]] == layouts
-    assert plan[2:] == [Candidate(), Candidate()]
-    assert all(c.use == DEFAULT_POLICY["colour_binding"] for c in plan[:2])
+    assert [c.layout for c in plan[:3]] == layouts + layouts[:1]
+    assert plan[3:] == [Candidate()]
+    assert all(c.use == DEFAULT_POLICY["colour_binding"] for c in plan[:3])
     spread = plan_candidates(prompt, 4, "auto", plain=0)
     assert [c.layout for c in spread] == layouts * 2
     (alone,) = plan_candidates(prompt, 1, "auto")  # one sample alone is laid out
     assert alone.layout == layouts[0]
-    assert [c.layout is None for c in plan_candidates(prompt, 3, "auto")] == [False, False, True]
+    assert [c.layout is None for c in plan_candidates(prompt, 3, "auto")] == [False] * 3
+    assert [c.layout is None for c in plan_candidates(prompt, 8, "auto")] == [False] * 6 + [
+        True
+    ] * 2
 
 
 def test_the_plan_is_plain_where_the_policy_uses_no_layout_or_none_is_found():

@@ -206,8 +206,8 @@ def test_generate_default_is_best_of_4_by_structure_with_a_sheet_and_a_summary(
     assert line.startswith(f"{png} | best of 4 by structured (scores, chosen first: ")
     assert f"oracle: {verdict}" in line and line.endswith(f"sheet: {sheet}")
     assert f"shapes {meta['scores']['shapes']:.2f}" in line and len(line.splitlines()) == 1
-    # each candidate regenerated alone (its recorded layout given as --region boxes, or plain
-    # with --layout none): the structured ranking agrees
+    # each candidate regenerated alone (its recorded layout given as --region boxes with its
+    # weight, blend and placement, or plain with --layout none): the structured ranking agrees
     layout_of = dict(zip(picks["candidate_seeds"], picks["candidate_layouts"], strict=True))
     plain = []
     for seed in (7, 8, 9, 10):
@@ -216,7 +216,10 @@ def test_generate_default_is_best_of_4_by_structure_with_a_sheet_and_a_summary(
         if laid is None:
             argv += ["--layout", "none"]
         for r in laid["regions"] if laid else ():
-            argv += ["--region", ",".join(map(str, r["box"])) + ":" + r["prompt"]]
+            box = ",".join(map(str, r["box"])) + f"@{laid['weight']}"
+            argv += ["--region", f"{box}:{r['prompt']}"]
+        if laid:
+            argv += ["--region-blend", str(laid["blend"]), "--region-place", str(laid["place"])]
         assert main([*argv, "--best-of", "1", "--out", str(tmp_path / "one")]) == 0
         plain.append(Image.open(tmp_path / "one" / f"{png.stem.rsplit('-', 1)[0]}-{seed}.png"))
     capsys.readouterr()

@@ -70,7 +70,7 @@ def best_of_n(
     ``layouts`` spreads the candidates over layouts of the image
     (:func:`~clipguide.conditioning.layout_policy.plan_candidates`: ``"auto"`` reads them from
     the prompt, or pass a list of ``Layout``): laid-out candidates come first, cycling over the
-    layouts, then ``plain`` plain ones (default: half of them), each sampled under its ``RegionalPrompt``; ``policy`` says which kinds
+    layouts, then ``plain`` plain ones (default: a quarter of them), each sampled under its ``RegionalPrompt``; ``policy`` says which kinds
     of prompt get a layout and how (default
     :data:`~clipguide.conditioning.layout_policy.DEFAULT_POLICY`). Image ``i`` keeps seed
     ``seed + i`` whatever its layout, and ``candidates`` records each image's layout.
