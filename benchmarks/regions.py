@@ -2,7 +2,8 @@
 
 (a) CPU time (of this process, one thread) of the micro-world pipeline (``clipguide.shapes.pipeline()``, 64x64) and of
     the tiny random SDXL pipeline with 0, 2 (left/right halves) and 4 (quadrants) regions
-    acting on every step, runs interleaved round-robin, fastest and median of ``--repeats``;
+    acting on every step, and 2 regions with placement (with their prompts, and alone), runs
+    interleaved round-robin, fastest and median of ``--repeats``;
 (b) FLOPs of SDXL base at 1024x1024 on the meta device (no weights; ``guidance_flops``'
     builders): one CFG UNet evaluation (batch 2) with 0, 2 and 4 regions through clipguide's
     own attention hooks, the cross-attention layers' share of the UNet, and the extra work per
@@ -20,6 +21,7 @@ Last line: JSON.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -48,6 +50,17 @@ LAYOUTS: dict[int, list[Region]] = {
 }
 
 
+SETTINGS: dict[str, Callable[[], RegionalPrompt]] = {
+    **{f"{n}_regions": (lambda r=r: RegionalPrompt(r, blend=0.3)) for n, r in LAYOUTS.items()},
+    # placement (DEFAULT_POLICY's 0.9 over the first 30 % of the steps): with regions, and
+    # alone (region weight 0), as the policy uses them
+    "2_regions_placed": lambda: RegionalPrompt(LAYOUTS[2], blend=0.3, place=0.9),
+    "2_placed_only": lambda: RegionalPrompt(
+        [dataclasses.replace(r, weight=0.0) for r in LAYOUTS[2]], place=0.9
+    ),
+}
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -56,29 +69,30 @@ def _sync(device: str) -> None:
 def time_side_by_side(
     pipe: Any, call: dict, repeats: int, device: str = "cpu"
 ) -> dict[str, dict[str, float]]:
-    """Seconds per call with 0, 2 and 4 regions, runs interleaved; ratios of the fastest runs
+    """Seconds per call in each of :data:`SETTINGS` (0, 2 and 4 regions, placement), runs
+    interleaved; ratios of the fastest runs
     (noise from other processes only adds time), medians beside them."""
     # on the CPU, this process's CPU time: other processes sharing the cores add wall time only
     clock = time.perf_counter if device.startswith("cuda") else time.process_time
-    times: dict[int, list[float]] = {n: [] for n in LAYOUTS}
+    times: dict[str, list[float]] = {name: [] for name in SETTINGS}
     pipe(**dict(call, num_inference_steps=2))  # warm-up
     for _ in range(repeats):
-        for n, regions in LAYOUTS.items():
-            with RegionalPrompt(regions, blend=0.3).attach(pipe):
+        for name, make in SETTINGS.items():
+            with make().attach(pipe):
                 _sync(device)
                 t0 = clock()
                 pipe(**call, generator=torch.Generator().manual_seed(0))
                 _sync(device)
-                times[n].append(clock() - t0)
-    base, base_median = min(times[0]), statistics.median(times[0])
+                times[name].append(clock() - t0)
+    base, base_median = min(times["0_regions"]), statistics.median(times["0_regions"])
     return {
-        f"{n}_regions": {
+        name: {
             "seconds": round(min(t), 4),
             "ratio": round(min(t) / base, 3),
             "median_seconds": round(statistics.median(t), 4),
             "median_ratio": round(statistics.median(t) / base_median, 3),
         }
-        for n, t in times.items()
+        for name, t in times.items()
     }
 
 

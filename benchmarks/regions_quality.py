@@ -146,6 +146,28 @@ def cpu_ratio(pipe, items: list, settings: dict, ctx: dict) -> float:
     return statistics.median(sq.cpu_cost(pipe, [i], regional, alone, repeats=1) for i in laid)
 
 
+def cost_by_kind(pipe, items: list, kinds: list[str], settings: dict, ctx: dict, per: int):
+    """Per kind of prompt that gets a layout, the median CPU ratio of a laid-out image
+    against plain over ``per`` of its items (one prompt per call, one thread)."""
+    out = {}
+    for kind in sorted(set(kinds)):
+        found = [i for i, k in zip(items, kinds, strict=True) if k == kind]
+        some = found[:: max(1, len(found) // per)][:per]
+        if candidate(some[0].caption, 0, settings).layout is not None:
+            out[kind] = round(cpu_ratio(pipe, some, settings, ctx), 3)
+    return out
+
+
+def best_of_cost(kinds: list[str], ratios: dict[str, float], n: int) -> float:
+    """Mean cost of best-of-``n`` with the default spread (``plain_share``), in plain images:
+    ``k`` laid-out candidates at their kind's ratio and ``n - k`` plain ones per prompt."""
+    from clipguide.conditioning.layout_policy import plain_share
+
+    laid = n - plain_share(n)
+    costs = [laid * ratios[k] + (n - laid) if k in ratios else n for k in kinds]
+    return round(float(np.mean(costs)), 3)
+
+
 def by_group(values: np.ndarray, groups: list[str]) -> dict[str, float]:
     out = {
         g: float(values[np.array([x == g for x in groups])].mean()) for g in dict.fromkeys(groups)
@@ -228,7 +250,7 @@ def _fmt(x: Any) -> str:
 
 def _print(name: str, res: dict) -> None:
     for key, block in res.items():
-        if not isinstance(block, dict):
+        if not isinstance(block, dict) or not any(isinstance(v, dict) for v in block.values()):
             print(f"{name} {key}: {_fmt(block) if isinstance(block, tuple) else block}")
             continue
         cols = [c for c in block if isinstance(block[c], dict)]
@@ -253,6 +275,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--cache", default="runs/eval_cache")
     p.add_argument("--cost-items", type=int, default=10, help="prompts timed for cost; 0: skip")
     p.add_argument("--sheet", default=None, help="contact sheet PNG: plain vs the first mode")
+    p.add_argument(
+        "--cost-by-kind",
+        type=int,
+        default=0,
+        help="items per kind timed for the per-kind cost and best-of-n's mean cost; 0: skip",
+    )
     args = p.parse_args(argv)
     from clipguide import load_clip
     from clipguide.conditioning.layouts import prompt_kind
@@ -301,6 +329,11 @@ def main(argv: list[str] | None = None) -> dict:
         if args.cost_items:
             some = items[:: max(1, len(items) // args.cost_items)]
             res["cpu_per_image_vs_plain"] = round(cpu_ratio(pipe, some, settings, ctx), 3)
+        if args.cost_by_kind:
+            ratios = cost_by_kind(pipe, items, ref["kinds"], settings, ctx, args.cost_by_kind)
+            res["cpu_per_image_vs_plain_by_kind"] = ratios
+            if settings["kinds"] == "policy":
+                res[f"best_of_{n}_cpu_vs_one_plain_image"] = best_of_cost(ref["kinds"], ratios, n)
         _print(name, res)
         results[name] = res
         if args.sheet and name == args.modes[0]:

@@ -21,6 +21,7 @@ def test_regions_benchmark_tiny_smoke_run(monkeypatch, capsys):
     )
     timing = result["cpu"]["tiny_sdxl_64px"]
     assert timing["0_regions"]["ratio"] == 1.0 and timing["4_regions"]["seconds"] > 0
+    assert timing["2_regions_placed"]["seconds"] > 0 and timing["2_placed_only"]["seconds"] > 0
     rows = result["flops"]["rows"]
     assert rows["0_regions"]["unet_ratio"] == 1.0
     assert 1.0 < rows["2_regions"]["unet_ratio"] < rows["4_regions"]["unet_ratio"]

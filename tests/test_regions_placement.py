@@ -69,6 +69,7 @@ def test_overlapping_blobs_share_so_the_pull_never_overshoots():
 def test_colours_are_read_from_the_prompt_or_given():
     assert colour_in_text("two red circles") == (255, 0, 0)
     assert colour_in_text("a circle") is None
+    assert colour_in_text("a (blue:1.2) bird") == (0, 0, 255)  # weight syntax is read through
     assert Region("a circle", box=(0, 0, 1, 1)).placement_colour() == NEUTRAL
     assert Region("a blue square", box=(0, 0, 1, 1)).placement_colour() == (0, 0, 255)
     given = Region("a fox", box=(0, 0, 1, 1), colour="#ff8800")

@@ -16,6 +16,7 @@ name in its prompt (CSS names, as PIL reads them), else the one it is given, els
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,13 +51,12 @@ def colour_in_text(text: str) -> tuple[int, int, int] | None:
     """The first word of ``text`` that names a colour (CSS names), as RGB; None if none does."""
     from PIL import ImageColor
 
-    for word in text.lower().replace(",", " ").split():
-        if word.isalpha():
-            try:
-                rgb = ImageColor.getrgb(word)
-            except ValueError:
-                continue
-            return (int(rgb[0]), int(rgb[1]), int(rgb[2]))
+    for word in re.findall(r"[a-z]+", text.lower()):  # "(blue:1.2)" and "blue-green" too
+        try:
+            rgb = ImageColor.getrgb(word)
+        except ValueError:
+            continue
+        return (int(rgb[0]), int(rgb[1]), int(rgb[2]))
     return None
 
 
