@@ -276,11 +276,13 @@ def test_prompts_that_differ_past_the_slug_do_not_collide(tmp_path):
 def test_options_without_effect_are_named(tmp_path, caplog):
     argv = ["generate", "a red circle", "--out", str(tmp_path), "--steps", "1", "--no-progress"]
     argv += ["--best-of", "1", "--method", "clipscore", "--clip-guidance-mode", "full"]
+    argv += ["--region-place", "0.5"]
     with caplog.at_level(logging.WARNING):
         assert main(argv) == 0
     text = caplog.text
     assert "--method clipscore has no effect" in text
     assert "--clip-guidance-mode full has no effect" in text
+    assert "--region-place 0.5 has no effect without --region" in text
 
 
 def test_seed_help_says_how_best_of_names_files(capsys):

@@ -235,3 +235,21 @@ def test_micro_world_starts_the_object_in_its_box():
             placed_window, placed_final = distance(weight, 0.9, seed)
             assert placed_window < 0.6 * window, (seed, weight)
             assert placed_final < final, (seed, weight)
+
+
+def test_placement_keeps_the_pipelines_dtype():
+    """bf16 pipeline: the changed UNet output stays bf16 and placement changes the result."""
+    built = tiny_sdxl_pipeline().to(dtype=torch.bfloat16)
+    built.set_progress_bar_config(disable=True)
+    regions = [Region("a blue square", box=(0, 0, 0.5, 1))]
+    seen = []
+    with RegionalPrompt(regions).attach(built):
+        alone = _run(built, steps=2)
+    with RegionalPrompt(regions, place=0.9).attach(built):
+        handle = built.unet.register_forward_hook(lambda m, a, out: seen.append(out[0].dtype))
+        try:
+            placed = _run(built, steps=2)
+        finally:
+            handle.remove()
+    assert set(seen) == {torch.bfloat16} and placed.dtype == torch.bfloat16
+    assert torch.isfinite(placed.float()).all() and not torch.equal(placed, alone)

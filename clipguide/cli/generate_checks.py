@@ -125,5 +125,11 @@ def _unused_options(args: argparse.Namespace) -> None:
             "--clip-guidance-mode %s has no effect without --clip-guidance SCALE > 0",
             args.clip_guidance_mode,
         )
+    if getattr(args, "region_place", 0) and not getattr(args, "region", None):
+        log.warning(
+            "--region-place %s has no effect without --region (layouts read from the prompt "
+            "use their policy's placement)",
+            args.region_place,
+        )
     args.method = args.method or "structured"
     args.clip_guidance_mode = args.clip_guidance_mode or "fast"
