@@ -44,15 +44,15 @@ def test_explicit_regions_condition_the_image_and_are_recorded(tmp_path):
 
 
 def test_best_of_across_layouts_records_and_draws_each_candidates_layout(tmp_path):
-    argv = BASE + ["--best-of", "3", "--layout", "auto", "--out", str(tmp_path)]
+    argv = BASE + ["--best-of", "4", "--layout", "auto", "--out", str(tmp_path)]
     assert cli_main(argv) == 0
     sidecar = next(tmp_path.glob("*.json"))
     picks = json.loads(sidecar.read_text())["best_of"]
-    layouts = picks["candidate_layouts"]  # ranked like the candidates: 2 laid out, 1 plain
-    assert len(layouts) == 3 and sum(lay is None for lay in layouts) == 1
+    layouts = picks["candidate_layouts"]  # ranked like the candidates: 3 laid out, 1 plain
+    assert len(layouts) == 4 and sum(lay is None for lay in layouts) == 1
     laid = [lay for lay in layouts if lay is not None]
     assert {lay["name"] for lay in laid} == {"row", "row reversed"}
-    assert all(lay["kind"] == "colour_binding" for lay in laid)
+    assert all(lay["kind"] == "colour_binding" and lay["place"] == 0.9 for lay in laid)
     assert (tmp_path / picks["sheet"]).is_file()
 
 
