@@ -55,6 +55,17 @@ MODES: dict[str, dict] = {  # name -> kinds laid out, LayoutUse fields, method
     # DEFAULT_POLICY with the regions of relations and bindings acting on the first half only
     "chosen_half": {"kinds": "policy", "use": "policy", "policy": "half"},
 }
+# the placement sweep on dev (strength, window; with regions for every step, or alone)
+for _w, _s in ((0.3, 0.3), (0.6, 0.3), (1.0, 0.3), (0.9, 0.15), (0.9, 0.5)):
+    MODES[f"p_all_w{round(10 * _w)}_s{round(100 * _s)}"] = {
+        "kinds": ALL,
+        "use": {"stop": 1.0, "place": _w, "place_stop": _s},
+    }
+for _w in (0.6, 1.0):
+    MODES[f"p_only_w{round(10 * _w)}"] = {
+        "kinds": ALL,
+        "use": {"weight": 0.0, "place": _w, "place_stop": 0.3},
+    }
 BOXGUIDE = {"scale": 4.0, "start": 0.0, "stop": 0.3, "every": 1}
 
 
