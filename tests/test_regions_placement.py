@@ -184,6 +184,18 @@ def test_colour_latents_encode_through_the_pipelines_vae(pipe):
     assert not torch.allclose(found[0], found[1])
 
 
+def test_placement_with_an_unsupported_scheduler_is_refused_before_sampling():
+    from diffusers import EDMEulerScheduler
+
+    built = tiny_sdxl_pipeline()
+    built.scheduler = EDMEulerScheduler()  # its own preconditioning: x0 is not read from eps
+    regions = [Region("a cat", box=(0, 0, 1, 1))]
+    with pytest.raises(ValueError, match=r"place=0.5: scheduler EDMEulerScheduler is not sup"):
+        RegionalPrompt(regions, place=0.5).attach(built)
+    with RegionalPrompt(regions).attach(built):  # regions alone work on any scheduler
+        pass
+
+
 def test_placement_on_a_vae_less_pipeline_is_refused_before_sampling():
     built = tiny_sdxl_pipeline()
     built.vae = None

@@ -123,6 +123,17 @@ def colour_latents(pipe: Any, colours: list[tuple[int, int, int]]) -> torch.Tens
     return ((latents - shift) * config.scaling_factor).cpu()
 
 
+def _check_placement_scheduler(pipe: Any, place: float) -> None:
+    """Placement reads x0 from the model output as guidance does: refuse, before sampling, a
+    scheduler whose parameterisation guidance does not support."""
+    from clipguide.guidance.schedulers import parameterisation
+
+    try:
+        parameterisation(pipe.scheduler)
+    except ValueError as err:
+        raise ValueError(f"place={place}: {err}; use place=0 with this scheduler") from None
+
+
 class RegionAttachment(Attachment):
     """One ``RegionalPrompt`` on one pipeline; a context manager that detaches on exit. Regions
     act inside the UNet (attention hooks); the registry's ``step`` changes its output only for
@@ -147,6 +158,8 @@ class RegionAttachment(Attachment):
         self._weights = torch.tensor([r.weight for r in prompt.regions], dtype=torch.float32)
         self._cache: dict[tuple, Any] = {}
         placed = prompt.regions if prompt.place > 0 else ()  # weight 0 regions too
+        if placed:
+            _check_placement_scheduler(pipe, prompt.place)
         self._colours = colour_latents(pipe, [r.placement_colour() for r in placed])
         self._blobs = [r.box if r.box is not None else r.mask for r in placed]
         super().__init__(prompt, pipe)
@@ -164,6 +177,8 @@ class RegionAttachment(Attachment):
         from clipguide.guidance.step import DenoiserStep
 
         step = DenoiserStep.from_unet_call(self.pipe, args, kwargs, output)
+        if step.level.sigma <= 0:  # a noiseless evaluation: nothing to steer
+            return None
         x0, _ = step.x0_eps()
         key = ("blobs", tuple(x0.shape[-2:]), x0.device)
         if key not in self._cache:
