@@ -169,13 +169,18 @@ def cost_by_kind(pipe, items: list, kinds: list[str], settings: dict, ctx: dict,
     return out
 
 
-def best_of_cost(kinds: list[str], ratios: dict[str, float], n: int) -> float:
-    """Mean cost of best-of-``n`` with the default spread (``plain_share``), in plain images:
-    ``k`` laid-out candidates at their kind's ratio and ``n - k`` plain ones per prompt."""
-    from clipguide.conditioning.layout_policy import plain_share
+def best_of_cost(items: list, ratios: dict[str, float], n: int, policy: dict) -> float:
+    """Mean cost of best-of-``n`` across layouts as ``best_of_n`` plans it (the default
+    spread), in plain images: each laid-out candidate at its kind's ratio, plain ones at 1."""
+    from clipguide.conditioning.layout_policy import plan_candidates
 
-    laid = n - plain_share(n)
-    costs = [laid * ratios[k] + (n - laid) if k in ratios else n for k in kinds]
+    costs = [
+        sum(
+            1.0 if c.layout is None else ratios[c.layout.kind]
+            for c in plan_candidates(i.caption, n)
+        )
+        for i in items
+    ]
     return round(float(np.mean(costs)), 3)
 
 
@@ -344,7 +349,9 @@ def main(argv: list[str] | None = None) -> dict:
             ratios = cost_by_kind(pipe, items, ref["kinds"], settings, ctx, args.cost_by_kind)
             res["cpu_per_image_vs_plain_by_kind"] = ratios
             if settings["kinds"] == "policy":
-                res[f"best_of_{n}_cpu_vs_one_plain_image"] = best_of_cost(ref["kinds"], ratios, n)
+                res[f"best_of_{n}_cpu_vs_one_plain_image"] = best_of_cost(
+                    items, ratios, n, mode_policy(settings)
+                )
         _print(name, res)
         results[name] = res
         if args.sheet and name == args.modes[0]:

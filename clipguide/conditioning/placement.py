@@ -23,6 +23,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from clipguide.checks import check, is_int
+
 __all__ = ["NEUTRAL", "colour_in_text", "parse_colour", "blob_weights", "placement_delta"]
 
 NEUTRAL: tuple[int, int, int] = (128, 128, 128)
@@ -34,17 +36,15 @@ def parse_colour(value: Any, name: str = "colour") -> tuple[int, int, int]:
     from PIL import ImageColor
 
     accepted = "a colour name such as 'red' or '#ff8800', or 3 ints (r, g, b) in [0, 255]"
+    rgb = value
     if isinstance(value, str):
         try:
-            rgb = ImageColor.getrgb(value.strip())
+            rgb = ImageColor.getrgb(value.strip())[:3]
         except ValueError:
-            raise ValueError(f"{name}={value!r} is not valid; accepted: {accepted}") from None
-        return (int(rgb[0]), int(rgb[1]), int(rgb[2]))
-    ok = isinstance(value, (tuple, list)) and len(value) == 3
-    ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value)
-    if not ok:
-        raise ValueError(f"{name}={value!r} is not valid; accepted: {accepted}")
-    return (int(value[0]), int(value[1]), int(value[2]))
+            rgb = None
+    triple = isinstance(rgb, (tuple, list)) and len(rgb) == 3
+    check(triple and all(is_int(v) and 0 <= v <= 255 for v in rgb), name, value, accepted)
+    return (int(rgb[0]), int(rgb[1]), int(rgb[2]))
 
 
 def colour_in_text(text: str) -> tuple[int, int, int] | None:

@@ -28,6 +28,8 @@ from clipguide.conditioning.encode import encode_prompt
 from clipguide.conditioning.placement import blob_weights, placement_delta
 from clipguide.conditioning.region_masks import add_region, region_masks, region_shares
 from clipguide.guidance.hooks import Attachment, check_hookable, last_rows
+from clipguide.guidance.schedulers import output_change_from_eps, parameterisation
+from clipguide.guidance.step import DenoiserStep
 
 __all__ = [
     "RegionAttachment",
@@ -126,8 +128,6 @@ def colour_latents(pipe: Any, colours: list[tuple[int, int, int]]) -> torch.Tens
 def _check_placement_scheduler(pipe: Any, place: float) -> None:
     """Placement reads x0 from the model output as guidance does: refuse, before sampling, a
     scheduler whose parameterisation guidance does not support."""
-    from clipguide.guidance.schedulers import parameterisation
-
     try:
         parameterisation(pipe.scheduler)
     except ValueError as err:
@@ -173,9 +173,6 @@ class RegionAttachment(Attachment):
         """Placement: the output changed so the scheduler steps with the pulled ``x0``."""
         if not self._blobs or not self.prompt.placing(position, total):
             return None
-        from clipguide.guidance.schedulers import output_change_from_eps
-        from clipguide.guidance.step import DenoiserStep
-
         step = DenoiserStep.from_unet_call(self.pipe, args, kwargs, output)
         if step.level.sigma <= 0:  # a noiseless evaluation: nothing to steer
             return None
