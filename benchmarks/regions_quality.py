@@ -201,15 +201,61 @@ def paired_by_group(a: np.ndarray, b: np.ndarray, groups: list[str]) -> dict[str
     return out
 
 
-def structured_picks(guide, cands: np.ndarray, items: list, n: int) -> np.ndarray:
-    return sq.picks(None, n, partial(guide.select, method="structured"), cands, items)  # type: ignore[arg-type]
+def structured_picks(
+    guide, cands: np.ndarray, items: list, n: int, layouts: list | None = None
+) -> np.ndarray:
+    """Best-of-``n`` picks by ``structured``; ``layouts[i]``: the layouts item i's candidates
+    were drawn on, read by the score's layout term (as ``best_of_n`` passes them)."""
+    if layouts is None:
+        return sq.picks(None, n, partial(guide.select, method="structured"), cands, items)  # type: ignore[arg-type]
+    scores = [
+        guide.select(list(cands[i, :n]), it.caption, "structured", layouts=layouts[i] or None)
+        for i, it in enumerate(items)
+    ]
+    return ev.pick(np.stack([s.numpy() for s in scores]))
+
+
+def select_cost(guide, cands: np.ndarray, items: list, settings: dict, n: int, count: int):
+    """Process CPU time of picking among ``n`` candidates by ``structured`` with the layout
+    term against without it (same images, alternated), summed over ``count`` laid-out items;
+    and the vision passes per image either way."""
+    drawn = drawn_on(items, settings, n)
+    laid = [i for i in range(len(items)) if drawn[i]][:count]
+    spent = {True: 0.0, False: 0.0}
+    for i in laid:
+        images, caption = list(cands[i, :n]), items[i].caption
+        for use in (True, False):
+            t0 = time.process_time()
+            guide.select(images, caption, "structured", layouts=drawn[i] if use else None)
+            spent[use] += time.process_time() - t0
+    with_term, without = spent[True], spent[False]
+    boxes = np.mean([sum(len(lay.regions) + 1 for lay in drawn[i]) for i in laid])
+    return {"ratio": round(with_term / without, 3), "extra_views_per_image": float(boxes)}
+
+
+def drawn_on(items: list, settings: dict, k: int) -> list[list]:
+    """Per item, the distinct layouts of its first ``k`` candidates under ``settings``."""
+    out = []
+    for it in items:
+        found = (candidate(it.caption, j, settings).layout for j in range(k))
+        out.append(list(dict.fromkeys(lay for lay in found if lay is not None)))
+    return out
 
 
 def evaluate(
-    name: str, m: ev.Measures, cands: np.ndarray, ref: dict, items: list, guide, n: int
+    name: str,
+    m: ev.Measures,
+    cands: np.ndarray,
+    ref: dict,
+    items: list,
+    guide,
+    n: int,
+    settings: dict | None = None,
 ) -> dict:
     """Figures of one mode against plain (``ref``: plain's measures, candidates and picks):
-    single samples (candidate 0) and best-of-``n`` (the mode's candidates, then plain ones)."""
+    single samples (candidate 0) and best-of-``n`` (the mode's candidates, then plain ones),
+    each picked by ``structured`` with the layout term (the layouts drawn on, from
+    ``settings``) and, side by side, without it (rows ending ``_noterm``)."""
     col = 0
     fams, kinds = ref["families"], ref["kinds"]
     p, pc = ref["measures"], ref["cands"]
@@ -238,11 +284,16 @@ def evaluate(
                 np.concatenate([m.guide[:, :k], p.guide[:, k:n]], 1),
                 np.concatenate([m.judge[:, :k], p.judge[:, k:n]], 1),
             )
-            rows.append((f"laid{k}+plain{n - k}", mix, mix_m))
+            rows.append((f"laid{k}+plain{n - k}", mix, mix_m, k))
         plain_best = ev.chosen(p, ref["picks"])
-        rows += [(f"laid{n}", cands[:, :n], m)] if laid >= n else []
-        for label, cc, mm in rows:
-            best = ev.chosen(mm, structured_picks(guide, cc, items, n))
+        rows += [(f"laid{n}", cands[:, :n], m, n)] if laid >= n else []
+        variants = [(*r, settings is not None) for r in rows]
+        if settings is not None:  # the same candidates picked without the layout term
+            variants += [(r[0] + "_noterm", *r[1:], False) for r in rows]
+        chosen: dict[str, ev.Measures] = {}
+        for label, cc, mm, k, term in variants:
+            drawn = drawn_on(items, settings, k) if term and settings is not None else None
+            best = chosen[label] = ev.chosen(mm, structured_picks(guide, cc, items, n, drawn))
             out[f"best_of_{n}_{label}"] = {
                 "plain": by_group(plain_best.ok[:, 0], fams),
                 label: by_group(best.ok[:, 0], fams),
@@ -255,6 +306,14 @@ def evaluate(
                 "any_correct": by_group(mm.ok[:, :n].any(axis=1), fams),
                 "any_correct_plain": by_group(p.ok[:, :n].any(axis=1), fams),
             }
+        for label in [r[0] for r in rows if r[0] + "_noterm" in chosen]:
+            term, noterm = chosen[label], chosen[label + "_noterm"]
+            out[f"best_of_{n}_{label}"]["oracle_vs_noterm"] = paired_by_group(
+                term.ok[:, 0], noterm.ok[:, 0], fams
+            )
+            out[f"best_of_{n}_{label}"]["judge_vs_noterm"] = paired_by_group(
+                term.judge[:, 0], noterm.judge[:, 0], fams
+            )
     return out
 
 
@@ -296,6 +355,12 @@ def main(argv: list[str] | None = None) -> dict:
         type=int,
         default=0,
         help="items per kind timed for the per-kind cost and best-of-n's mean cost; 0: skip",
+    )
+    p.add_argument(
+        "--select-cost",
+        type=int,
+        default=0,
+        help="laid-out items timed for structured selection with vs without the layout term",
     )
     args = p.parse_args(argv)
     from clipguide import load_clip
@@ -340,7 +405,7 @@ def main(argv: list[str] | None = None) -> dict:
             args.split, items, mode_key(name, ctx), regional_sampler(settings), laid, ctx
         )
         m = ev.measure(cands, items, guide, judge)
-        res = evaluate(name, m, cands, ref, items, guide, n)
+        res = evaluate(name, m, cands, ref, items, guide, n, settings)
         res["wall_seconds"] = round(time.perf_counter() - t0, 1)
         if args.cost_items:
             some = items[:: max(1, len(items) // args.cost_items)]
@@ -352,6 +417,10 @@ def main(argv: list[str] | None = None) -> dict:
                 res[f"best_of_{n}_cpu_vs_one_plain_image"] = best_of_cost(
                     items, ratios, n, mode_policy(settings)
                 )
+        if args.select_cost and n >= 2:
+            res["select_cpu_with_vs_without_layout_term"] = select_cost(
+                guide, cands, items, settings, n, args.select_cost
+            )
         _print(name, res)
         results[name] = res
         if args.sheet and name == args.modes[0]:

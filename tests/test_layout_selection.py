@@ -131,7 +131,12 @@ def test_best_of_n_across_layouts_records_layouts_and_picks_by_structured(micro)
     plan = plan_candidates(prompt, 3, "auto", plain=1)
     assert list(result.candidates) == [plan[i] for i in result.generation_order]
     assert sum(c.layout is None for c in result.candidates) == 1  # plain mixed in
-    assert torch.allclose(result.scores, scorer.select(result.images, prompt, "structured"))
+    # picked by structured with the layouts drawn on (each once), which its term reads
+    drawn = list(dict.fromkeys(c.layout for c in plan if c.layout is not None))
+    assert len(drawn) == 2  # both orders of the binding
+    picked = scorer.select(result.images, prompt, "structured", layouts=drawn)
+    assert torch.allclose(result.scores, picked)
+    assert not torch.allclose(picked, scorer.select(result.images, prompt, "structured"))
     assert torch.all(result.scores[:-1] >= result.scores[1:])
     for k, cand in enumerate(result.candidates):  # each image regenerates with its layout
         if cand.layout is None:

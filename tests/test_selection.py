@@ -13,6 +13,7 @@ from clipguide.model import load_clip
 from clipguide.scoring import CLIPScorer
 from clipguide.scoring.captions import Relation, relations
 from clipguide.scoring.methods import METHODS, StructureWeights, structure_terms
+from clipguide.scoring.metrics import rank
 from clipguide.shapes import Scene, ShapeObject, render
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -223,7 +224,14 @@ def test_generate_default_is_best_of_4_by_structure_with_a_sheet_and_a_summary(
         assert main([*argv, "--best-of", "1", "--out", str(tmp_path / "one")]) == 0
         plain.append(Image.open(tmp_path / "one" / f"{png.stem.rsplit('-', 1)[0]}-{seed}.png"))
     capsys.readouterr()
-    ranking = scorer.rerank(plain, prompt, method="structured")
+    # the layouts the candidates were drawn on, which the structured score's layout term reads
+    drawn = {
+        tuple((r["prompt"], tuple(r["box"])) for r in laid["regions"]): None
+        for laid in picks["candidate_layouts"]
+        if laid
+    }
+    assert drawn and picks["layout_weight"] == StructureWeights().layouts  # laid out by default
+    ranking = rank(scorer.select(plain, prompt, "structured", layouts=list(drawn)))
     assert [7 + i for i in ranking.indices] == picks["candidate_seeds"]
     assert ranking.scores.tolist() == pytest.approx(picks["candidate_scores"], abs=0.5)
     assert check(plain[ranking.indices[0]], prompt).ok == meta["oracle"]["ok"]

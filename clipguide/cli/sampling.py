@@ -174,6 +174,10 @@ def _best_of(pipe, call: dict, count: int, args, guide, vision, text: str):
                 "candidate_seeds": result.seeds,
                 "candidate_scores": scores,
                 "candidate_layouts": [layout_record(c) for c in result.candidates],
+                # the structured score's layout term reads the layouts drawn on (its weight)
+                "layout_weight": scorer.weights.layouts
+                if args.method == "structured" and any(c.layout for c in result.candidates)
+                else 0.0,
             }
         )
         layouts.append(result.candidates[0] if result.candidates else None)

@@ -73,7 +73,10 @@ def best_of_n(
     layouts, then ``plain`` plain ones (default: a quarter of them), each sampled under its ``RegionalPrompt``; ``policy`` says which kinds
     of prompt get a layout and how (default
     :data:`~clipguide.conditioning.layout_policy.DEFAULT_POLICY`). Image ``i`` keeps seed
-    ``seed + i`` whatever its layout, and ``candidates`` records each image's layout.
+    ``seed + i`` whatever its layout, and ``candidates`` records each image's layout. With
+    the ``"structured"`` method, images are then also scored on how well their boxes show
+    their phrases (the best of the layouts drawn on; see
+    :func:`~clipguide.scoring.methods.selection_scores`).
 
     ``prompt`` is a text, or a :class:`~clipguide.conditioning.Conditioning` from
     :func:`clipguide.encode_prompt` (one prompt), whose embeddings the pipeline is called with
@@ -118,7 +121,12 @@ def best_of_n(
             )
         images.extend(_batch_images(out, len(batch)))
     select = getattr(scorer, "select", None)
-    scores = scorer.score(images, prompt) if select is None else select(images, prompt, method)
+    if select is None:
+        scores = scorer.score(images, prompt)
+    elif _drawn_on(plan) and (method or getattr(scorer, "method", None)) == "structured":
+        scores = select(images, prompt, method, layouts=_drawn_on(plan))
+    else:
+        scores = select(images, prompt, method)
     ranking = rank(scores)
     order = ranking.indices
     ranked = [images[i] for i in order]
@@ -147,6 +155,11 @@ def _plan(
 
     policy = DEFAULT_POLICY if policy is None else policy
     return plan_candidates(prompt, n, layouts, plain=plain, policy=policy)
+
+
+def _drawn_on(plan: list[Any] | None) -> list[Any]:
+    """The distinct layouts the plan's candidates are drawn on, in plan order."""
+    return list(dict.fromkeys(c.layout for c in plan or () if c.layout is not None))
 
 
 def _batches(seeds: list[int], plan: list[Any] | None, size: int) -> list[tuple[list, Any]]:

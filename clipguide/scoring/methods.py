@@ -13,7 +13,10 @@ one method; they are not CLIPScores (``CLIPScorer.score`` stays the plain CLIPSc
 - ``"structured"``: whole-prompt cosine plus the object phrases found in window views
   (:func:`~clipguide.scoring.structure.part_presence`), their spatial relations and counts
   (:mod:`clipguide.scoring.structure`; counts only for prompts with a number word), minus
-  the negated phrases found ("no blue square"), weighted by :class:`StructureWeights`.
+  the negated phrases found ("no blue square"), weighted by :class:`StructureWeights`; given
+  the layouts the candidates were drawn on (best-of-N across layouts), also how well each
+  image's boxes show their phrases (:func:`~clipguide.scoring.structure.layout_agreement`,
+  the best of the layouts).
 
 Negations: every method but ``"clipscore"`` compares images with the *positive* prompt, its
 negated phrases and their negators removed (:func:`~clipguide.scoring.captions.positive_prompt`:
@@ -56,6 +59,8 @@ from clipguide.scoring.structure import (
     border_fill,
     box_centres,
     count_agreement,
+    fraction_box,
+    layout_agreement,
     letterbox,
     part_presence,
     relation_agreement,
@@ -83,6 +88,7 @@ __all__ = [
     "StructureTerms",
     "StructureWeights",
     "check_method",
+    "layout_boxes",
     "selection_scores",
     "structure_terms",
 ]
@@ -105,6 +111,9 @@ class StructureWeights:
         tau: softmax temperature locating a phrase among windows (cosine units).
         offset: image fraction at which a relation's agreement reaches tanh(1).
         count_scale: logit scale of the count softmax.
+        layouts: weight of the layout agreement, used only when the layouts the candidates
+            were drawn on are given (0.3: chosen on the dev split by
+            ``benchmarks/regions_quality.py``, flat from 0.2 to 0.6).
     """
 
     parts: float = 1.0
@@ -114,9 +123,10 @@ class StructureWeights:
     tau: float = 0.03
     offset: float = 0.125
     count_scale: float = 50.0
+    layouts: float = 0.3
 
     def __post_init__(self) -> None:
-        for name in ("parts", "relations", "counts", "negated", "tau", "offset", "count_scale"):
+        for name in (*_WEIGHTS, "tau", "offset", "count_scale"):
             value = getattr(self, name)
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
             if (
@@ -131,7 +141,11 @@ class StructureWeights:
                 )
 
 
+_WEIGHTS = ("parts", "relations", "counts", "negated", "layouts")
 _POSITIVE = ("tau", "offset", "count_scale")
+
+LayoutBoxes = Sequence[tuple[str, tuple[float, float, float, float]]]
+"""One layout for selection: its boxes as ``(phrase, (x0, y0, x1, y1))`` in fractions."""
 
 
 def check_method(method: object, name: str = "method") -> str:
@@ -149,11 +163,21 @@ def selection_scores(
     prompt: str,
     method: str = "clipscore",
     weights: StructureWeights | None = None,
+    layouts: Sequence[Any] | None = None,
 ) -> torch.Tensor:
-    """(N,) selection scores of ``images`` for one ``prompt`` by ``method`` (see the module)."""
+    """(N,) selection scores of ``images`` for one ``prompt`` by ``method`` (see the module).
+
+    ``layouts``: the layouts the images were drawn on (``"structured"`` only), each a
+    :class:`~clipguide.conditioning.Layout` or a list of ``(phrase, (x0, y0, x1, y1))``."""
     check_method(method)
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str, got {type(prompt).__name__}: {prompt!r:.80}")
+    boxes = layout_boxes(layouts)
+    if boxes and method != "structured":
+        raise ValueError(
+            f"layouts are read only by method='structured', got method={method!r} with "
+            f"{len(boxes)} layout(s); pass method='structured' or no layouts"
+        )
     items = as_image_list(images)
     if not items:
         raise ValueError("images is empty; pass at least one image")
@@ -163,7 +187,7 @@ def selection_scores(
         return scorer.scale * _views_cosine(scorer, items, _positive(prompt))
     if method == "structured":
         weights = weights or StructureWeights()
-        terms = structure_terms(scorer, items, prompt, weights)
+        terms = structure_terms(scorer, items, prompt, weights, layouts=boxes)
         whole, extra = terms.whole, terms.combine(weights)
     else:
         text = _positive(prompt)
@@ -256,11 +280,13 @@ class StructureTerms:
     relations: torch.Tensor | None = None
     counts: torch.Tensor | None = None
     negated: torch.Tensor | None = None
+    layouts: torch.Tensor | None = None
 
     def combine(self, w: StructureWeights) -> torch.Tensor | None:
         """The weighted sum (the negated term subtracted), or None when no term applies (the
         plain-cosine fallback)."""
         terms = [(w.parts, self.parts), (w.relations, self.relations), (w.counts, self.counts)]
+        terms.append((w.layouts, self.layouts))
         if self.negated is not None:
             terms.append((w.negated, -self.negated))
         used = [(weight, term) for weight, term in terms if weight and term is not None]
@@ -270,12 +296,17 @@ class StructureTerms:
 
 
 def structure_terms(
-    scorer: _Scorer, images: ImageInput, prompt: str, w: StructureWeights | None = None
+    scorer: _Scorer,
+    images: ImageInput,
+    prompt: str,
+    w: StructureWeights | None = None,
+    layouts: Sequence[Any] | None = None,
 ) -> StructureTerms:
     """Each term of the ``"structured"`` score (``w`` gives tau, offset, count_scale; a zero
-    weight skips its term's work)."""
+    weight skips its term's work); ``layouts`` as :func:`selection_scores` takes them."""
     w = w or StructureWeights()
     items = as_image_list(images)
+    boxes = layout_boxes(layouts) if w.layouts else []
     text = _positive(prompt)
     parts = prompt_parts(text) if w.parts else []
     rels = (
@@ -283,7 +314,7 @@ def structure_terms(
     )
     counts = _count_variants(text) if w.counts else []
     negs = negated_parts(prompt) if w.negated else []
-    pixels = _pixels(items) if parts or rels or negs else None
+    pixels = _pixels(items) if parts or rels or negs or boxes else None
     embeds = scorer.embed_images(_squared(items, pixels))
     prompt_embed = scorer.embed_texts(text).to(embeds)[0]
     out = {"whole": embeds @ prompt_embed}
@@ -315,7 +346,83 @@ def structure_terms(
                 for r in rels
             ]
             out["relations"] = torch.stack(agree).mean(dim=0)
+    if boxes:
+        assert pixels is not None
+        out["layouts"] = _layout_term(scorer, pixels, boxes)
     return StructureTerms(**out)
+
+
+def layout_boxes(layouts: Sequence[Any] | None) -> list[list[tuple[str, tuple]]]:
+    """Each layout as ``[(plain phrase, (x0, y0, x1, y1)), ...]``, from
+    :class:`~clipguide.conditioning.Layout` objects (a masked region by its mask's bounding
+    box) or such lists; a ValueError naming the layout for anything else."""
+    if layouts is None:
+        return []
+    if isinstance(layouts, (str, bytes)) or not isinstance(layouts, Sequence):
+        raise TypeError(
+            f"layouts must be a list of Layout or of [(phrase, (x0, y0, x1, y1)), ...], "
+            f"got {type(layouts).__name__}: {layouts!r:.80}"
+        )
+    out = []
+    for i, layout in enumerate(layouts):
+        regions = getattr(layout, "regions", layout)
+        pairs = []
+        try:
+            for region in regions:
+                if hasattr(region, "prompt"):
+                    phrase, box = region.prompt, region.box
+                    if box is None:
+                        box = _mask_box(region.mask)
+                else:
+                    phrase, box = region
+                if not isinstance(phrase, str) or not phrase.strip():
+                    raise ValueError(f"phrase {phrase!r} is not a non-empty str")
+                fraction_box(box, 64, 64)  # checks the box
+                pairs.append((plain_prompt(phrase) or phrase, tuple(float(v) for v in box)))
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"layouts[{i}]={layout!r:.120} is not a layout: {err}; accepted: a Layout or a "
+                "list of (phrase, (x0, y0, x1, y1)) with boxes in fractions of the image"
+            ) from None
+        if not pairs:
+            raise ValueError(f"layouts[{i}] has no boxes; accepted: at least one box")
+        out.append(pairs)
+    return out
+
+
+def _mask_box(mask: torch.Tensor) -> tuple[float, float, float, float]:
+    """The bounding box, in fractions, of a mask's cells above one half."""
+    on = torch.nonzero(torch.as_tensor(mask) > 0.5)
+    if on.numel() == 0:
+        raise ValueError("its mask is empty")
+    h, w = mask.shape[-2:]
+    (y0, x0), (y1, x1) = on.amin(dim=0).tolist(), on.amax(dim=0).tolist()
+    return x0 / w, y0 / h, (x1 + 1) / w, (y1 + 1) / h
+
+
+def _layout_term(
+    scorer: _Scorer, pixels: list[torch.Tensor], layouts: list[list[tuple[str, tuple]]]
+) -> torch.Tensor:
+    """(N,) the best over ``layouts`` of :func:`layout_agreement`: each box's window view
+    (and the empty view) against the layout's distinct phrases."""
+    best = None
+    for layout in layouts:
+        phrases = list(dict.fromkeys(p for p, _ in layout))
+        text = scorer.embed_texts(phrases)
+        views = []
+        for x in pixels:
+            h, w = x.shape[-2:]
+            fill = border_fill(x)
+            boxed = window_views(x, [fraction_box(b, h, w) for _, b in layout])
+            empty = fill.expand(1, *x.shape)
+            views.extend(letterbox(torch.cat([boxed, empty]), fill))
+        embeds = scorer.embed_images(views).view(len(pixels), len(layout) + 1, -1)
+        sims = embeds @ text.to(embeds).T  # (N, R + 1, K)
+        columns = [phrases.index(p) for p, _ in layout]
+        agree = layout_agreement(sims[:, :-1], sims[:, -1], columns)
+        best = agree if best is None else torch.maximum(best, agree)
+    assert best is not None
+    return best
 
 
 def _count_variants(text: str) -> list[str]:

@@ -275,12 +275,20 @@ class CLIPScorer:
         """CLIPScore per image, ``scale * max(cos, 0)``: (N,)."""
         return clip_score(self.cosine(images, prompts), self.scale)
 
-    def select(self, images: ImageInput, prompt: str, method: str | None = None) -> torch.Tensor:
+    def select(
+        self,
+        images: ImageInput,
+        prompt: str,
+        method: str | None = None,
+        layouts: Sequence[Any] | None = None,
+    ) -> torch.Tensor:
         """Selection score of each image for one prompt by ``method`` (default: the scorer's):
-        (N,), higher is better, comparable only among images of that prompt and method."""
+        (N,), higher is better, comparable only among images of that prompt and method.
+        ``layouts``: the layouts the images were drawn on, read by ``"structured"``
+        (:func:`~clipguide.scoring.methods.selection_scores`)."""
         method = self.method if method is None else check_method(method)
         with keys_held(self._held):  # one key for the select's two or three encodes
-            return selection_scores(self, images, prompt, method, self.weights)
+            return selection_scores(self, images, prompt, method, self.weights, layouts)
 
     def rerank(self, images: ImageInput, prompt: str, method: str | None = None) -> Ranking:
         """Rank images against one prompt by ``method`` (default: the scorer's), best first

@@ -13,7 +13,10 @@ place), each object phrase is scored against every window, and
 - :func:`relation_agreement`: for "A left of B", the windows where A and B are found
   (softmax-weighted centres) must lie in that order along that axis;
 - :func:`count_agreement`: the whole image must prefer the prompt to the same prompt with a
-  number moved by one (a softmax over the captions).
+  number moved by one (a softmax over the captions);
+- :func:`layout_agreement`: when the candidates were drawn on layouts (best-of-N across
+  layouts), each box of a layout must show its own phrase rather than the layout's other
+  phrases (or, with one phrase, rather than the empty background).
 
 :mod:`clipguide.scoring.methods` combines them into the ``"structured"`` selection score.
 """
@@ -37,6 +40,8 @@ __all__ = [
     "relation_axis",
     "relation_agreement",
     "count_agreement",
+    "fraction_box",
+    "layout_agreement",
 ]
 
 Box = tuple[int, int, int, int]  # (top, left, height, width) in pixels
@@ -176,3 +181,48 @@ def count_agreement(
     that change one of its numbers, for (N, D) normalised image embeddings."""
     texts = torch.cat([prompt_embed.reshape(1, -1), variant_embeds], dim=0).to(image_embeds)
     return torch.log_softmax(logit_scale * image_embeds @ texts.T, dim=1)[:, 0]
+
+
+def fraction_box(box: Sequence[float], height: int, width: int) -> Box:
+    """Pixels ``(top, left, h, w)`` of an ``(x0, y0, x1, y1)`` box in fractions of a
+    ``height`` x ``width`` image, at least one pixel each way."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+        raise ValueError(
+            f"box={tuple(box)!r} is not valid; accepted: (x0, y0, x1, y1) fractions with "
+            "0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1"
+        )
+    top, left = min(round(y0 * height), height - 1), min(round(x0 * width), width - 1)
+    h = max(1, min(round(y1 * height), height) - top)
+    w = max(1, min(round(x1 * width), width) - left)
+    return top, left, h, w
+
+
+def layout_agreement(
+    region_sims: torch.Tensor, blank_sims: torch.Tensor, columns: Sequence[int]
+) -> torch.Tensor:
+    """How well N images follow one layout: (N,) the least margin over its R boxes.
+
+    ``region_sims`` (N, R, K) are cosines of each box's window view with the layout's K
+    distinct phrases, ``blank_sims`` (N, K) those of the empty view (the border colour
+    everywhere), ``columns[r]`` the phrase of box r. A box's margin is its own phrase's
+    cosine minus the best other phrase's, or minus the empty view's when the layout has one
+    phrase (a count: "three squares")."""
+    if region_sims.ndim != 3:
+        raise ValueError(f"region_sims must be (N, R, K), got {tuple(region_sims.shape)}")
+    n, r, k = region_sims.shape
+    if len(columns) != r or any(not 0 <= c < k for c in columns):
+        raise ValueError(
+            f"columns must give each of the {r} boxes a phrase in [0, {k}), got {list(columns)}"
+        )
+    if tuple(blank_sims.shape) != (n, k):
+        raise ValueError(f"blank_sims must be ({n}, {k}), got {tuple(blank_sims.shape)}")
+    margins = []
+    for box, col in enumerate(columns):
+        own = region_sims[:, box, col]
+        if k == 1:
+            margins.append(own - blank_sims[:, col])
+        else:
+            others = torch.cat([region_sims[:, box, :col], region_sims[:, box, col + 1 :]], dim=1)
+            margins.append(own - others.amax(dim=1))
+    return torch.stack(margins, dim=1).amin(dim=1)
