@@ -12,6 +12,7 @@ from diffusers import (
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
     HeunDiscreteScheduler,
+    LCMScheduler,
     UniPCMultistepScheduler,
 )
 
@@ -26,6 +27,7 @@ SCHEDULERS = {
     "dpmpp_2m": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
     "unipc": (UniPCMultistepScheduler, {}),
     "heun": (HeunDiscreteScheduler, {}),
+    "lcm": (LCMScheduler, {}),  # x0 as LCM steps with it (test_guidance_schedulers)
 }
 
 

@@ -21,6 +21,7 @@ from diffusers import (
     HeunDiscreteScheduler,
     KDPM2AncestralDiscreteScheduler,
     KDPM2DiscreteScheduler,
+    LCMScheduler,
     LMSDiscreteScheduler,
     PNDMScheduler,
     UniPCMultistepScheduler,
@@ -193,6 +194,24 @@ def test_heun_doubled_timesteps_positions():
     _run(scheduler, lambda t, x, out: seen.append(step_position(scheduler, t)) or None)
     assert [p for p, _ in seen] == list(range(len(scheduler.timesteps)))
     assert len(scheduler.timesteps) == 2 * STEPS - 1
+
+
+@pytest.mark.parametrize("ptype", PTYPES)
+@pytest.mark.parametrize("steps", [1, 4, 8])
+def test_lcm_is_a_vp_scheduler_whose_denoised_sample_is_our_x0(ptype, steps):
+    # LCM's boundary scalings (c_skip, c_out) barely move its x0 at its timesteps: guidance and
+    # placement, which work on x0, act on what LCM steps with
+    scheduler = LCMScheduler(**SD_BETAS, prediction_type=ptype)
+    scheduler.set_timesteps(steps)
+    gen = torch.Generator().manual_seed(0)
+    sample = torch.randn(2, 4, 8, 8, generator=gen)
+    for t in scheduler.timesteps:
+        assert noise_level(scheduler, t).kind == "vp"
+        output = torch.randn(2, 4, 8, 8, generator=gen)
+        ours = predict_x0(scheduler, sample, output, t)
+        result = scheduler.step(output, t, sample, generator=gen)
+        torch.testing.assert_close(ours, result.denoised, rtol=3e-3, atol=3e-3)
+        sample = result.prev_sample
 
 
 @pytest.mark.parametrize(

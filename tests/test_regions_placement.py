@@ -135,10 +135,26 @@ def test_place_zero_is_regions_alone_bit_for_bit(pipe):
     assert torch.equal(alone, zero)
 
 
-def test_full_placement_makes_the_predicted_latents_the_colour_in_the_blob_centre(pipe):
+@pytest.mark.parametrize("scheduler", ["default", "lcm"])
+def test_full_placement_makes_the_predicted_latents_the_colour_in_the_blob_centre(pipe, scheduler):
     """With place=1 the scheduler steps with an x0 equal to the region's colour latent where
     the blob's weight is 1 (the box centre), during the placement window only: afterwards the
-    model's output passes unchanged."""
+    model's output passes unchanged. LCM steps with that x0 too (its boundary scalings barely
+    move it: test_guidance_schedulers)."""
+    if scheduler == "lcm":
+        from diffusers import LCMScheduler
+
+        default = pipe.scheduler
+        pipe.scheduler = LCMScheduler.from_config(default.config)
+        try:
+            _full_placement(pipe)
+        finally:
+            pipe.scheduler = default
+    else:
+        _full_placement(pipe)
+
+
+def _full_placement(pipe):
     box = (0.0, 0.0, 0.55, 11 / 12)  # centred on the cell (5, 5) of the 12x20 latents
     rp = RegionalPrompt([Region("a blue square", box=box)], place=1.0, place_stop=0.5)
     target = colour_latents(pipe, [(0, 0, 255)])[0]

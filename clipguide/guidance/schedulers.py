@@ -36,7 +36,11 @@ __all__ = [
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample", "flow_prediction")
 
 # Attributes that mean a preconditioning this module does not model (EDM c_skip/c_out,
-# consistency-model boundary scalings): such schedulers get a clear error instead of wrong maths.
+# consistency-model boundary scalings on a sigma schedule): such schedulers get a clear error
+# instead of wrong maths. LCMScheduler is not among them (its method is
+# ``get_scalings_for_boundary_condition_discrete``): its x0 is the VP formula and its boundary
+# scalings leave it as is to within 0.25 % at every timestep >= 1 (c_skip = 0.25 / ((10 t)^2 +
+# 0.25)), so guidance and placement treat it as a VP scheduler (tested against its ``denoised``).
 _UNSUPPORTED_MARKERS = ("precondition_outputs", "get_scalings_for_boundary_condition")
 
 
@@ -55,7 +59,7 @@ def _unsupported(scheduler: Any, why: str) -> ValueError:
     return ValueError(
         f"scheduler {type(scheduler).__name__} is not supported by clipguide guidance: {why}. "
         "Supported parameterisations: sigma-type (Euler, Euler ancestral, Heun, KDPM2, LMS), "
-        "VP (DDIM, DDPM, PNDM, DPM-Solver, UniPC, DEIS) and flow matching (FlowMatchEuler)."
+        "VP (DDIM, DDPM, PNDM, DPM-Solver, UniPC, DEIS, LCM) and flow matching (FlowMatchEuler)."
     )
 
 
