@@ -160,3 +160,46 @@ def test_best_of_n_without_layouts_records_nothing_and_plain_needs_layouts(micro
     assert result.candidates == ()
     with pytest.raises(ValueError, match="plain=1 needs layouts"):
         best_of_n(pipe, "a circle", 2, scorer, plain=1, progress=False)
+
+
+def test_best_of_n_batches_each_layout_once_and_keeps_seeds_in_plan_order(micro, monkeypatch):
+    import torch
+
+    from clipguide import best_of_n
+    from clipguide.conditioning.layout_policy import regional_prompt
+
+    pipe, scorer = micro
+    prompt = "a blue triangle and a cyan square"
+    kwargs = {"num_inference_steps": 3, "output_type": "pt"}
+    plan = plan_candidates(prompt, 4, "auto", plain=1)
+    assert [c.layout and c.layout.name for c in plan] == ["row", "row reversed", "row", None]
+    calls = []
+    original = type(pipe).__call__
+
+    def counted(self, *args, **kw):
+        calls.append(kw["num_images_per_prompt"])
+        return original(self, *args, **kw)
+
+    monkeypatch.setattr(type(pipe), "__call__", counted)
+    result = best_of_n(
+        pipe, prompt, 4, scorer, seed=11, layouts="auto", plain=1, progress=False,
+        batch_size=4, **kwargs,
+    )  # fmt: skip
+    assert sorted(calls) == [1, 1, 2]  # "row" once for its two seeds, then "row reversed", plain
+    monkeypatch.setattr(type(pipe), "__call__", original)
+    for k, seed in enumerate(result.seeds):  # image k is still seed 11 + its plan index
+        i = result.generation_order[k]
+        assert seed == 11 + i and result.candidates[k] == plan[i]
+        with (
+            regional_prompt(plan[i].layout, plan[i].use).attach(pipe)
+            if plan[i].layout
+            else (_nothing())
+        ):
+            again = pipe(prompt, generator=result.generator(k), **kwargs).images[0]
+        assert torch.allclose(again, result.images[k], atol=1e-5)
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()

@@ -106,20 +106,21 @@ def best_of_n(
         device = generator.device if generator is not None else None
         seeds = torch.randint(0, 2**62, (n,), generator=generator, device=device).tolist()
     plan = _plan(prompt, n, layouts, plain, policy)
-    images: list[Any] = []
-    batches = _batches(seeds, plan, batch_size)
+    made: dict[int, Any] = {}
+    batches = _batches(len(seeds), plan, batch_size)
     if progress:
         from tqdm.auto import tqdm
 
         batches = tqdm(batches, unit="batch", desc="best_of_n")
     for batch, candidate in batches:
-        generators = [torch.Generator(device=generator_device).manual_seed(s) for s in batch]
+        generators = [torch.Generator(device=generator_device).manual_seed(seeds[i]) for i in batch]
         text = {} if "prompt_embeds" in pipe_kwargs else {"prompt": prompt}
         with _conditioning(pipe, candidate):
             out = pipe(
                 **text, num_images_per_prompt=len(batch), generator=generators, **pipe_kwargs
             )
-        images.extend(_batch_images(out, len(batch)))
+        made.update(zip(batch, _batch_images(out, len(batch)), strict=True))
+    images = [made[i] for i in range(len(seeds))]
     select = getattr(scorer, "select", None)
     if select is None:
         scores = scorer.score(images, prompt)
@@ -162,16 +163,17 @@ def _drawn_on(plan: list[Any] | None) -> list[Any]:
     return list(dict.fromkeys(c.layout for c in plan or () if c.layout is not None))
 
 
-def _batches(seeds: list[int], plan: list[Any] | None, size: int) -> list[tuple[list, Any]]:
-    """Consecutive seeds with the same candidate conditioning, at most ``size`` per batch."""
-    out: list[tuple[list, Any]] = []
-    for i, seed in enumerate(seeds):
-        candidate = None if plan is None else plan[i]
-        if out and out[-1][1] == candidate and len(out[-1][0]) < size:
-            out[-1][0].append(seed)
-        else:
-            out.append(([seed], candidate))
-    return out
+def _batches(count: int, plan: list[Any] | None, size: int) -> list[tuple[list[int], Any]]:
+    """Candidate indices in batches of at most ``size`` that share one conditioning: a layout
+    the plan cycles through (L0, L1, L0, plain) is attached once per batch, not per image."""
+    groups: dict[Any, list[int]] = {}
+    for i in range(count):
+        groups.setdefault(None if plan is None else plan[i], []).append(i)
+    return [
+        (members[k : k + size], candidate)
+        for candidate, members in groups.items()
+        for k in range(0, len(members), size)
+    ]
 
 
 def _conditioning(pipe: Any, candidate: Any):
