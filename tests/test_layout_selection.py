@@ -163,6 +163,8 @@ def test_best_of_n_without_layouts_records_nothing_and_plain_needs_layouts(micro
 
 
 def test_best_of_n_batches_each_layout_once_and_keeps_seeds_in_plan_order(micro, monkeypatch):
+    import contextlib
+
     import torch
 
     from clipguide import best_of_n
@@ -193,13 +195,7 @@ def test_best_of_n_batches_each_layout_once_and_keeps_seeds_in_plan_order(micro,
         with (
             regional_prompt(plan[i].layout, plan[i].use).attach(pipe)
             if plan[i].layout
-            else (_nothing())
+            else contextlib.nullcontext()
         ):
             again = pipe(prompt, generator=result.generator(k), **kwargs).images[0]
         assert torch.allclose(again, result.images[k], atol=1e-5)
-
-
-def _nothing():
-    import contextlib
-
-    return contextlib.nullcontext()
