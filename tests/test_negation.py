@@ -17,7 +17,7 @@ from clipguide.scoring.captions import (
 )
 from clipguide.scoring.captions.edits import PromptDoc
 from clipguide.scoring.methods import structure_terms
-from clipguide.shapes import Scene, ShapeObject, render
+from clipguide.shapes import draw
 
 
 @pytest.mark.parametrize(
@@ -98,14 +98,9 @@ def scorer():
     return CLIPScorer(load_clip("shapes", dtype=torch.float32), progress=False)
 
 
-def _scene(*objects) -> object:
-    objs = tuple(ShapeObject(s, c, "large", x, y, 20.0) for s, c, x, y in objects)
-    return render(Scene("", "two_object", objs, seed=5), jitter=False)
-
-
-WITH = _scene(("circle", "red", 18, 32), ("square", "blue", 46, 32))
-WITHOUT = _scene(("circle", "red", 18, 32))
-OTHER = _scene(("circle", "red", 18, 32), ("triangle", "green", 46, 32))  # allowed extra
+WITH = draw(("circle", "red", 18, 32), ("square", "blue", 46, 32))
+WITHOUT = draw(("circle", "red", 18, 32))
+OTHER = draw(("circle", "red", 18, 32), ("triangle", "green", 46, 32))  # allowed extra
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from clipguide.scoring import CLIPScorer
 from clipguide.scoring.captions import Relation, relations
 from clipguide.scoring.methods import METHODS, StructureWeights, structure_terms
 from clipguide.scoring.metrics import rank
-from clipguide.shapes import Scene, ShapeObject, render
+from clipguide.shapes import draw
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -70,14 +70,9 @@ def scorer():
     return CLIPScorer(load_clip("shapes", dtype=torch.float32), progress=False)
 
 
-def _scene(*objects) -> Image.Image:
-    objs = tuple(ShapeObject(s, c, "large", x, y, 20.0) for s, c, x, y in objects)
-    return render(Scene("", "position", objs, seed=3), jitter=False)
-
-
-LEFT = _scene(("circle", "red", 16, 32), ("square", "blue", 48, 32))  # red circle on the left
-RIGHT = _scene(("circle", "red", 48, 32), ("square", "blue", 16, 32))
-SWAPPED = _scene(("circle", "blue", 16, 32), ("square", "red", 48, 32))  # colours swapped
+LEFT = draw(("circle", "red", 16, 32), ("square", "blue", 48, 32))  # red circle on the left
+RIGHT = draw(("circle", "red", 48, 32), ("square", "blue", 16, 32))
+SWAPPED = draw(("circle", "blue", 16, 32), ("square", "red", 48, 32))  # colours swapped
 
 
 def test_structured_sees_the_relation_and_the_binding(scorer):

@@ -4,14 +4,13 @@ cases, then on micro-world scenes, the API and bad input."""
 
 import pytest
 import torch
-from PIL import Image
 
 from clipguide.conditioning import Layout, Region
 from clipguide.model import load_clip
 from clipguide.scoring import CLIPScorer
 from clipguide.scoring.methods import StructureWeights, layout_boxes, structure_terms
 from clipguide.scoring.structure import fraction_box, layout_agreement
-from clipguide.shapes import Scene, ShapeObject, render
+from clipguide.shapes import draw
 
 
 def test_fraction_box_rounds_to_pixels_and_refuses_bad_boxes():
@@ -48,14 +47,9 @@ def scorer():
     return CLIPScorer(load_clip("shapes", dtype=torch.float32), progress=False)
 
 
-def _scene(*objects) -> Image.Image:
-    objs = tuple(ShapeObject(s, c, "large", x, y, 20.0) for s, c, x, y in objects)
-    return render(Scene("", "position", objs, seed=3), jitter=False)
-
-
-LEFT = _scene(("circle", "red", 16, 32), ("square", "blue", 48, 32))  # red circle on the left
-RIGHT = _scene(("circle", "red", 48, 32), ("square", "blue", 16, 32))
-SWAPPED = _scene(("circle", "blue", 16, 32), ("square", "red", 48, 32))  # colours swapped
+LEFT = draw(("circle", "red", 16, 32), ("square", "blue", 48, 32))  # red circle on the left
+RIGHT = draw(("circle", "red", 48, 32), ("square", "blue", 16, 32))
+SWAPPED = draw(("circle", "blue", 16, 32), ("square", "red", 48, 32))  # colours swapped
 PROMPT = "a red circle left of a blue square"
 ROW = [("a red circle", (0, 0, 0.5, 1)), ("a blue square", (0.5, 0, 1, 1))]
 REVERSED = [("a blue square", (0, 0, 0.5, 1)), ("a red circle", (0.5, 0, 1, 1))]
@@ -77,8 +71,8 @@ def test_the_layout_term_sees_which_box_shows_which_phrase(scorer):
 
 
 def test_a_count_layout_finds_the_empty_box(scorer):
-    two = _scene(("square", "red", 16, 32), ("square", "blue", 48, 32))
-    one = _scene(("square", "red", 16, 32))
+    two = draw(("square", "red", 16, 32), ("square", "blue", 48, 32))
+    one = draw(("square", "red", 16, 32))
     halves = [("a square", (0, 0, 0.5, 1)), ("a square", (0.5, 0, 1, 1))]
     term = structure_terms(scorer, [two, one], "two squares", layouts=[halves]).layouts
     assert term[0] > 0.3 and abs(term[1]) < 1e-4  # the empty box is the empty view

@@ -163,3 +163,13 @@ def test_only_scenes_that_met_the_contradiction_changed(monkeypatch):
     ps = prompt_set(30)  # the evaluation prompts (no composite family) are untouched
     monkeypatch.undo()
     assert ps == prompt_set(30)
+
+
+def test_draw_makes_a_hand_made_scene_the_oracle_reads():
+    from clipguide.shapes import COLOURS, check, draw
+
+    image = draw(("circle", "red", 16, 32), ("square", "blue", 48, 32))
+    assert image.size == (64, 64) and image.getpixel((16, 32)) == COLOURS["red"]  # no jitter
+    assert check(image, "a red circle left of a blue square").ok
+    assert not check(image, "a blue circle left of a red square").ok
+    assert draw(("circle", "red", 16, 32)).tobytes() == draw(("circle", "red", 16, 32)).tobytes()

@@ -57,6 +57,7 @@ __all__ = [
     "Verdict",
     "check",
     "detect",
+    "draw",
     "load_shapes_clip",
     "load_tiny_decoder",
     "make_scheduler",
@@ -83,7 +84,7 @@ lazy_package(
             "parse_caption",
         ),
         "clipguide.shapes.oracle": ("Detection", "Verdict", "check", "detect"),
-        "clipguide.shapes.render": ("render",),
+        "clipguide.shapes.render": ("draw", "render"),
         "clipguide.shapes.scenes": (
             "IMAGE_SIZE",
             "Scene",

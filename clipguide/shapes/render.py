@@ -6,9 +6,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from clipguide.shapes.grammar import COLOURS, SHAPES, SIZES
-from clipguide.shapes.scenes import IMAGE_SIZE, Scene, non_negative_int
+from clipguide.shapes.scenes import IMAGE_SIZE, Scene, ShapeObject, non_negative_int
 
-__all__ = ["render"]
+__all__ = ["draw", "render"]
 
 _SUPERSAMPLE = 4
 
@@ -55,3 +55,10 @@ def render(scene: Scene, *, jitter: bool = True) -> Image.Image:
         arr = np.asarray(img).astype(np.float32) + rng.normal(0, 1.5, (IMAGE_SIZE, IMAGE_SIZE, 3))
         img = Image.fromarray(np.clip(arr, 0, 255).round().astype(np.uint8))
     return img
+
+
+def draw(*objects: tuple[str, str, float, float], extent: float = 20.0) -> Image.Image:
+    """Large shapes ``(shape, colour, cx, cy)`` (centres in pixels) drawn exactly, without
+    jitter: a hand-made scene for tests and examples."""
+    shapes = tuple(ShapeObject(s, c, "large", x, y, extent) for s, c, x, y in objects)
+    return render(Scene("", "hand-made", shapes), jitter=False)
