@@ -47,27 +47,28 @@ def scorer():
     return CLIPScorer(load_clip("shapes", dtype=torch.float32), progress=False)
 
 
-LEFT = draw(("circle", "red", 16, 32), ("square", "blue", 48, 32))  # red circle on the left
-RIGHT = draw(("circle", "red", 48, 32), ("square", "blue", 16, 32))
-SWAPPED = draw(("circle", "blue", 16, 32), ("square", "red", 48, 32))  # colours swapped
-PROMPT = "a red circle left of a blue square"
-ROW = [("a red circle", (0, 0, 0.5, 1)), ("a blue square", (0.5, 0, 1, 1))]
-REVERSED = [("a blue square", (0, 0, 0.5, 1)), ("a red circle", (0.5, 0, 1, 1))]
+# a column this time (test_selection has the row): the red circle on top, or at the bottom
+TOP = draw(("circle", "red", 32, 16), ("square", "blue", 32, 48))
+BOTTOM = draw(("circle", "red", 32, 48), ("square", "blue", 32, 16))
+SWAPPED = draw(("circle", "blue", 32, 16), ("square", "red", 32, 48))  # colours swapped
+PROMPT = "a red circle above a blue square"
+COLUMN = [("a red circle", (0, 0, 1, 0.5)), ("a blue square", (0, 0.5, 1, 1))]
+REVERSED = [("a blue square", (0, 0, 1, 0.5)), ("a red circle", (0, 0.5, 1, 1))]
 
 
 def test_the_layout_term_sees_which_box_shows_which_phrase(scorer):
-    images = [LEFT, RIGHT, SWAPPED]
-    row = structure_terms(scorer, images, PROMPT, layouts=[ROW]).layouts
-    assert row[0] > 0.5 > -0.5 > row[1]  # in its boxes / each in the other's box
-    assert row[0] > row[2]  # the colours bound to the wrong shapes
-    both = structure_terms(scorer, images, PROMPT, layouts=[ROW, REVERSED]).layouts
+    images = [TOP, BOTTOM, SWAPPED]
+    column = structure_terms(scorer, images, PROMPT, layouts=[COLUMN]).layouts
+    assert column[0] > 0.5 > -0.5 > column[1]  # in its boxes / each in the other's box
+    assert column[0] > column[2]  # the colours bound to the wrong shapes
+    both = structure_terms(scorer, images, PROMPT, layouts=[COLUMN, REVERSED]).layouts
     rev = structure_terms(scorer, images, PROMPT, layouts=[REVERSED]).layouts
-    assert torch.allclose(both, torch.maximum(row, rev))  # the best of the layouts
+    assert torch.allclose(both, torch.maximum(column, rev))  # the best of the layouts
     assert both[1] > 0.5 and both[2] < both[0]
     # without layouts, or at weight 0, there is no term
     assert structure_terms(scorer, images, PROMPT).layouts is None
     off = StructureWeights(layouts=0)
-    assert structure_terms(scorer, images, PROMPT, off, layouts=[ROW]).layouts is None
+    assert structure_terms(scorer, images, PROMPT, off, layouts=[COLUMN]).layouts is None
 
 
 def test_a_count_layout_finds_the_empty_box(scorer):
@@ -79,24 +80,24 @@ def test_a_count_layout_finds_the_empty_box(scorer):
 
 
 def test_select_adds_the_weighted_term_and_reads_layouts_in_any_form(scorer):
-    images = [LEFT, RIGHT, SWAPPED]
+    images = [TOP, BOTTOM, SWAPPED]
     plain = scorer.select(images, PROMPT, "structured")
     layouts = [
-        Layout("row", "relation", tuple(Region(p, box=b) for p, b in ROW)),
+        Layout("column", "relation", tuple(Region(p, box=b) for p, b in COLUMN)),
         Layout("reversed", "relation", tuple(Region(p, box=b) for p, b in REVERSED)),
     ]
     picked = scorer.select(images, PROMPT, "structured", layouts=layouts)
-    term = structure_terms(scorer, images, PROMPT, layouts=[ROW, REVERSED]).layouts
+    term = structure_terms(scorer, images, PROMPT, layouts=[COLUMN, REVERSED]).layouts
     weight = StructureWeights().layouts
     assert torch.allclose(picked - plain, scorer.scale * weight * term, atol=1e-4)
     # a masked region is read by its mask's bounding box; weight syntax by its plain text
     mask = torch.zeros(8, 8)
-    mask[:, :4] = 1
-    masked = [Layout("row", "relation", (Region("a (red:1.3) circle", mask=mask),
-                                         Region(ROW[1][0], box=ROW[1][1])))]  # fmt: skip
-    assert layout_boxes(masked) == [[("a red circle", (0.0, 0.0, 0.5, 1.0)), ROW[1]]]
+    mask[:4] = 1  # the top half
+    masked = [Layout("column", "relation", (Region("a (red:1.3) circle", mask=mask),
+                                         Region(COLUMN[1][0], box=COLUMN[1][1])))]  # fmt: skip
+    assert layout_boxes(masked) == [COLUMN]
     # a prompt with nothing else to check still gets the term
-    alone = scorer.select(images, "a red circle", "structured", layouts=[[ROW[0]]])
+    alone = scorer.select(images, "a red circle", "structured", layouts=[[COLUMN[0]]])
     assert not torch.allclose(alone, scorer.select(images, "a red circle", "structured"))
 
 
@@ -106,18 +107,18 @@ def test_select_adds_the_weighted_term_and_reads_layouts_in_any_form(scorer):
         ("auto", TypeError, r"layouts must be a list of Layout or of \[\(phrase"),
         ([[("a circle", (0, 0, 1.5, 1))]], ValueError, r"layouts\[0\]=.* is not a layout: box="),
         ([[("  ", (0, 0, 1, 1))]], ValueError, r"layouts\[0\]=.* phrase '  ' is not a non-emp"),
-        ([ROW, [("a circle",)]], ValueError, r"layouts\[1\]=.* is not a layout"),
+        ([COLUMN, [("a circle",)]], ValueError, r"layouts\[1\]=.* is not a layout"),
         ([[]], ValueError, r"layouts\[0\] has no boxes; accepted: at least one box"),
     ],
 )
 def test_bad_layouts_are_refused_by_name(scorer, layouts, error, message):
     with pytest.raises(error, match=message):
-        scorer.select([LEFT], PROMPT, "structured", layouts=layouts)
+        scorer.select([TOP], PROMPT, "structured", layouts=layouts)
 
 
 def test_layouts_are_read_only_by_structured(scorer):
     with pytest.raises(ValueError, match=r"layouts are read only by method='structured', got "
                        r"method='clipscore' with 1 layout\(s\)"):  # fmt: skip
-        scorer.select([LEFT], PROMPT, "clipscore", layouts=[ROW])
+        scorer.select([TOP], PROMPT, "clipscore", layouts=[COLUMN])
     with pytest.raises(ValueError, match=r"layouts=-1 is not valid; accepted: a finite number"):
         StructureWeights(layouts=-1)
