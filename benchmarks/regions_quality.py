@@ -54,6 +54,9 @@ MODES: dict[str, dict] = {  # name -> kinds laid out, LayoutUse fields, method
     "chosen": {"kinds": "policy", "use": "policy"},  # DEFAULT_POLICY, every candidate laid out
     # DEFAULT_POLICY with the regions of relations and bindings acting on the first half only
     "chosen_half": {"kinds": "policy", "use": "policy", "policy": "half"},
+    # DEFAULT_POLICY with counts placed too (placement alone: one box per object), so that the
+    # pick's layout term can check each box for an object
+    "chosen_counts": {"kinds": "policy", "use": "policy", "policy": "counts"},
 }
 # the placement sweep on dev (strength, window; with regions for every step, or alone)
 for _w, _s in ((0.3, 0.3), (0.6, 0.3), (1.0, 0.3), (0.9, 0.15), (0.9, 0.5)):
@@ -79,6 +82,8 @@ def mode_policy(settings: dict) -> dict:
         return {
             k: v and (replace(v, stop=0.5) if v.weight else v) for k, v in DEFAULT_POLICY.items()
         }
+    if settings.get("policy") == "counts":
+        return {**DEFAULT_POLICY, "count": DEFAULT_POLICY["objects"]}
     return dict(DEFAULT_POLICY)
 
 
