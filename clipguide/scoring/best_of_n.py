@@ -122,10 +122,11 @@ def best_of_n(
         made.update(zip(batch, _batch_images(out, len(batch)), strict=True))
     images = [made[i] for i in range(len(seeds))]
     select = getattr(scorer, "select", None)
+    drawn = _drawn_on(plan)
     if select is None:
         scores = scorer.score(images, prompt)
-    elif _drawn_on(plan) and (method or getattr(scorer, "method", None)) == "structured":
-        scores = select(images, prompt, method, layouts=_drawn_on(plan))
+    elif drawn and (method or getattr(scorer, "method", None)) == "structured":
+        scores = select(images, prompt, method, layouts=drawn)
     else:
         scores = select(images, prompt, method)
     ranking = rank(scores)

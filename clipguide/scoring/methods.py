@@ -58,6 +58,7 @@ from clipguide.scoring.metrics import normalise
 from clipguide.scoring.structure import (
     border_fill,
     box_centres,
+    checked_fraction_box,
     count_agreement,
     fraction_box,
     layout_agreement,
@@ -143,9 +144,6 @@ class StructureWeights:
 
 _WEIGHTS = ("parts", "relations", "counts", "negated", "layouts")
 _POSITIVE = ("tau", "offset", "count_scale")
-
-LayoutBoxes = Sequence[tuple[str, tuple[float, float, float, float]]]
-"""One layout for selection: its boxes as ``(phrase, (x0, y0, x1, y1))`` in fractions."""
 
 
 def check_method(method: object, name: str = "method") -> str:
@@ -377,8 +375,7 @@ def layout_boxes(layouts: Sequence[Any] | None) -> list[list[tuple[str, tuple]]]
                     phrase, box = region
                 if not isinstance(phrase, str) or not phrase.strip():
                     raise ValueError(f"phrase {phrase!r} is not a non-empty str")
-                fraction_box(box, 64, 64)  # checks the box
-                pairs.append((plain_prompt(phrase) or phrase, tuple(float(v) for v in box)))
+                pairs.append((plain_prompt(phrase) or phrase, checked_fraction_box(box)))
         except (TypeError, ValueError) as err:
             raise ValueError(
                 f"layouts[{i}]={layout!r:.120} is not a layout: {err}; accepted: a Layout or a "
