@@ -211,10 +211,9 @@ def structured_picks(
 ) -> np.ndarray:
     """Best-of-``n`` picks by ``structured``; ``layouts[i]``: the layouts item i's candidates
     were drawn on, read by the score's layout term (as ``best_of_n`` passes them)."""
-    if layouts is None:
-        return sq.picks(None, n, partial(guide.select, method="structured"), cands, items)  # type: ignore[arg-type]
+    drawn = layouts or [None] * len(items)
     scores = [
-        guide.select(list(cands[i, :n]), it.caption, "structured", layouts=layouts[i] or None)
+        guide.select(list(cands[i, :n]), it.caption, "structured", layouts=drawn[i] or None)
         for i, it in enumerate(items)
     ]
     return ev.pick(np.stack([s.numpy() for s in scores]))

@@ -44,3 +44,21 @@ def is_real(value: Any) -> bool:
 def is_int(value: Any) -> bool:
     """An integer (not a bool)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def checked_box(box: Any, name: str = "box") -> tuple[float, float, float, float]:
+    """``box`` as floats ``(x0, y0, x1, y1)`` if it is a non-empty box in fractions of the
+    image (origin top-left), else a ValueError naming ``name`` and the value."""
+    accepted = "4 numbers (x0, y0, x1, y1) in [0, 1] with x0 < x1 and y0 < y1"
+    check(
+        isinstance(box, (tuple, list)) and len(box) == 4 and all(is_real(v) for v in box),
+        name,
+        box,
+        accepted,
+    )
+    x0, y0, x1, y1 = (float(v) for v in box)
+    check(
+        all(0.0 <= v <= 1.0 for v in (x0, y0, x1, y1)), name, box, f"{accepted} (inside the image)"
+    )
+    check(x0 < x1 and y0 < y1, name, box, f"{accepted} (not empty)")
+    return (x0, y0, x1, y1)

@@ -18,7 +18,9 @@ def test_fraction_box_rounds_to_pixels_and_refuses_bad_boxes():
     assert fraction_box((0.5, 0.25, 1, 0.75), 40, 60) == (10, 30, 20, 30)
     assert fraction_box((0.99, 0.99, 1, 1), 8, 8) == (7, 7, 1, 1)  # at least one pixel
     for bad in ((0.5, 0, 0.5, 1), (0, 0, 1.2, 1), (-0.1, 0, 1, 1)):
-        with pytest.raises(ValueError, match=r"box=.* is not valid; accepted: \(x0, y0, x1"):
+        with pytest.raises(
+            ValueError, match=r"box=.* is not valid; accepted: 4 numbers \(x0, y0, x1"
+        ):
             fraction_box(bad, 8, 8)
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from clipguide.checks import check, describe, is_real
+from clipguide.checks import check, checked_box, describe, is_real
 from clipguide.conditioning.placement import NEUTRAL, colour_in_text, parse_colour
 
 __all__ = ["Region", "RegionalPrompt", "parse_region", "check_regions", "NAMED_BOXES"]
@@ -98,7 +98,7 @@ class Region:
                 "accepted: exactly one of them (a box (x0, y0, x1, y1) or an (H, W) mask)"
             )
         if self.box is not None:
-            object.__setattr__(self, "box", _checked_box(self.box))
+            object.__setattr__(self, "box", checked_box(self.box))
         else:
             _check_mask(self.mask)
         check(
@@ -133,22 +133,6 @@ class Region:
 
     def _key(self) -> tuple:
         return (self.prompt, self.box, self.weight, self.start, self.stop, self.colour)
-
-
-def _checked_box(box: Any) -> tuple[float, float, float, float]:
-    accepted = "4 numbers (x0, y0, x1, y1) in [0, 1] with x0 < x1 and y0 < y1"
-    check(
-        isinstance(box, (tuple, list)) and len(box) == 4 and all(is_real(v) for v in box),
-        "box",
-        box,
-        accepted,
-    )
-    x0, y0, x1, y1 = (float(v) for v in box)
-    check(
-        all(0.0 <= v <= 1.0 for v in (x0, y0, x1, y1)), "box", box, f"{accepted} (inside the image)"
-    )
-    check(x0 < x1 and y0 < y1, "box", box, f"{accepted} (not empty)")
-    return (x0, y0, x1, y1)
 
 
 def _check_mask(mask: Any) -> None:

@@ -43,6 +43,7 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
+from clipguide.checks import checked_box
 from clipguide.model.images import ImageInput, as_image_list, to_tensor
 from clipguide.scoring.captions import (
     hard_negatives,
@@ -58,7 +59,6 @@ from clipguide.scoring.metrics import normalise
 from clipguide.scoring.structure import (
     border_fill,
     box_centres,
-    checked_fraction_box,
     count_agreement,
     fraction_box,
     layout_agreement,
@@ -375,7 +375,7 @@ def layout_boxes(layouts: Sequence[Any] | None) -> list[list[tuple[str, tuple]]]
                     phrase, box = region
                 if not isinstance(phrase, str) or not phrase.strip():
                     raise ValueError(f"phrase {phrase!r} is not a non-empty str")
-                pairs.append((plain_prompt(phrase) or phrase, checked_fraction_box(box)))
+                pairs.append((plain_prompt(phrase) or phrase, checked_box(box)))
         except (TypeError, ValueError) as err:
             raise ValueError(
                 f"layouts[{i}]={layout!r:.120} is not a layout: {err}; accepted: a Layout or a "

@@ -28,6 +28,8 @@ from collections.abc import Sequence
 
 import torch
 
+from clipguide.checks import checked_box
+
 __all__ = [
     "WINDOWS",
     "Box",
@@ -40,7 +42,6 @@ __all__ = [
     "relation_axis",
     "relation_agreement",
     "count_agreement",
-    "checked_fraction_box",
     "fraction_box",
     "layout_agreement",
 ]
@@ -184,22 +185,10 @@ def count_agreement(
     return torch.log_softmax(logit_scale * image_embeds @ texts.T, dim=1)[:, 0]
 
 
-def checked_fraction_box(box: Sequence[float]) -> tuple[float, float, float, float]:
-    """``box`` as floats ``(x0, y0, x1, y1)`` if it is a non-empty box in fractions of the
-    image, else a ValueError naming it."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
-        raise ValueError(
-            f"box={tuple(box)!r} is not valid; accepted: (x0, y0, x1, y1) fractions with "
-            "0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1"
-        )
-    return x0, y0, x1, y1
-
-
 def fraction_box(box: Sequence[float], height: int, width: int) -> Box:
     """Pixels ``(top, left, h, w)`` of an ``(x0, y0, x1, y1)`` box in fractions of a
     ``height`` x ``width`` image, at least one pixel each way."""
-    x0, y0, x1, y1 = checked_fraction_box(box)
+    x0, y0, x1, y1 = checked_box(box)
     top, left = min(round(y0 * height), height - 1), min(round(x0 * width), width - 1)
     h = max(1, min(round(y1 * height), height) - top)
     w = max(1, min(round(x1 * width), width) - left)
